@@ -1,0 +1,46 @@
+"""ai_assets: AI batch inference over multimodal data as partitioned, incremental, retryable Dagster assets.
+
+The plain-Python layers (functions, providers, runtime, storage) import no Dagster; the Dagster layer lives in
+``ai_assets.dagster``.
+"""
+
+from ai_assets.functions._execution import Enriched
+from ai_assets.functions.classify import classify_text
+from ai_assets.functions.embed import embed_text
+from ai_assets.functions.prompt import PromptParams, aprompt, prompt
+from ai_assets.providers.llama_cpp import LlamaCppProvider
+from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
+from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import (
+    AIAssetsError,
+    ConfigError,
+    MissingExtraError,
+    NotSupportedError,
+    RowFailedError,
+)
+from ai_assets.runtime.retry import RetryPolicy
+from ai_assets.runtime.usage import Prices, Usage
+
+__all__ = [
+    "AIAssetsError",
+    "ConfigError",
+    "Enriched",
+    "LlamaCppProvider",
+    "MissingExtraError",
+    "NotSupportedError",
+    "OpenAICompatibleProvider",
+    "Prices",
+    "PromptParams",
+    "ResultCache",
+    "RetryPolicy",
+    "RowFailedError",
+    "RunOptions",
+    "SentenceTransformersProvider",
+    "Usage",
+    "aprompt",
+    "classify_text",
+    "embed_text",
+    "prompt",
+]

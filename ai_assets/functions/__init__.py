@@ -1,0 +1,1 @@
+"""Plain-Python AI functions: Arrow in, Arrow out."""

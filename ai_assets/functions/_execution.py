@@ -1,0 +1,168 @@
+"""Shared machinery of the AI functions: de-duplicate, read the cache, send what is left, map back to rows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.engine import Connection, Job, OnError, Outcome, RunOptions, run_jobs
+from ai_assets.runtime.errors import RowFailedError
+from ai_assets.runtime.usage import Usage
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Enriched:
+    """What an AI function returns: the input table with its new columns, and what it cost."""
+
+    table: pa.Table
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class RowResults:
+    """Per row: the value (None when skipped or failed) and the error or skip reason."""
+
+    values: list[Any]
+    errors: list[str | None]
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine from sync code; from inside a running loop (Jupyter), on a worker thread."""
+    runner_factory: Callable[[], asyncio.AbstractEventLoop] | None
+    try:
+        import uvloop
+
+        runner_factory = uvloop.new_event_loop
+    except ImportError:
+        runner_factory = None
+
+    def run() -> T:
+        with asyncio.Runner(loop_factory=runner_factory) as runner:
+            return runner.run(make())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="ai_assets-run")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+Record = Callable[[str, Outcome], None]
+Send = Callable[[list[str], Record], Awaitable[None]]
+
+
+async def execute(
+    keys: Sequence[str | None],
+    skip_reasons: Sequence[str | None],
+    send: Send,
+    on_error: OnError,
+    cache: ResultCache | None,
+    usage: Usage,
+    progress: Progress | None = None,
+) -> RowResults:
+    """Answer every row whose key is not None, paying only for keys neither cached nor repeated.
+
+    ``send(missing, record)`` computes the keys still missing and calls ``record(key, outcome)`` for each as soon
+    as it is final; the outcome is then made durable in the cache before anything else happens.
+    ``progress(done, total)`` follows the keys that had to be sent.
+    """
+    started = time.perf_counter()
+    usage.rows += len(keys)
+    usage.skipped += sum(1 for k in keys if k is None)
+    unique = list(dict.fromkeys(k for k in keys if k is not None))
+    usage.deduplicated += sum(1 for k in keys if k is not None) - len(unique)
+    answers: dict[str, Any] = {}
+    failures: dict[str, Outcome] = {}
+    if cache is not None and unique:
+        hits = await asyncio.to_thread(cache.get_many, unique)
+        answers.update({k: hit.value for k, hit in hits.items()})
+        usage.cache_hits += len(hits)
+    missing = [k for k in unique if k not in answers]
+    usage.sent_rows += len(missing)
+
+    def record(key: str, outcome: Outcome) -> None:
+        if outcome.ok:
+            answers[key] = outcome.value
+        else:
+            failures[key] = outcome
+        if cache is not None:
+            if outcome.ok:
+                cache.put(key, outcome.value)
+            else:
+                cache.put(key, error=outcome.error)
+        if progress is not None:
+            progress(len(answers) + len(failures) - (len(unique) - len(missing)), len(missing))
+
+    if missing:
+        await send(missing, record)
+    values: list[Any] = []
+    errors: list[str | None] = []
+    for row, (key, reason) in enumerate(zip(keys, skip_reasons, strict=True)):
+        if key is None:
+            values.append(None)
+            errors.append(reason)
+        elif key in answers:
+            values.append(answers[key])
+            errors.append(None)
+        else:
+            failed = failures[key]
+            usage.errors += 1
+            if on_error == "raise":
+                usage.elapsed_s += time.perf_counter() - started
+                raise RowFailedError(row, failed.attempts, failed.error or "failed", last_output=failed.last_output)
+            values.append(None)
+            errors.append(failed.error)
+    usage.elapsed_s += time.perf_counter() - started
+    return RowResults(values, errors)
+
+
+async def send_jobs(
+    jobs: list[Job],
+    connect: Callable[[], AbstractAsyncContextManager[Connection]],
+    options: RunOptions,
+    usage: Usage,
+    record: Record,
+    split: Callable[[Job, Outcome], list[tuple[str, Outcome]]] | None = None,
+) -> None:
+    """Send jobs through the engine; ``split`` maps a batch job's outcome onto its keys (default: the job's key)."""
+
+    def on_outcome(job: Job, outcome: Outcome) -> None:
+        for key, part in (split(job, outcome) if split is not None else [(job.key, outcome)]):
+            record(key, part)
+
+    async with connect() as connection:
+        await run_jobs(jobs, connection, options, usage, on_outcome)
+
+
+def append_columns(table: pa.Table, output_column: str, values: pa.Array, errors: Sequence[str | None]) -> pa.Table:
+    """Add (or replace) ``output_column`` and ``<output_column>_error``."""
+    error_column = f"{output_column}_error"
+    for name in (output_column, error_column):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+    return table.append_column(output_column, values).append_column(error_column, pa.array(errors, pa.string()))

@@ -1,0 +1,1 @@
+"""Providers: one small Protocol per capability, one module per backend."""

@@ -1,0 +1,1 @@
+"""The request engine: concurrency, limits, retries, per-row errors, cache and usage."""

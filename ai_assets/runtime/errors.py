@@ -1,0 +1,92 @@
+"""Errors and warnings shared by every layer. Error text is bounded and scrubbed of secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_ERROR_CHARS = 300
+
+
+class AIAssetsWarning(UserWarning):
+    """Warnings raised by ai_assets itself (tests turn them into errors)."""
+
+
+class AIAssetsError(Exception):
+    """Base class of the errors ai_assets raises on purpose."""
+
+
+class ConfigError(AIAssetsError, ValueError):
+    """A setting or an argument is wrong; the message names it."""
+
+
+class MissingExtraError(AIAssetsError, ImportError):
+    """An optional backend is not installed; the message names the extra that installs it."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"{package} is not installed: pip install 'ai_assets[{extra}]'")
+        self.package = package
+        self.extra = extra
+
+
+class NotSupportedError(AIAssetsError, TypeError):
+    """The provider does not implement the capability a function asked for."""
+
+    def __init__(self, provider: object, capability: str) -> None:
+        super().__init__(f"{capability} is not supported by provider {type(provider).__name__}")
+
+
+@dataclass
+class AttemptUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TransientError(AIAssetsError):
+    """Worth another attempt after a wait: 408 / 429 / 5xx, timeouts, dropped connections."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(AIAssetsError):
+    """Another attempt would fail the same way (400, 401, 404, ...): the row fails at once."""
+
+
+class FatalProviderError(PermanentError):
+    """The provider rejects the run itself (bad key, unknown model): every row would fail, so the run stops."""
+
+
+class InvalidOutputError(AIAssetsError):
+    """The model answered, but the answer does not parse or validate: re-ask with ``reask_request``."""
+
+    def __init__(self, message: str, *, reask_request: dict[str, Any], usage: AttemptUsage, raw: str) -> None:
+        super().__init__(message)
+        self.reask_request = reask_request
+        self.usage = usage
+        self.raw = raw
+
+
+@dataclass
+class RowFailedError(AIAssetsError):
+    """A row failed after its attempts ran out (raised with ``on_error="raise"``)."""
+
+    row: int
+    attempts: int
+    reason: str
+    usage: AttemptUsage = field(default_factory=AttemptUsage)
+    last_output: str | None = None
+
+    def __str__(self) -> str:
+        tail = f"; last output: {self.last_output[:120]!r}" if self.last_output else ""
+        return f"row {self.row} failed after {self.attempts} attempt(s): {self.reason}{tail}"
+
+
+def bounded(text: str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS) -> str:
+    """Scrub every secret from ``text`` and cut it to ``limit`` characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

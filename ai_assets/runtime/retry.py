@@ -1,0 +1,57 @@
+"""Retry policy: exponential backoff with full jitter, overridden by the server's Retry-After."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+
+from tenacity import RetryCallState
+
+from ai_assets.runtime.errors import InvalidOutputError, TransientError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a row may cost and how long to wait between them.
+
+    ``max_attempts`` counts every request a row sends: transport retries and re-asks together.
+    """
+
+    max_attempts: int = 4
+    base_wait: float = 0.5
+    max_wait: float = 30.0
+
+    def wait(self, state: RetryCallState) -> float:
+        """tenacity ``wait`` callback."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, InvalidOutputError):
+            return 0.0
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return exc.retry_after
+        ceiling = min(self.max_wait, self.base_wait * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Read ``retry-after-ms`` (OpenAI) or ``retry-after`` (seconds or an HTTP date); None when absent."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)

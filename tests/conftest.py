@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ai_assets import OpenAICompatibleProvider
+from ai_assets.testing import FakeOpenAIServer
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(fake_server: FakeOpenAIServer) -> FakeOpenAIServer:
+    """The shared fake server with no faults, no latency and zeroed counts."""
+    fake_server.set_faults()
+    fake_server.set_latency(0.0)
+    fake_server.reset()
+    return fake_server
+
+
+@pytest.fixture
+def llm(server: FakeOpenAIServer) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider("fake-model", base_url=server.base_url, api_key="sk-test-secret-key")
