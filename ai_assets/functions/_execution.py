@@ -48,19 +48,28 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         runner_factory = None
 
     def run() -> T:
+        # The result leaves through a box, not as the task's return value: on exit asyncio.Runner calls
+        # signal.getsignal(), whose failed Enum lookup formats repr(task) and with it the whole result (seconds
+        # of numpy repr for a few thousand vectors; bench/bench_embed.py showed 0.55 of raw encode before this).
+        box: list[T] = []
+
+        async def main() -> None:
+            box.append(await make())
+
         with asyncio.Runner(loop_factory=runner_factory) as runner:
-            return runner.run(make())
+            runner.run(main())
+        return box[0]
 
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return run()
-    box: list[T] = []
+    results: list[T] = []
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            box.append(run())
+            results.append(run())
         except BaseException as exc:
             errors.append(exc)
 
@@ -69,7 +78,7 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     thread.join()
     if errors:
         raise errors[0]
-    return box[0]
+    return results[0]
 
 
 Record = Callable[[str, Outcome], None]

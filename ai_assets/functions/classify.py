@@ -41,7 +41,8 @@ def score_labels(vectors: Matrix, label_vectors: Matrix, labels: Sequence[str],
                  temperature: float = 0.05) -> tuple[list[str], list[float]]:
     """Best label per row, with its softmax probability over cosine similarities."""
     def unit(m: Matrix) -> Matrix:
-        return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
+        norms: Matrix = np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
+        return m / norms
 
     logits = unit(vectors) @ unit(label_vectors).T / temperature
     logits -= logits.max(axis=1, keepdims=True)
@@ -71,7 +72,7 @@ def classify_text(
     described = label_descriptions(labels)
     options = options or RunOptions()
     if method is None:
-        method = "embedding" if isinstance(provider, (TextEmbedder, RemoteTextEmbedder)) else "llm"
+        method = "llm" if isinstance(provider, Prompter) else "embedding"
     if method == "llm":
         if not isinstance(provider, Prompter):
             raise NotSupportedError(provider, "classify_text(method='llm')")
@@ -102,9 +103,10 @@ def classify_text(
 def _classify_llm(table: pa.Table, column: str, described: dict[str, str], provider: Prompter, output_column: str,
                   options: RunOptions, cache: ResultCache | None, progress: Progress | None) -> Enriched:
     names = tuple(described)
+    label_type: Any = Literal[names]
     choice = create_model(
         "Classification",
-        label=(Literal[names], Field(description="the label that fits the text best")),  # type: ignore[valid-type]
+        label=(label_type, Field(description="the label that fits the text best")),
         confidence=(float, Field(ge=0, le=1, description="how sure you are, from 0 to 1")),
         __base__=BaseModel,
     )

@@ -22,7 +22,7 @@ class Template:
         for _, field, spec, conversion in string.Formatter().parse(self.text):
             if field is None:
                 continue
-            if not field or not field.isidentifier() and field.strip() != field:
+            if not field or (not field.isidentifier() and field.strip() != field):
                 raise ConfigError(f"template {self.text!r}: every field must name a column, got {{{field}}}")
             if conversion or spec:
                 raise ConfigError(f"template {self.text!r}: format specs are not supported in {{{field}}}")

@@ -138,7 +138,7 @@ class OpenAICompatibleProvider:
 def _prepared(response_model: type[BaseModel], mode: instructor.Mode, system_json: str) -> dict[str, Any]:
     """instructor's request shaping for a model and system message (0.7 ms a call, so once per distinct pair)."""
     _, kwargs = handle_response_model(response_model, mode=mode, messages=json.loads(system_json))
-    return kwargs
+    return dict(kwargs)
 
 
 def _chat_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class _BaseConnection:
                     body: dict[str, Any] = json.loads(text)
                     return body
                 message = bounded(f"HTTP {response.status} from {self.url}: {_error_message(text)}", self.secrets)
-                if response.status in _TRANSIENT_STATUS or response.status >= 500:
+                if response.status in _TRANSIENT_STATUS or (response.status >= 500 and response.status != 501):
                     raise TransientError(message, retry_after=retry_after_seconds(response.headers))
                 if response.status in _FATAL_STATUS:
                     raise FatalProviderError(message)
@@ -232,7 +232,7 @@ def _raw_output(completion: ChatCompletion) -> str:
         return ""
     message = completion.choices[0].message
     if message.tool_calls:
-        return "".join(getattr(call, "function").arguments for call in message.tool_calls)
+        return "".join(call.function.arguments for call in message.tool_calls if call.type == "function")
     return message.content or ""
 
 

@@ -93,7 +93,8 @@ class ResultCache:
         removed = 0
         with self._lock:
             if unused_for_s is not None:
-                removed += self._db.execute("DELETE FROM results WHERE used < ?", (time.time() - unused_for_s,)).rowcount
+                cutoff = time.time() - unused_for_s
+                removed += self._db.execute("DELETE FROM results WHERE used < ?", (cutoff,)).rowcount
             if max_entries is not None:
                 removed += self._db.execute(
                     "DELETE FROM results WHERE key NOT IN (SELECT key FROM results ORDER BY used DESC LIMIT ?)",

@@ -1,5 +1,5 @@
 """Test helpers users can use too: a real OpenAI-compatible server with fault injection."""
 
-from ai_assets.testing.server import Fault, FakeOpenAIServer, ServerStats
+from ai_assets.testing.server import FakeOpenAIServer, Fault, ServerStats
 
 __all__ = ["FakeOpenAIServer", "Fault", "ServerStats"]

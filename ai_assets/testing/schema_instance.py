@@ -42,12 +42,11 @@ def instance_for(schema: JSONSchema, seed: int, root: JSONSchema | None = None, 
     if kind == "string":
         return f"{name}-{seed % 10_000}"
     if kind == "integer":
-        low = int(schema.get("minimum", 0))
-        return low + seed % 100
+        return int(schema.get("minimum", 0)) + seed % 100
     if kind == "number":
-        low = float(schema.get("minimum", 0.0))
-        high = float(schema.get("maximum", low + 1.0))
-        return low + (high - low) * ((seed % 1000) / 1000)
+        floor = float(schema.get("minimum", 0.0))
+        ceiling = float(schema.get("maximum", floor + 1.0))
+        return floor + (ceiling - floor) * ((seed % 1000) / 1000)
     if kind == "boolean":
         return bool(seed % 2)
     return None

@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Self
 
 from ai_assets.testing.schema_instance import instance_for, seed_of
