@@ -62,7 +62,10 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
+        in_loop = False
+    if not in_loop:
         return run()
     results: list[T] = []
     errors: list[BaseException] = []

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import types
 from collections.abc import Sequence
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -29,6 +29,8 @@ def arrow_type(annotation: Any, where: str = "return_format") -> pa.DataType:
         return _SCALARS[annotation]
     origin = get_origin(annotation)
     args = get_args(annotation)
+    if origin is Annotated:
+        return arrow_type(args[0], where)
     if origin is Literal:
         return arrow_type(type(args[0]), where)
     if origin in (Union, types.UnionType):

@@ -85,6 +85,7 @@ async def aprompt(
     if not isinstance(provider, Prompter):
         raise NotSupportedError(provider, "prompt")
     options = options or RunOptions()
+    struct = model_struct(return_format) if return_format is not None else None  # fail before paying for rows
     request_params = (params or PromptParams()).as_request()
     texts, reasons = Template(template).render(table)
     identity = provider.identity()
@@ -111,10 +112,9 @@ async def aprompt(
                         options, usage, record)
 
     results = await execute(keys, reasons, send, options.on_error, cache, usage, progress)
-    if return_format is None:
+    if return_format is None or struct is None:
         column = pa.array(results.values, pa.string())
     else:
-        struct = model_struct(return_format)
         column = pa.array(
             [None if v is None else to_python(return_format.model_validate(v)) for v in results.values], struct)
     return Enriched(append_columns(table, output_column, column, results.errors), usage)

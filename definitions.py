@@ -1,0 +1,115 @@
+"""The demo pipeline: product reviews, one JSONL file a day, through ingest -> clean -> LLM extraction -> embeddings
+(LanceDB) -> classification (Delta), all partitioned by day; plus a landing folder watched by a sensor.
+
+With no key and no network it runs on the embedded SmolLM2-135M (llama.cpp) and the bundled MiniLM. With
+OPENAI_API_KEY and/or OPENAI_BASE_URL set, the same assets prompt that endpoint instead (OPENAI_MODEL, default
+gpt-4o-mini). Outputs go under $AI_ASSETS_OUT (default ./out).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import dagster as dg
+from pydantic import BaseModel, Field, StringConstraints
+
+from ai_assets import PromptParams, RunOptions
+from ai_assets.dagster import (
+    DeltaIOManager,
+    LanceDBIOManager,
+    LlamaCppResource,
+    OpenAICompatibleResource,
+    ParquetIOManager,
+    ResultCacheResource,
+    SentenceTransformersResource,
+    classify_asset,
+    embed_asset,
+    ingest_asset,
+    landing_folder_sensor,
+    partitioned_schedule,
+    preprocess_asset,
+    prompt_asset,
+)
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+OUT = Path(os.environ.get("AI_ASSETS_OUT", HERE / "out"))
+
+
+Aspect = Annotated[str, StringConstraints(max_length=24)]
+
+
+class ReviewInsight(BaseModel):
+    # Bounded lengths keep a small model's grammar-constrained output short (llama.cpp enforces maxItems /
+    # maxLength while decoding).
+    sentiment: Literal["positive", "negative", "mixed"] = Field(description="overall sentiment of the review")
+    aspects: list[Aspect] = Field(max_length=3, description="product aspects mentioned, e.g. battery, screen")
+    summary: str = Field(max_length=80, description="the review in at most ten words")
+
+
+TOPICS = {
+    "battery": "battery life, charging and power",
+    "screen": "the screen or display: brightness, cracks, pixels",
+    "sound": "audio quality, noise cancelling, calls",
+    "build": "build quality, hinges, fit, comfort, things breaking",
+    "service": "delivery, shipping, packaging, customer support, price",
+}
+
+daily = dg.DailyPartitionsDefinition(start_date="2024-11-01", end_date="2024-11-04")
+landing_files = dg.DynamicPartitionsDefinition(name="landing_files")
+common: dict[str, object] = {"partitions_def": daily, "group_name": "reviews",
+                             "backfill_policy": dg.BackfillPolicy.single_run(),
+                             "retry_policy": dg.RetryPolicy(max_retries=2, delay=5)}
+remote_llm = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
+llm_model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini") if remote_llm else "SmolLM2-135M-Instruct.Q4_1"
+
+raw_reviews = ingest_asset("raw_reviews", path=str(DATA / "reviews" / "{partition}.jsonl"), **common)  # type: ignore[arg-type]
+clean_reviews = preprocess_asset(
+    "clean_reviews", raw_reviews, drop_missing=["text"], derive={"review": "{title}. {text}"},
+    **common)  # type: ignore[arg-type]
+review_insights = prompt_asset(
+    "review_insights", clean_reviews, template="Product: {product}\nReview: {review}",
+    system_message="Extract the sentiment, the aspects mentioned and a short summary of the product review.",
+    return_format=ReviewInsight, params=PromptParams(temperature=0.0, max_output_tokens=200),
+    options=RunOptions(concurrency=4, on_error="null"), provider_key="llm", model=llm_model,
+    pool="llm", **common)  # type: ignore[arg-type]
+review_embeddings = embed_asset(
+    "review_embeddings", review_insights, column="review", provider_key="embedder", model="all-MiniLM-L6-v2",
+    io_manager_key="lancedb", **common)  # type: ignore[arg-type]
+review_topics = classify_asset(
+    "review_topics", review_embeddings, column="review", labels=TOPICS, provider_key="embedder",
+    model="all-MiniLM-L6-v2", io_manager_key="delta", **common)  # type: ignore[arg-type]
+
+landing_reviews = ingest_asset("landing_reviews", path=str(DATA / "landing" / "{partition}"), format="jsonl",
+                               partitions_def=landing_files, group_name="landing")
+landing_topics = classify_asset(
+    "landing_topics", landing_reviews, column="text", labels=TOPICS, provider_key="embedder",
+    model="all-MiniLM-L6-v2", io_manager_key="delta", partitions_def=landing_files, group_name="landing")
+
+review_assets = [raw_reviews, clean_reviews, review_insights, review_embeddings, review_topics]
+
+
+def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
+    if not remote_llm:
+        return LlamaCppResource(parallel=4)
+    return OpenAICompatibleResource(
+        model=llm_model, base_url=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else None)
+
+
+defs = dg.Definitions(
+    assets=[*review_assets, landing_reviews, landing_topics],
+    schedules=[partitioned_schedule("daily_reviews", review_assets, daily, hour_of_day=1)],
+    sensors=[landing_folder_sensor("landing_sensor", folder=DATA / "landing", pattern="*.jsonl",
+                                   partitions_def=landing_files, assets=[landing_reviews, landing_topics])],
+    resources={
+        "llm": llm_resource(),
+        "embedder": SentenceTransformersResource(),
+        "ai_cache": ResultCacheResource(path=str(OUT / "cache.sqlite")),
+        "io_manager": ParquetIOManager(root=str(OUT / "parquet")),
+        "lancedb": LanceDBIOManager(root=str(OUT / "lancedb"), index_after_rows=100_000),
+        "delta": DeltaIOManager(root=str(OUT / "delta")),
+    },
+)
