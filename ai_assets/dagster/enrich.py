@@ -116,7 +116,7 @@ def prompt_asset(
     template: str,
     return_format: type[BaseModel] | None = None,
     system_message: str | None = None,
-    output_column: str = "response",
+    output_column: str | None = None,
     params: PromptParams | None = None,
     options: RunOptions | None = None,
     provider_key: str = "llm",
@@ -128,7 +128,8 @@ def prompt_asset(
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that prompts an LLM once per upstream row (``template`` over its columns) and adds
-    ``output_column`` (a struct with ``return_format``'s fields, or text) and ``<output_column>_error``.
+    ``output_column`` (default: the asset's name; a struct with ``return_format``'s fields, or text) and
+    ``<output_column>_error``.
 
     ``model`` enters the code version, so Dagster shows the asset stale when it changes (as it does for the
     template, system message, schema and params); cached answers are keyed by the provider's real model anyway.
@@ -139,6 +140,7 @@ def prompt_asset(
             "llm": OpenAICompatibleResource(model="gpt-4o-mini", api_key=dg.EnvVar("OPENAI_API_KEY")),
             "ai_cache": ResultCacheResource(), "io_manager": DeltaIOManager(root="warehouse")})
     """
+    output_column = output_column or name
     params = params or PromptParams()
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
@@ -161,7 +163,7 @@ def embed_asset(
     upstream: dg.AssetsDefinition | dg.AssetKey | str,
     *,
     column: str,
-    output_column: str = "embedding",
+    output_column: str | None = None,
     options: RunOptions | None = None,
     provider_key: str = "embedder",
     cache_key: str | None = "ai_cache",
@@ -175,6 +177,7 @@ def embed_asset(
         vectors = embed_asset("review_vectors", clean, column="text", provider_key="embedder",
                               io_manager_key="lancedb", partitions_def=daily)
     """
+    output_column = output_column or name
     version = fingerprint(kind="embed", column=column, model=model, output=output_column)
 
     def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
@@ -194,7 +197,7 @@ def classify_asset(
     column: str,
     labels: Sequence[str] | Mapping[str, str],
     method: Method | None = None,
-    output_column: str = "classification",
+    output_column: str | None = None,
     options: RunOptions | None = None,
     provider_key: str = "embedder",
     cache_key: str | None = "ai_cache",
@@ -209,6 +212,7 @@ def classify_asset(
                                 labels={"battery": "battery life and charging", "screen": "the display"},
                                 provider_key="embedder", io_manager_key="delta", partitions_def=daily)
     """
+    output_column = output_column or name
     described = label_descriptions(labels)
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
                           output=output_column)

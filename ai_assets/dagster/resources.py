@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -14,7 +15,14 @@ from ai_assets.providers.openai_compatible import OPENAI_BASE_URL, OpenAICompati
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
 from ai_assets.runtime.cache import ResultCache
 
-StructuredMode = Literal["json_schema_mode", "tool_call", "json_mode", "markdown_json_mode"]
+
+class StructuredMode(enum.Enum):
+    """instructor modes for structured output over Chat Completions."""
+
+    JSON_SCHEMA = "json_schema_mode"
+    TOOLS = "tool_call"
+    JSON = "json_mode"
+    MD_JSON = "markdown_json_mode"
 
 
 class OpenAICompatibleResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -33,7 +41,7 @@ class OpenAICompatibleResource(dg.ConfigurableResource):  # type: ignore[type-ar
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._provider = OpenAICompatibleProvider(
             self.model, base_url=self.base_url, api_key=self.api_key or "", embedding_model=self.embedding_model,
-            embedding_dimensions=self.embedding_dimensions, mode=self.mode)
+            embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None)
 
     def get_provider(self) -> OpenAICompatibleProvider:
         if self._provider is None:

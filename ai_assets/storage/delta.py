@@ -25,6 +25,23 @@ def _deltalake() -> Any:
     return deltalake
 
 
+def restore_vectors(table: pa.Table) -> pa.Table:
+    """Delta has no fixed-size list type: give ``list<float32>`` columns whose lists all have one length back
+    their ``fixed_size_list<float32>[d]`` type, so embeddings read back as they were written."""
+    import pyarrow.compute as pc
+
+    for index, field in enumerate(table.schema):
+        if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
+            continue
+        if field.type.value_type != pa.float32() or table.num_rows == 0:
+            continue
+        lengths = pc.unique(pc.drop_null(pc.list_value_length(table.column(index)))).to_pylist()
+        if len(lengths) == 1 and lengths[0] > 0:
+            fixed = pa.list_(pa.field("item", pa.float32()), lengths[0])
+            table = table.set_column(index, field.name, table.column(index).cast(fixed))
+    return table
+
+
 class DeltaStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None,
                  merge_on: Sequence[str] | None = None) -> None:
@@ -63,10 +80,10 @@ class DeltaStore:
             raise FileNotFoundError(f"no Delta table at {self.uri}")
         dataset = table.to_pyarrow_dataset()
         if partitions is None:
-            return dataset.to_table()
+            return restore_vectors(dataset.to_table())
         import pyarrow.compute as pc
 
-        return dataset.to_table(filter=pc.field(PARTITION_COLUMN).isin(list(partitions)))
+        return restore_vectors(dataset.to_table(filter=pc.field(PARTITION_COLUMN).isin(list(partitions))))
 
     def partitions(self) -> list[str]:
         table = self._table()

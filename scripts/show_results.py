@@ -1,0 +1,34 @@
+"""Print where the demo's results are, with a few rows of each table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ai_assets.storage.delta import DeltaStore
+from ai_assets.storage.lance import LanceStore
+from ai_assets.storage.parquet import ParquetStore
+
+out = Path(os.environ.get("AI_ASSETS_OUT", Path(__file__).resolve().parents[1] / "out"))
+partition = sys.argv[1] if len(sys.argv) > 1 else "2024-11-01"
+
+insights = ParquetStore(str(out / "parquet" / "review_insights"))
+embeddings = LanceStore(str(out / "lancedb"), "review_embeddings")
+topics = DeltaStore(str(out / "delta" / "review_topics"))
+
+print(f"\nResults for partition {partition}:")
+print(f"  LLM extraction (Parquet): {insights.path_for(partition)}")
+for row in insights.read([partition]).select(["review_id", "review_insights"]).slice(0, 3).to_pylist():
+    print(f"    {row['review_id']}: {row['review_insights']}")
+vectors = embeddings.read([partition])
+print(f"  Embeddings (LanceDB):     {embeddings.uri}  {vectors.num_rows} rows, "
+      f"{vectors.schema.field('review_embeddings').type}")
+table = topics.read([partition])
+print(f"  Topics (Delta Lake):      {topics.uri}")
+for row in table.select(["review_id", "review", "review_topics"]).slice(0, 5).to_pylist():
+    label = row["review_topics"]
+    print(f"    {row['review_id']}: {label['label']:<8} {label['score']:.2f}  {row['review'][:60]}")
+print(f"  Result cache:             {out / 'cache.sqlite'}\n")
+sys.stdout.flush()
+os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184); the demo must exit 0
