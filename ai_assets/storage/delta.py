@@ -57,13 +57,16 @@ class DeltaStore:
 
     def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
         dl = _deltalake()
-        existing = self._table()
-        if partitions is not None and table.num_rows:
-            split_partitions(table)  # validates the partition column
-        if existing is None or partitions is None:
+        if partitions is None:
+            existing = self._table()
             dl.write_deltalake(self.uri, table, mode="overwrite", schema_mode="overwrite" if existing else None,
                                storage_options=self.storage_options)
-        elif self.merge_on:
+            return WriteResult(self.uri, dl.DeltaTable(self.uri, storage_options=self.storage_options).version(),
+                               table.num_rows)
+        if table.num_rows:
+            split_partitions(table)  # validates the partition column
+        existing = self._table() or self._create(table.schema)
+        if self.merge_on:
             keys = [*self.merge_on, PARTITION_COLUMN]
             (existing.merge(table, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
                             target_alias="t", merge_schema=True)
@@ -73,6 +76,17 @@ class DeltaStore:
                                schema_mode="merge", storage_options=self.storage_options)
         version = dl.DeltaTable(self.uri, storage_options=self.storage_options).version()
         return WriteResult(self.uri, version, table.num_rows)
+
+    def _create(self, schema: pa.Schema) -> Any:
+        """Create the table empty, so that concurrent first writers of different partitions cannot overwrite
+        each other: the loser of the race to version 0 finds the winner's table and writes into it."""
+        dl = _deltalake()
+        try:
+            dl.write_deltalake(self.uri, schema.empty_table(), mode="ignore", storage_options=self.storage_options)
+        except dl.exceptions.DeltaError:
+            if self._table() is None:
+                raise
+        return self._table()
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
         table = self._table()

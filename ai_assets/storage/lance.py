@@ -43,13 +43,11 @@ class LanceStore:
             return None
 
     def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
-        existing = self._open()
-        if partitions is None or existing is None:
-            data = table if partitions is None else _with_row_ids(table)
-            handle = self._db.create_table(self.table_name, data, mode="overwrite")
+        if partitions is None:
+            handle = self._db.create_table(self.table_name, table, mode="overwrite")
         else:
             data = _with_row_ids(table)
-            handle = existing
+            handle = self._open() or self._create(data.schema)
             missing = [c for c in data.column_names if c not in handle.schema.names]
             if missing:
                 handle.add_columns(pa.schema([data.schema.field(c) for c in missing]))
@@ -59,6 +57,16 @@ class LanceStore:
         self._maybe_index(handle)
         return WriteResult(self.uri, int(handle.version), table.num_rows)
 
+    def _create(self, schema: pa.Schema) -> Any:
+        """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced."""
+        try:
+            return self._db.create_table(self.table_name, schema=schema, exist_ok=True)
+        except (OSError, ValueError, RuntimeError):
+            handle = self._open()
+            if handle is None:
+                raise
+            return handle
+
     def _maybe_index(self, handle: Any) -> None:
         if not self.vector_column or self.index_after_rows is None:
             return
@@ -66,7 +74,9 @@ class LanceStore:
             return
         if any(self.vector_column in index.columns for index in handle.list_indices()):
             return
-        handle.create_index(metric="cosine", vector_column_name=self.vector_column)
+        from lancedb.index import IvfPq
+
+        handle.create_index(self.vector_column, config=IvfPq(distance_type="cosine"))
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
         handle = self._open()
