@@ -96,11 +96,13 @@ async def execute(
     cache: ResultCache | None,
     usage: Usage,
     progress: Progress | None = None,
+    retry_failed: bool = True,
 ) -> RowResults:
     """Answer every row whose key is not None, paying only for keys neither cached nor repeated.
 
     ``send(missing, record)`` computes the keys still missing and calls ``record(key, outcome)`` for each as soon
     as it is final; the outcome is then made durable in the cache before anything else happens.
+    Rows that failed in an earlier run are sent again unless ``retry_failed`` is False.
     ``progress(done, total)`` follows the keys that had to be sent.
     """
     started = time.perf_counter()
@@ -111,11 +113,13 @@ async def execute(
     answers: dict[str, Any] = {}
     failures: dict[str, Outcome] = {}
     if cache is not None and unique:
-        hits = await asyncio.to_thread(cache.get_many, unique)
-        answers.update({k: hit.value for k, hit in hits.items()})
+        hits = await asyncio.to_thread(cache.get_many, unique, include_errors=not retry_failed)
+        answers.update({k: hit.value for k, hit in hits.items() if hit.error is None})
+        failures.update({k: Outcome(error=hit.error, attempts=0) for k, hit in hits.items() if hit.error})
         usage.cache_hits += len(hits)
-    missing = [k for k in unique if k not in answers]
+    missing = [k for k in unique if k not in answers and k not in failures]
     usage.sent_rows += len(missing)
+    done = [0]
 
     def record(key: str, outcome: Outcome) -> None:
         if outcome.ok:
@@ -127,8 +131,9 @@ async def execute(
                 cache.put(key, outcome.value)
             else:
                 cache.put(key, error=outcome.error)
+        done[0] += 1
         if progress is not None:
-            progress(len(answers) + len(failures) - (len(unique) - len(missing)), len(missing))
+            progress(done[0], len(missing))
 
     if missing:
         await send(missing, record)

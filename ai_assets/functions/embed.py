@@ -100,7 +100,8 @@ async def embed_texts(
 
     else:
         raise NotSupportedError(provider, "embed_text")
-    return await execute(keys, reasons, send, options.on_error, cache, usage, progress)
+    return await execute(keys, reasons, send, options.on_error, cache, usage, progress,
+                         retry_failed=options.retry_failed_rows)
 
 
 def vectors_to_arrow(values: Sequence[Any]) -> pa.FixedSizeListArray:

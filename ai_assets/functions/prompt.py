@@ -111,7 +111,8 @@ async def aprompt(
         await send_jobs(jobs, lambda: provider.connect(return_format, options.concurrency, options.timeout_s),
                         options, usage, record)
 
-    results = await execute(keys, reasons, send, options.on_error, cache, usage, progress)
+    results = await execute(keys, reasons, send, options.on_error, cache, usage, progress,
+                            retry_failed=options.retry_failed_rows)
     if return_format is None or struct is None:
         column = pa.array(results.values, pa.string())
     else:

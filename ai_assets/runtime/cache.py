@@ -8,12 +8,13 @@ is never read back. Several processes may share one cache file (writers wait on 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,22 @@ class ResultCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m ai_assets.runtime.cache PATH [--max-entries N] [--unused-days D]``: report and prune."""
+    parser = argparse.ArgumentParser(description="Inspect and prune an ai_assets result cache")
+    parser.add_argument("path")
+    parser.add_argument("--max-entries", type=int, default=None, help="keep at most this many, newest used first")
+    parser.add_argument("--unused-days", type=float, default=None, help="drop entries unused for this long")
+    args = parser.parse_args(argv)
+    cache = ResultCache(args.path)
+    before = len(cache)
+    removed = cache.prune(max_entries=args.max_entries,
+                          unused_for_s=None if args.unused_days is None else args.unused_days * 86_400)
+    print(f"{args.path}: {before} entries, {removed} removed, {len(cache)} kept")
+    cache.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,8 @@ class RunOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_error: OnError = "raise"
     batch_size: int = 64
+    retry_failed_rows: bool = True
+    """Send rows that failed in an earlier run again; False keeps their cached error as final."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -1,0 +1,249 @@
+"""Crash-safe, incremental partitions: every test counts calls at the fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from ai_assets import RetryPolicy, RunOptions
+from ai_assets.dagster import (
+    OpenAICompatibleResource,
+    ParquetIOManager,
+    ResultCacheResource,
+    ingest_asset,
+    prompt_asset,
+)
+from ai_assets.storage.base import with_partition
+from ai_assets.storage.delta import DeltaStore
+from ai_assets.storage.lance import LanceStore
+from ai_assets.storage.parquet import ParquetStore
+from ai_assets.testing import FakeOpenAIServer, Fault
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+def write_rows(folder: Path, partition: str, n: int, start: int = 0, tag: str = "row") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{partition}.jsonl").open("a") as handle:
+        for i in range(start, start + n):
+            handle.write(json.dumps({"id": i, "text": f"{tag} {partition} {i}"}) + "\n")
+
+
+def cli(tmp_path: Path, server: FakeOpenAIServer, partition: str, backend: str = "parquet",
+        **env: str) -> subprocess.Popen[str]:
+    home = tmp_path / "home"
+    if not home.exists():
+        home.mkdir()
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        # Create the SQLite schema once: concurrent first runs would race to create it inside Dagster.
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
+    environment = {**os.environ, "DAGSTER_HOME": str(home), "AI_ASSETS_OUT": str(tmp_path / "out"),
+                   "RESUME_SOURCE": str(tmp_path / "src"), "RESUME_BACKEND": backend,
+                   "OPENAI_BASE_URL": server.base_url, **env}
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-f", str(ROOT / "tests" / "resume_defs.py"), "--select", "*",
+         "--partition", partition], cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen[str]) -> None:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    n = 1000
+    write_rows(tmp_path / "src", "p1", n)
+    server.set_latency(0.05)
+    run = cli(tmp_path, server, "p1")
+    deadline = time.monotonic() + 180
+    while server.stats().chat_requests < n // 2:
+        assert run.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)  # the run process and its step process, mid-partition
+    run.wait()
+    at_kill = server.stats().chat_requests
+    assert at_kill < n
+
+    finish(cli(tmp_path, server, "p1"))
+    total = server.stats().chat_requests
+    assert total <= n + 8, f"{total} calls for {n} rows (killed at {at_kill})"
+    table = ParquetStore(str(tmp_path / "out" / "parquet" / "answers")).read(["p1"])
+    assert table.num_rows == n
+    assert sorted(table.column("id").to_pylist()) == list(range(n))
+    assert table.column("answers").null_count == 0
+
+    server.reset()
+    finish(cli(tmp_path, server, "p1"))
+    assert server.stats().chat_requests == 0
+    assert ParquetStore(str(tmp_path / "out" / "parquet" / "answers")).read(["p1"]).equals(table)
+
+
+def pipeline(tmp_path: Path, server: FakeOpenAIServer, template: str = "{text}",
+             retry_failed_rows: bool = True) -> tuple[list[dg.AssetsDefinition], dict[str, Any]]:
+    partitions = dg.StaticPartitionsDefinition(["p1"])
+    raw = ingest_asset("raw", path=str(tmp_path / "src" / "{partition}.jsonl"), partitions_def=partitions)
+    options = RunOptions(concurrency=8, on_error="null", retry=RetryPolicy(max_attempts=2, base_wait=0.01),
+                         retry_failed_rows=retry_failed_rows)
+    answers = prompt_asset("answers", raw, template=template, provider_key="llm", options=options,
+                           partitions_def=partitions)
+    resources = {"llm": OpenAICompatibleResource(model="fake", base_url=server.base_url, api_key="k"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "cache.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    return [raw, answers], resources
+
+
+def materialize(assets: list[dg.AssetsDefinition], resources: dict[str, Any]) -> dict[str, Any]:
+    result = dg.materialize(assets, partition_key="p1", resources=resources)
+    assert result.success
+    return {k: v.value for k, v in result.asset_materializations_for_node("answers")[0].metadata.items()}
+
+
+def answers_table(tmp_path: Path) -> pa.Table:
+    return ParquetStore(str(tmp_path / "out" / "answers")).read(["p1"])
+
+
+def test_failed_rows_are_retried_alone(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    write_rows(tmp_path / "src", "p1", 180)
+    write_rows(tmp_path / "src", "p1", 20, start=180, tag="fail-me")
+    server.set_faults(Fault("500", match="fail-me", attempts=None))
+    assets, resources = pipeline(tmp_path, server)
+    first = materialize(assets, resources)
+    assert first["ai/rows_with_errors"] == 20 and first["ai/rows_sent"] == 200
+    assert server.stats().chat_requests == 180 + 20 * 2
+    assert answers_table(tmp_path).column("answers").null_count == 20
+
+    server.set_faults()
+    server.reset()
+    second = materialize(assets, resources)
+    assert server.stats().chat_requests == 20
+    assert set(server.stats().by_key) == {f"fail-me p1 {i}" for i in range(180, 200)}
+    assert second["ai/rows_from_cache"] == 180 and second["ai/rows_with_errors"] == 0
+    assert answers_table(tmp_path).column("answers").null_count == 0
+
+
+def test_failed_rows_can_be_kept_final(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    write_rows(tmp_path / "src", "p1", 10)
+    write_rows(tmp_path / "src", "p1", 2, start=10, tag="fail-me")
+    server.set_faults(Fault("500", match="fail-me", attempts=None))
+    assets, resources = pipeline(tmp_path, server, retry_failed_rows=False)
+    materialize(assets, resources)
+    server.set_faults()
+    server.reset()
+    again = materialize(assets, resources)
+    assert server.stats().chat_requests == 0
+    assert again["ai/rows_with_errors"] == 2
+    errors = answers_table(tmp_path).column("answers_error").to_pylist()
+    assert sum("HTTP 500" in (e or "") for e in errors) == 2
+
+
+def test_only_changed_or_new_rows_are_sent(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    n = 200
+    write_rows(tmp_path / "src", "p1", n)
+    assets, resources = pipeline(tmp_path, server)
+    materialize(assets, resources)
+    assert server.stats().chat_requests == n
+    before = answers_table(tmp_path)
+
+    server.reset()
+    materialize(assets, resources)  # nothing changed
+    assert server.stats().chat_requests == 0
+    assert answers_table(tmp_path).equals(before)
+
+    changed, _ = pipeline(tmp_path, server, template="Answer briefly: {text}")
+    materialize(changed, resources)  # a new prompt: every row again
+    assert server.stats().chat_requests == n
+
+    server.reset()
+    write_rows(tmp_path / "src", "p1", 50, start=n)
+    materialize(assets, resources)  # 50 appended rows under the first prompt
+    assert server.stats().chat_requests == 50
+    assert answers_table(tmp_path).num_rows == n + 50
+
+
+WRITER = """
+import sys, pyarrow as pa
+from ai_assets.storage.base import with_partition
+from ai_assets.storage.{module} import {cls}
+store = {cls}({args})
+version = int(sys.argv[1])
+while True:
+    version += 1
+    rows = 50_000 + version
+    table = pa.table({{"v": [version] * rows, "text": ["x" * 80] * rows}})
+    store.write(with_partition(table, "p"), ["p"])
+    print(version, flush=True)
+"""
+
+STORES = {
+    "parquet": ("parquet", "ParquetStore", "{root!r}"),
+    "delta": ("delta", "DeltaStore", "{root!r}"),
+    "lancedb": ("lance", "LanceStore", "{root!r}, 't'"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", list(STORES))
+def test_sigkill_during_a_write_keeps_the_previous_version(tmp_path: Path, backend: str) -> None:
+    module, cls, args = STORES[backend]
+    root = str(tmp_path / backend)
+    code = WRITER.format(module=module, cls=cls, args=args.format(root=root))
+    store = {"parquet": lambda: ParquetStore(root), "delta": lambda: DeltaStore(root),
+             "lancedb": lambda: LanceStore(root, "t")}[backend]
+    rng = random.Random(7)
+    version = 0
+    for _ in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", code, str(version)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None
+        version = int(writer.stdout.readline())  # one complete write has landed
+        time.sleep(rng.uniform(0.0, 0.4))
+        writer.send_signal(signal.SIGKILL)
+        rest, _ = writer.communicate()
+        version = max([version, *(int(v) for v in rest.split())])
+        table = store().read(["p"])
+        versions = set(table.column("v").to_pylist())
+        assert len(versions) == 1, f"a torn partition: versions {versions}"
+        (landed,) = versions
+        assert landed in (version, version + 1)  # the last complete write, or one that committed at the kill
+        assert table.num_rows == 50_000 + landed
+        version = landed
+    store().write(with_partition(pa.table({"v": [0], "text": ["after"]}), "p"), ["p"])
+    assert store().read(["p"]).column("text").to_pylist() == ["after"]
+    if backend == "delta":
+        DeltaStore(root).vacuum(retention_hours=0)
+        assert DeltaStore(root).read(["p"]).num_rows == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["delta", "lancedb"])
+def test_two_partitions_at_once_into_one_table(tmp_path: Path, server: FakeOpenAIServer, backend: str) -> None:
+    write_rows(tmp_path / "src", "p1", 120)
+    write_rows(tmp_path / "src", "p2", 80)
+    runs = [cli(tmp_path, server, key, backend) for key in ("p1", "p2")]
+    for run in runs:
+        finish(run)
+    store = DeltaStore(str(tmp_path / "out" / "delta" / "answers")) if backend == "delta" else \
+        LanceStore(str(tmp_path / "out" / "lancedb"), "answers")
+    table = store.read()
+    assert table.num_rows == 200
+    pairs = list(zip(table.column("_partition").to_pylist(), table.column("id").to_pylist(), strict=True))
+    assert len(set(pairs)) == 200
+    assert server.stats().chat_requests == 200
