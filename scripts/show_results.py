@@ -29,6 +29,12 @@ print(f"  Topics (Delta Lake):      {topics.uri}")
 for row in table.select(["review_id", "review", "review_topics"]).slice(0, 5).to_pylist():
     label = row["review_topics"]
     print(f"    {row['review_id']}: {label['label']:<8} {label['score']:.2f}  {row['review'][:60]}")
+images = DeltaStore(str(out / "delta" / "product_image_classes")).read()
+print(f"  Product images (Delta):   {out / 'delta' / 'product_image_classes'}")
+for row in images.select(["path", "product_image_classes", "image_error"]).to_pylist():
+    label = row["product_image_classes"]
+    shown = f"{label['label']:<8} {label['score']:.2f}" if label else f"error: {row['image_error'][:60]}"
+    print(f"    {Path(row['path']).name:<28} {shown}")
 print(f"  Result cache:             {out / 'cache.sqlite'}\n")
 sys.stdout.flush()
 os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184); the demo must exit 0

@@ -5,20 +5,34 @@ IO managers store Arrow tables in Parquet, Delta Lake or LanceDB.
 """
 
 from ai_assets.dagster.common import AssetArgs
-from ai_assets.dagster.enrich import classify_asset, embed_asset, prompt_asset
+from ai_assets.dagster.enrich import (
+    classify_asset,
+    classify_image_asset,
+    embed_asset,
+    embed_image_asset,
+    prompt_asset,
+)
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.dagster.resources import (
+    EfficientNetResource,
     LlamaCppResource,
     OpenAICompatibleResource,
     ResultCacheResource,
     SentenceTransformersResource,
 )
 from ai_assets.dagster.sensors import landing_folder_sensor, partitioned_schedule
-from ai_assets.dagster.sources import ingest_asset, preprocess_asset
+from ai_assets.dagster.sources import (
+    decode_images_asset,
+    download_asset,
+    extract_text_asset,
+    ingest_asset,
+    preprocess_asset,
+)
 
 __all__ = [
     "AssetArgs",
     "DeltaIOManager",
+    "EfficientNetResource",
     "LanceDBIOManager",
     "LlamaCppResource",
     "OpenAICompatibleResource",
@@ -26,7 +40,12 @@ __all__ = [
     "ResultCacheResource",
     "SentenceTransformersResource",
     "classify_asset",
+    "classify_image_asset",
+    "decode_images_asset",
+    "download_asset",
     "embed_asset",
+    "embed_image_asset",
+    "extract_text_asset",
     "ingest_asset",
     "landing_folder_sensor",
     "partitioned_schedule",

@@ -2,6 +2,7 @@
 plain-Python function, records usage metadata and progress, and reports its asset checks."""
 
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
@@ -18,6 +19,8 @@ from ai_assets.functions._execution import Enriched, Progress
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
+from ai_assets.functions.templates import Part
+from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.runtime.cache import ResultCache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.usage import Prices
@@ -61,7 +64,9 @@ def _embedding_check(output_column: str) -> Check:
     def check(result: Enriched) -> dg.AssetCheckResult:
         column = result.table.column(output_column).combine_chunks()
         dim = column.type.list_size
-        flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        # The child values of every slot, null slots included (flatten() would drop them).
+        raw = column.values.slice(column.offset * dim, len(column) * dim)
+        flat = np.asarray(raw.to_numpy(zero_copy_only=False), dtype=np.float32)
         valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False))
         vectors = flat.reshape(-1, dim)[valid] if dim else flat.reshape(0, 0)
         finite = bool(np.isfinite(vectors).all())
@@ -113,7 +118,7 @@ def prompt_asset(
     name: str,
     upstream: dg.AssetsDefinition | dg.AssetKey | str,
     *,
-    template: str,
+    template: str | Sequence[Part],
     return_format: type[BaseModel] | None = None,
     system_message: str | None = None,
     output_column: str | None = None,
@@ -224,3 +229,70 @@ def classify_asset(
     checks = [_error_rate_check(output_column, max_error_rate)]
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
                          checks=checks, prices=None, extra_metadata={}, asset_args=asset_args)
+
+
+def embed_image_asset(
+    name: str,
+    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    *,
+    column: str = "image",
+    output_column: str | None = None,
+    provider_key: str = "image_embedder",
+    cache_key: str | None = "ai_cache",
+    model: str | None = None,
+    max_error_rate: float = 0.0,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """An asset that embeds the encoded images in ``column`` (CLIP through ``SentenceTransformersResource``, or
+    ``EfficientNetResource`` offline); with ``LanceDBIOManager`` the column becomes the vector column.
+
+        vectors = embed_image_asset("image_vectors", resized, column="image", provider_key="clip",
+                                    io_manager_key="lancedb")
+    """
+    output_column = output_column or name
+    version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
+
+    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+        return embed_image(table, column, provider=provider, output_column=output_column, cache=cache,
+                           progress=progress)
+
+    checks = [_error_rate_check(output_column, max_error_rate), _embedding_check(output_column)]
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
+                         checks=checks, prices=None, extra_metadata={VECTOR_COLUMN: output_column},
+                         asset_args=asset_args)
+
+
+def classify_image_asset(
+    name: str,
+    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    *,
+    labels: Sequence[str] | Mapping[str, LabelSpec],
+    column: str = "image",
+    output_column: str | None = None,
+    provider_key: str = "image_embedder",
+    cache_key: str | None = "ai_cache",
+    model: str | None = None,
+    max_error_rate: float = 0.05,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """An asset that labels the images in ``column``: by label prompts with a CLIP-class model
+    (``{"phone": "a photo of a phone"}``) or by example images with any image embedder
+    (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column.
+    """
+    output_column = output_column or name
+    described = dict(labels) if isinstance(labels, Mapping) else {label: label for label in labels}
+    version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
+                          labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()})
+
+    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+        return classify_image(table, column, described, provider=provider, output_column=output_column,
+                              cache=cache, progress=progress)
+
+    checks = [_error_rate_check(output_column, max_error_rate)]
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
+                         checks=checks, prices=None, extra_metadata={}, asset_args=asset_args)
+
+
+def _digest(examples: bytes | Sequence[bytes]) -> str:
+    items = [examples] if isinstance(examples, bytes) else list(examples)
+    return hashlib.sha256(b"".join(hashlib.sha256(e).digest() for e in items)).hexdigest()

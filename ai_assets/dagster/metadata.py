@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -9,9 +11,12 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from ai_assets.functions.images import image_mime, open_image
 from ai_assets.runtime.usage import Prices, Usage
 
 PREVIEW_ROWS = 5
+THUMBNAIL = 64
+THUMBNAIL_SOURCE_PIXELS = 50_000_000
 CELL_CHARS = 60
 
 
@@ -63,7 +68,7 @@ def _cell(value: Any, kind: pa.DataType) -> str:
     if pa.types.is_fixed_size_list(kind):
         return f"[{', '.join(f'{v:.3f}' for v in value[:3])}, … ({kind.list_size})]"
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        return f"<{len(value)} bytes>"
+        return _thumbnail(value) or f"<{len(value)} bytes>"
     text = str(value).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
 
@@ -83,3 +88,19 @@ def progress_logger(log: Any, label: str, every_s: float = 10.0) -> Callable[[in
         log.info(f"{label}: {done}/{total} rows sent ({rate:.1f} rows/s, ETA {eta:.0f}s)")
 
     return report
+
+
+def _thumbnail(data: bytes) -> str | None:
+    """A small inline image for image bytes (None for anything else)."""
+    if image_mime(data) == "application/octet-stream":
+        return None
+    try:
+        from PIL import Image
+
+        image = open_image(data, max_pixels=THUMBNAIL_SOURCE_PIXELS)
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="PNG")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return f"![thumbnail](data:image/png;base64,{base64.b64encode(out.getvalue()).decode()})"

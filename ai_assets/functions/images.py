@@ -1,0 +1,121 @@
+"""Images: decode (with a decompression-bomb guard), convert mode, resize or thumbnail, re-encode.
+
+The output keeps images as encoded bytes with ``width``, ``height`` and ``mode`` columns; a corrupt, truncated or
+oversized image becomes a per-row error, never a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import pyarrow as pa
+
+from ai_assets.runtime.errors import MissingExtraError, bounded
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+ResizeMode = Literal["thumbnail", "exact"]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """``mode``: PIL mode to convert to; ``size``: (width, height) bound; ``resize``: keep the aspect ratio
+    inside the bound (thumbnail) or stretch to it (exact); ``format``: how to re-encode."""
+
+    mode: str | None = "RGB"
+    size: tuple[int, int] | None = None
+    resize: ResizeMode = "thumbnail"
+    format: str = "PNG"
+    max_pixels: int = 50_000_000
+
+
+def _pil() -> object:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise MissingExtraError("pillow", "images") from exc
+    return Image
+
+
+def open_image(data: bytes, max_pixels: int) -> Image:
+    """Decode fully (so truncation shows now), refusing images of more than ``max_pixels`` pixels."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise ValueError(f"{image.width}x{image.height} is over max_pixels={max_pixels}")
+            image.load()
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    return image
+
+
+def process_image(data: bytes, spec: ImageSpec) -> tuple[bytes, int, int, str]:
+    from PIL import Image
+
+    image = open_image(data, spec.max_pixels)
+    if spec.mode and image.mode != spec.mode:
+        image = image.convert(spec.mode)
+    if spec.size is not None:
+        if spec.resize == "exact":
+            image = image.resize(spec.size, Image.Resampling.BICUBIC)
+        else:
+            image.thumbnail(spec.size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, format=spec.format)
+    return out.getvalue(), image.width, image.height, image.mode
+
+
+def decode_images(table: pa.Table, column: str, *, spec: ImageSpec | None = None,
+                  output_column: str = "image") -> pa.Table:
+    """Add ``output_column`` (encoded bytes), ``<output_column>_width`` / ``_height`` / ``_mode`` and
+    ``<output_column>_error`` for the bytes in ``column``."""
+    _pil()
+    spec = spec or ImageSpec()
+    images: list[bytes | None] = []
+    widths: list[int | None] = []
+    heights: list[int | None] = []
+    modes: list[str | None] = []
+    errors: list[str | None] = []
+    for row, data in enumerate(table.column(column).to_pylist()):
+        try:
+            if data is None:
+                raise ValueError(f"column {column!r} is null")
+            encoded, width, height, mode = process_image(data, spec)
+        except Exception as exc:  # Pillow raises many types for bad input; each is this row's error
+            images.append(None)
+            widths.append(None)
+            heights.append(None)
+            modes.append(None)
+            errors.append(bounded(f"row {row}: {type(exc).__name__}: {exc}"))
+            continue
+        images.append(encoded)
+        widths.append(width)
+        heights.append(height)
+        modes.append(mode)
+        errors.append(None)
+    out = table
+    for name, values, kind in ((output_column, images, pa.binary()), (f"{output_column}_width", widths, pa.int32()),
+                               (f"{output_column}_height", heights, pa.int32()),
+                               (f"{output_column}_mode", modes, pa.string()),
+                               (f"{output_column}_error", errors, pa.string())):
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(name, pa.array(values, kind))
+    return out
+
+
+def image_mime(data: bytes) -> str:
+    """The MIME type of encoded image bytes, from their magic number."""
+    signatures = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif",
+                  b"RIFF": "image/webp", b"BM": "image/bmp"}
+    return next((mime for magic, mime in signatures.items() if data.startswith(magic)), "application/octet-stream")
