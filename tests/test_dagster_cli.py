@@ -96,14 +96,17 @@ def test_landing_sensor_adds_each_file_once_and_the_partition_materializes(tmp_p
 
 def test_public_api_is_guarded() -> None:
     assert sorted(ai_assets.__all__) == [
-        "AIAssetsError", "ConfigError", "Enriched", "LlamaCppProvider", "MissingExtraError", "NotSupportedError",
-        "OpenAICompatibleProvider", "Prices", "PromptParams", "ResultCache", "RetryPolicy", "RowFailedError",
-        "RunOptions", "SentenceTransformersProvider", "Usage", "aprompt", "classify_text", "embed_text", "prompt"]
+        "AIAssetsError", "ConfigError", "DownloadPolicy", "EfficientNetLite0Provider", "Enriched", "ImageColumn",
+        "ImageSpec", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "OpenAICompatibleProvider",
+        "Prices", "PromptParams", "ResultCache", "RetryPolicy", "RowFailedError", "RunOptions",
+        "SentenceTransformersProvider", "Usage", "aprompt", "classify_image", "classify_text", "decode_images",
+        "download", "embed_image", "embed_text", "extract_text", "prompt"]
     assert sorted(ai_assets.dagster.__all__) == [
-        "AssetArgs", "DeltaIOManager", "LanceDBIOManager", "LlamaCppResource", "OpenAICompatibleResource",
-        "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource", "classify_asset",
-        "embed_asset", "ingest_asset", "landing_folder_sensor", "partitioned_schedule", "preprocess_asset",
-        "prompt_asset"]
+        "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
+        "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
+        "classify_asset", "classify_image_asset", "decode_images_asset", "download_asset", "embed_asset",
+        "embed_image_asset", "extract_text_asset", "ingest_asset", "landing_folder_sensor", "partitioned_schedule",
+        "preprocess_asset", "prompt_asset"]
     for module in (ai_assets, ai_assets.dagster):
         assert all(hasattr(module, name) for name in module.__all__)
 
