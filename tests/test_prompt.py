@@ -221,3 +221,25 @@ def test_params_pass_through_and_change_the_key(
                                PromptParams(max_output_tokens=20, extra_body={"top_k": 5},
                                             reasoning={"effort": "low"}).as_request())
     assert request["max_tokens"] == 20 and request["top_k"] == 5 and request["reasoning_effort"] == "low"
+
+
+def test_rpm_and_tpm_limits_pace_the_run(server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    import time
+
+    from ai_assets import PromptParams
+
+    started = time.perf_counter()
+    # 10 requests a second, the first second's 10 at once: 30 requests need at least (30 - 10) / 10 = 2 s.
+    prompt(rows(30), "{text}", provider=llm, options=RunOptions(concurrency=64, rpm=600))
+    assert time.perf_counter() - started >= 1.8
+    arrivals = sorted(t for times in server.stats().arrivals.values() for t in times)
+    assert arrivals[-1] - arrivals[0] >= 1.8
+
+    server.reset()
+    started = time.perf_counter()
+    # 16 estimated tokens a request (short text, 10-token output budget) at 100 tokens a second, the first
+    # second's 100 at once: 25 requests need at least (25 * 16 - 100) / 100 = 3 s.
+    prompt(rows(25, "t"), "{text}", provider=llm, params=PromptParams(max_output_tokens=10),
+           options=RunOptions(concurrency=64, tpm=6000))
+    assert time.perf_counter() - started >= 2.7
+    assert server.stats().chat_requests == 25
