@@ -17,7 +17,7 @@ from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
 from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
-from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.cache import Cache, ResultCache, open_cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import (
     AIAssetsError,
@@ -26,11 +26,13 @@ from ai_assets.runtime.errors import (
     NotSupportedError,
     RowFailedError,
 )
+from ai_assets.runtime.object_cache import ObjectStoreCache
 from ai_assets.runtime.retry import RetryPolicy
 from ai_assets.runtime.usage import Prices, Usage
 
 __all__ = [
     "AIAssetsError",
+    "Cache",
     "ConfigError",
     "DownloadPolicy",
     "EfficientNetLite0Provider",
@@ -40,6 +42,7 @@ __all__ = [
     "LlamaCppProvider",
     "MissingExtraError",
     "NotSupportedError",
+    "ObjectStoreCache",
     "OpenAICompatibleProvider",
     "Prices",
     "PromptParams",
@@ -57,5 +60,6 @@ __all__ = [
     "embed_image",
     "embed_text",
     "extract_text",
+    "open_cache",
     "prompt",
 ]

@@ -21,13 +21,13 @@ from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import Part
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
-from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.usage import Prices
 
 CheckFn = Callable[[Enriched], dg.AssetCheckResult]
 Check = tuple[str, str, CheckFn]  # name, description, evaluation
-Run = Callable[[Any, ResultCache | None, Progress, pa.Table], Enriched]
+Run = Callable[[Any, Cache | None, Progress, pa.Table], Enriched]
 
 
 def _error_rate_check(output_column: str, max_error_rate: float) -> Check:
@@ -151,7 +151,7 @@ def prompt_asset(
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
                           params=params.as_request(), model=model, output=output_column)
 
-    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
         return prompt(table, template, provider=provider, return_format=return_format,
                       system_message=system_message, output_column=output_column, params=params, options=options,
                       cache=cache, progress=progress)
@@ -185,7 +185,7 @@ def embed_asset(
     output_column = output_column or name
     version = fingerprint(kind="embed", column=column, model=model, output=output_column)
 
-    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
         return embed_text(table, column, provider=provider, output_column=output_column, options=options,
                           cache=cache, progress=progress)
 
@@ -222,7 +222,7 @@ def classify_asset(
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
                           output=output_column)
 
-    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
         return classify_text(table, column, described, provider=provider, method=method,
                              output_column=output_column, options=options, cache=cache, progress=progress)
 
@@ -252,7 +252,7 @@ def embed_image_asset(
     output_column = output_column or name
     version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
 
-    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
         return embed_image(table, column, provider=provider, output_column=output_column, cache=cache,
                            progress=progress)
 
@@ -284,7 +284,7 @@ def classify_image_asset(
     version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
                           labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()})
 
-    def run(provider: Any, cache: ResultCache | None, progress: Progress, table: pa.Table) -> Enriched:
+    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
         return classify_image(table, column, described, provider=provider, output_column=output_column,
                               cache=cache, progress=progress)
 

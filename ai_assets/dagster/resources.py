@@ -14,7 +14,7 @@ from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
 from ai_assets.providers.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
-from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.cache import Cache, open_cache
 
 
 class StructuredMode(enum.Enum):
@@ -118,21 +118,27 @@ def default_cache_path() -> Path:
 
 
 class ResultCacheResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The content-addressed result cache that makes re-runs free; ``enabled: false`` turns it off."""
+    """The content-addressed result cache (the journal) that makes re-runs and resumed runs free.
 
-    path: str | None = Field(default=None, description="SQLite file; default $DAGSTER_HOME/ai_assets/cache.sqlite")
+    ``path`` is a SQLite file (local disk; every row durable on arrival) or an object-store URI such as
+    ``s3://bucket/ai-cache`` (segments flushed every few rows; for runs on machines with no shared disk)."""
+
+    path: str | None = Field(default=None, description="SQLite file or object-store URI; default "
+                                                       "$DAGSTER_HOME/ai_assets/cache.sqlite")
+    storage_options: dict[str, str] = Field(default_factory=dict,
+                                            description="Object-store options and credentials for a URI path")
     enabled: bool = Field(default=True, description="Read and write cached results")
-    _cache: ResultCache | None = PrivateAttr(default=None)
+    _cache: Cache | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.enabled:
-            self._cache = ResultCache(self.path or default_cache_path())
+            self._cache = open_cache(self.path or default_cache_path(), self.storage_options or None)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._cache is not None:
             self._cache.close()
 
-    def get_cache(self) -> ResultCache | None:
+    def get_cache(self) -> Cache | None:
         if self.enabled and self._cache is None:
             self.setup_for_execution(dg.build_init_resource_context())
         return self._cache

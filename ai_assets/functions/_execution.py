@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import Connection, Job, OnError, Outcome, RunOptions, run_jobs
 from ai_assets.runtime.errors import RowFailedError
 from ai_assets.runtime.usage import Usage
@@ -93,7 +93,7 @@ async def execute(
     skip_reasons: Sequence[str | None],
     send: Send,
     on_error: OnError,
-    cache: ResultCache | None,
+    cache: Cache | None,
     usage: Usage,
     progress: Progress | None = None,
     retry_failed: bool = True,
@@ -106,6 +106,16 @@ async def execute(
     ``progress(done, total)`` follows the keys that had to be sent.
     """
     started = time.perf_counter()
+    try:
+        answers, failures = await _answer(keys, send, cache, usage, progress, retry_failed)
+        return _assemble(keys, skip_reasons, answers, failures, on_error, usage)
+    finally:
+        usage.elapsed_s += time.perf_counter() - started
+
+
+async def _answer(keys: Sequence[str | None], send: Send, cache: Cache | None, usage: Usage,
+                  progress: Progress | None, retry_failed: bool) -> tuple[dict[str, Any], dict[str, Outcome]]:
+    """Answers and failures by key: from the cache first, then from ``send`` for the keys still missing."""
     usage.rows += len(keys)
     usage.skipped += sum(1 for k in keys if k is None)
     unique = list(dict.fromkeys(k for k in keys if k is not None))
@@ -136,7 +146,17 @@ async def execute(
             progress(done[0], len(missing))
 
     if missing:
-        await send(missing, record)
+        try:
+            await send(missing, record)
+        finally:
+            if cache is not None:
+                await asyncio.to_thread(cache.flush)
+    return answers, failures
+
+
+def _assemble(keys: Sequence[str | None], skip_reasons: Sequence[str | None], answers: dict[str, Any],
+              failures: dict[str, Outcome], on_error: OnError, usage: Usage) -> RowResults:
+    """Per row, in order: the answer, or the failure (raised with ``on_error="raise"``), or the skip reason."""
     values: list[Any] = []
     errors: list[str | None] = []
     for row, (key, reason) in enumerate(zip(keys, skip_reasons, strict=True)):
@@ -150,11 +170,9 @@ async def execute(
             failed = failures[key]
             usage.errors += 1
             if on_error == "raise":
-                usage.elapsed_s += time.perf_counter() - started
                 raise RowFailedError(row, failed.attempts, failed.error or "failed", last_output=failed.last_output)
             values.append(None)
             errors.append(failed.error)
-    usage.elapsed_s += time.perf_counter() - started
     return RowResults(values, errors)
 
 

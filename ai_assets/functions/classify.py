@@ -19,7 +19,7 @@ from ai_assets.functions.embed import embed_texts
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import column_texts
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder
-from ai_assets.runtime.cache import ResultCache
+from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
 from ai_assets.runtime.usage import Usage
@@ -62,7 +62,7 @@ def classify_text(
     output_column: str = "classification",
     temperature: float = 0.05,
     options: RunOptions | None = None,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``).
@@ -101,7 +101,7 @@ def classify_text(
 
 
 def _classify_llm(table: pa.Table, column: str, described: dict[str, str], provider: Prompter, output_column: str,
-                  options: RunOptions, cache: ResultCache | None, progress: Progress | None) -> Enriched:
+                  options: RunOptions, cache: Cache | None, progress: Progress | None) -> Enriched:
     names = tuple(described)
     label_type: Any = Literal[names]
     choice = create_model(

@@ -20,7 +20,7 @@ from ai_assets.functions._execution import (
 )
 from ai_assets.functions.templates import column_texts
 from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder
-from ai_assets.runtime.cache import ResultCache, cache_key
+from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
 from ai_assets.runtime.usage import Usage
@@ -35,7 +35,7 @@ def embed_text(
     provider: TextEmbedder | RemoteTextEmbedder,
     output_column: str = "embedding",
     options: RunOptions | None = None,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """Embed ``column`` and add ``output_column`` (``fixed_size_list<float32>[d]``) and its error column.
@@ -54,7 +54,7 @@ async def embed_texts(
     reasons: Sequence[str | None],
     provider: TextEmbedder | RemoteTextEmbedder,
     options: RunOptions,
-    cache: ResultCache | None,
+    cache: Cache | None,
     usage: Usage,
     progress: Progress | None = None,
 ) -> RowResults:

@@ -13,7 +13,7 @@ from ai_assets.functions._execution import Enriched, Progress, Record, append_co
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.templates import Part, render_content
 from ai_assets.providers.protocols import Prompter
-from ai_assets.runtime.cache import ResultCache, cache_key
+from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Job, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
 from ai_assets.runtime.tokens import estimate_tokens
@@ -48,7 +48,7 @@ def prompt(
     output_column: str = "response",
     params: PromptParams | None = None,
     options: RunOptions | None = None,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``) to ``table``.
@@ -79,7 +79,7 @@ async def aprompt(
     output_column: str = "response",
     params: PromptParams | None = None,
     options: RunOptions | None = None,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """``prompt`` for code already inside an event loop."""

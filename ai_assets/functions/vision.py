@@ -19,7 +19,7 @@ from ai_assets.functions.classify import CLASSIFICATION, score_labels
 from ai_assets.functions.embed import vectors_to_arrow
 from ai_assets.functions.images import open_image
 from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder
-from ai_assets.runtime.cache import ResultCache, cache_key
+from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Outcome
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, bounded
 from ai_assets.runtime.usage import Usage
@@ -35,7 +35,7 @@ def embed_image(
     provider: ImageEmbedder,
     output_column: str = "image_embedding",
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """Embed the encoded images in ``column``; undecodable images get a null vector and an error."""
@@ -44,7 +44,7 @@ def embed_image(
     return Enriched(append_columns(table, output_column, vectors_to_arrow(values), errors), usage)
 
 
-async def _embed(table: pa.Table, column: str, provider: ImageEmbedder, max_pixels: int, cache: ResultCache | None,
+async def _embed(table: pa.Table, column: str, provider: ImageEmbedder, max_pixels: int, cache: Cache | None,
                  usage: Usage, progress: Progress | None) -> tuple[list[Any], list[str | None]]:
     if not isinstance(provider, ImageEmbedder):
         raise NotSupportedError(provider, "embed_image")
@@ -108,7 +108,7 @@ def classify_image(
     output_column: str = "image_class",
     temperature: float = 0.05,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    cache: ResultCache | None = None,
+    cache: Cache | None = None,
     progress: Progress | None = None,
 ) -> Enriched:
     """Label each image with one of ``labels``: ``["a phone", ...]``, ``{"phone": "a photo of a phone"}`` or

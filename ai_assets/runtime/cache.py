@@ -1,9 +1,15 @@
-"""A persistent, content-addressed result cache (SQLite in WAL mode).
+"""Persistent, content-addressed result caches: the journal that makes re-runs and resumed runs free.
 
 The key hashes everything that decides an answer: provider, model, every request parameter, the output schema and
-the input content. Each finished row is committed on its own, so a killed run keeps every answer it was paid for,
-and a re-run of the same rows makes zero calls. SQLite transactions make every write atomic: a half-written entry
-is never read back. Several processes may share one cache file (writers wait on SQLite's lock).
+the input content. Two homes:
+
+* ``ResultCache``: one SQLite file in WAL mode, for a local disk. Each finished row is committed on its own, so a
+  killed run keeps every answer it was paid for; SQLite transactions make every write atomic (a half-written entry
+  is never read back) and several processes may share the file (writers wait on SQLite's lock).
+* ``ObjectStoreCache`` (``ai_assets.runtime.object_cache``): immutable segment objects on any fsspec URI (S3, GCS,
+  Azure, a shared folder), for runs on machines with no shared disk.
+
+``open_cache(location)`` picks by the location's form.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -41,6 +47,24 @@ def cache_key(*parts: Mapping[str, Any] | str) -> str:
 class CachedResult:
     value: Any
     error: str | None
+
+
+class Cache(Protocol):
+    """What the AI functions need from a result cache."""
+
+    def get_many(self, keys: Iterable[str], *, include_errors: bool = False) -> dict[str, CachedResult]: ...
+
+    def put(self, key: str, value: Any = None, *, error: str | None = None) -> None: ...
+
+    def flush(self) -> None:
+        """Make every ``put`` so far durable."""
+        ...
+
+    def prune(self, *, max_entries: int | None = None, unused_for_s: float | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __len__(self) -> int: ...
 
 
 class ResultCache:
@@ -84,6 +108,9 @@ class ResultCache:
                     "INSERT INTO results VALUES (?, ?, NULL, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                     "value=excluded.value, error=NULL, used=excluded.used", (key, encoded, now, now))
 
+    def flush(self) -> None:
+        """Nothing to do: every ``put`` is its own committed transaction."""
+
     def __len__(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM results").fetchone()
@@ -108,14 +135,23 @@ class ResultCache:
             self._db.close()
 
 
+def open_cache(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> Cache:
+    """A SQLite cache for a file path, an object-store cache for a URI (``s3://bucket/prefix``, ``file://...``)."""
+    if "://" in str(location):
+        from ai_assets.runtime.object_cache import ObjectStoreCache
+
+        return ObjectStoreCache(str(location), storage_options)
+    return ResultCache(location)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m ai_assets.runtime.cache PATH [--max-entries N] [--unused-days D]``: report and prune."""
+    """``python -m ai_assets.runtime.cache LOCATION [--max-entries N] [--unused-days D]``: report and prune."""
     parser = argparse.ArgumentParser(description="Inspect and prune an ai_assets result cache")
-    parser.add_argument("path")
+    parser.add_argument("path", help="a SQLite file or an object-store URI")
     parser.add_argument("--max-entries", type=int, default=None, help="keep at most this many, newest used first")
     parser.add_argument("--unused-days", type=float, default=None, help="drop entries unused for this long")
     args = parser.parse_args(argv)
-    cache = ResultCache(args.path)
+    cache = open_cache(args.path)
     before = len(cache)
     removed = cache.prune(max_entries=args.max_entries,
                           unused_for_s=None if args.unused_days is None else args.unused_days * 86_400)

@@ -1,0 +1,132 @@
+"""A result cache on object storage (any fsspec URI): immutable JSONL segments, one atomic PUT each.
+
+``put`` buffers; every ``flush_rows`` entries or ``flush_s`` seconds (and on ``flush`` / ``close``) the buffer is
+written as a new segment object ``<uri>/segments/<time>-<uuid>.jsonl``. Object stores replace whole objects
+atomically (locally fsspec writes a temp file and renames it), so a half-written segment is never read back, and
+every process writes only its own segments, so concurrent runs never conflict. A kill loses at most the unflushed
+buffer: a resumed run pays again for at most ``flush_rows`` rows (plus those in flight), where the SQLite cache
+pays only for those in flight. ``prune`` compacts every segment into one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fsspec
+
+from ai_assets.runtime.cache import CachedResult
+
+SEGMENTS = "segments"
+
+
+class ObjectStoreCache:
+    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None, *, flush_rows: int = 64,
+                 flush_s: float = 2.0) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **dict(storage_options or {}))
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._entries: dict[str, dict[str, Any]] | None = None
+        self._read_segments: set[str] = set()
+
+    def _segment_paths(self) -> list[str]:
+        folder = f"{self.root}/{SEGMENTS}"
+        if not self.fs.exists(folder):
+            return []
+        paths = self.fs.ls(folder, detail=False)
+        return sorted(p for p in paths if p.endswith(".jsonl") and not p.rsplit("/", 1)[-1].startswith("."))
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        """Every entry of every segment not read yet (later segments win; answers beat errors)."""
+        entries = self._entries if self._entries is not None else {}
+        for path in self._segment_paths():
+            if path in self._read_segments:
+                continue
+            with self.fs.open(path, "rb") as handle:
+                for line in handle.read().decode().splitlines():
+                    entry = json.loads(line)
+                    previous = entries.get(entry["key"])
+                    if previous is None or entry.get("error") is None or previous.get("error") is not None:
+                        entries[entry["key"]] = entry
+            self._read_segments.add(path)
+        self._entries = entries
+        return entries
+
+    def get_many(self, keys: Iterable[str], *, include_errors: bool = False) -> dict[str, CachedResult]:
+        with self._lock:
+            entries = self._load()
+        found = {}
+        for key in keys:
+            entry = entries.get(key)
+            if entry is not None and (entry.get("error") is None or include_errors):
+                found[key] = CachedResult(entry.get("value"), entry.get("error"))
+        return found
+
+    def put(self, key: str, value: Any = None, *, error: str | None = None) -> None:
+        entry = {"key": key, "value": None if error else value, "error": error, "at": time.time()}
+        with self._lock:
+            self._buffer.append(entry)
+            due = len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._buffer:
+                return
+            entries, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+            path = self._write_segment(entries)
+            if self._entries is not None:
+                for entry in entries:
+                    self._entries[entry["key"]] = entry
+                self._read_segments.add(path)
+
+    def _write_segment(self, entries: list[dict[str, Any]]) -> str:
+        self.fs.makedirs(f"{self.root}/{SEGMENTS}", exist_ok=True)
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.jsonl"
+        path = f"{self.root}/{SEGMENTS}/{name}"
+        payload = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+        if self.fs.protocol in ("file", "local") or "file" in self.fs.protocol:
+            temp = f"{self.root}/{SEGMENTS}/.tmp-{name}.part"
+            with self.fs.open(temp, "wb") as handle:
+                handle.write(payload)
+            self.fs.mv(temp, path)
+        else:
+            self.fs.pipe_file(path, payload)  # one PUT: the object appears whole or not at all
+        return path
+
+    def __len__(self) -> int:
+        self.flush()
+        with self._lock:
+            return len(self._load())
+
+    def prune(self, *, max_entries: int | None = None, unused_for_s: float | None = None) -> int:
+        """Compact every segment into one, keeping the newest ``max_entries`` written within ``unused_for_s``.
+
+        Run it when no other process is writing to this cache: their segments written during the compaction
+        survive, but one they wrote before it that it read is replaced by the compacted copy."""
+        self.flush()
+        with self._lock:
+            old = self._segment_paths()
+            self._entries, self._read_segments = None, set()
+            entries = sorted(self._load().values(), key=lambda e: e["at"], reverse=True)
+            kept = [e for e in entries if unused_for_s is None or e["at"] >= time.time() - unused_for_s]
+            kept = kept[:max_entries] if max_entries is not None else kept
+            path = self._write_segment(kept) if kept else None
+            for segment in old:
+                self.fs.rm(segment)
+            self._entries = {e["key"]: e for e in kept}
+            self._read_segments = {path} if path else set()
+        return len(entries) - len(kept)
+
+    def close(self) -> None:
+        self.flush()
