@@ -37,6 +37,8 @@ from ai_assets.runtime.retry import RetryPolicy
 from ai_assets.runtime.usage import Usage
 
 OnError = Literal["raise", "null"]
+WINDOW_PER_SLOT = 4
+MIN_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -104,53 +106,75 @@ async def run_jobs(
 ) -> list[Outcome]:
     """Run every job; each outcome is handed to ``on_outcome`` (e.g. the cache) as soon as it is final."""
     limits = Limits(options.concurrency, options.rpm, options.tpm)
-    policy = options.retry
+    # Jobs start through a window a few times wider than the concurrency (so rows sleeping before a retry do not
+    # idle the slots) instead of all at once: a million-row partition never holds a million live coroutines.
+    window = asyncio.Semaphore(max(WINDOW_PER_SLOT * options.concurrency, MIN_WINDOW))
+    fatal: list[BaseException] = []
 
-    async def run_one(job: Job) -> Outcome:
-        outcome = Outcome()
-        request = job.request
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=policy.wait,
-            retry=retry_if_exception_type((TransientError, InvalidOutputError)),
-            reraise=True,
-        )
+    async def windowed(job: Job) -> Outcome:
         try:
-            async for attempt in retrying:
-                with attempt:
-                    outcome.attempts += 1
-                    if outcome.attempts > 1:
-                        usage.retries += 1
-                    async with limits.slot(job.tokens):
-                        usage.requests += 1
-                        started = time.perf_counter()
-                        try:
-                            reply = await asyncio.wait_for(connection.send(request), options.timeout_s)
-                        except TimeoutError as exc:
-                            raise TransientError(f"no answer within {options.timeout_s:g}s") from exc
-                        except InvalidOutputError as exc:
-                            usage.add_tokens(exc.usage)
-                            usage.reasks += 1
-                            outcome.last_output = exc.raw
-                            request = exc.reask_request
-                            raise
-                        finally:
-                            usage.latencies_s.append(time.perf_counter() - started)
-                    usage.add_tokens(reply.usage)
-                    outcome.value = reply.value
-        except FatalProviderError:
+            outcome = await _run_one(job, connection, options, limits, usage)
+        except BaseException as exc:
+            fatal.append(exc)
             raise
-        except (TransientError, InvalidOutputError, PermanentError) as exc:
-            outcome.error = bounded(f"{type(exc).__name__}: {exc}", connection.secrets)
+        finally:
+            window.release()
         if on_outcome is not None:
             on_outcome(job, outcome)
         return outcome
 
-    tasks = [asyncio.ensure_future(run_one(job)) for job in jobs]
+    tasks: list[asyncio.Task[Outcome]] = []
     try:
+        for job in jobs:
+            await window.acquire()
+            if fatal:
+                window.release()
+                break
+            tasks.append(asyncio.ensure_future(windowed(job)))
         return list(await asyncio.gather(*tasks))
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _run_one(job: Job, connection: Connection, options: RunOptions, limits: Limits, usage: Usage) -> Outcome:
+    """One job's attempts: the request, then retries and re-asks within ``options.retry.max_attempts``."""
+    policy = options.retry
+    outcome = Outcome()
+    request = job.request
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=policy.wait,
+        retry=retry_if_exception_type((TransientError, InvalidOutputError)),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                outcome.attempts += 1
+                if outcome.attempts > 1:
+                    usage.retries += 1
+                async with limits.slot(job.tokens):
+                    usage.requests += 1
+                    started = time.perf_counter()
+                    try:
+                        reply = await asyncio.wait_for(connection.send(request), options.timeout_s)
+                    except TimeoutError as exc:
+                        raise TransientError(f"no answer within {options.timeout_s:g}s") from exc
+                    except InvalidOutputError as exc:
+                        usage.add_tokens(exc.usage)
+                        usage.reasks += 1
+                        outcome.last_output = exc.raw
+                        request = exc.reask_request
+                        raise
+                    finally:
+                        usage.latencies_s.append(time.perf_counter() - started)
+                usage.add_tokens(reply.usage)
+                outcome.value = reply.value
+    except FatalProviderError:
+        raise
+    except (TransientError, InvalidOutputError, PermanentError) as exc:
+        outcome.error = bounded(f"{type(exc).__name__}: {exc}", connection.secrets)
+    return outcome

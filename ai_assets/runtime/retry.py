@@ -1,4 +1,4 @@
-"""Retry policy: exponential backoff with full jitter, overridden by the server's Retry-After."""
+"""Retry policy: exponential backoff with full jitter, or the server's Retry-After (never less, up to 10 % more)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from email.utils import parsedate_to_datetime
 from tenacity import RetryCallState
 
 from ai_assets.runtime.errors import InvalidOutputError, TransientError
+
+RETRY_AFTER_MARGIN_S = 0.01
+RETRY_AFTER_JITTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,9 @@ class RetryPolicy:
         if isinstance(exc, InvalidOutputError):
             return 0.0
         if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return exc.retry_after
+            # Never sooner than the server asked: event loops fire timers up to a clock tick early, hence the
+            # margin; the jitter spreads the rows a 429 burst throttled together.
+            return exc.retry_after * (1 + random.uniform(0, RETRY_AFTER_JITTER)) + RETRY_AFTER_MARGIN_S
         ceiling = min(self.max_wait, self.base_wait * 2 ** (state.attempt_number - 1))
         return random.uniform(0, ceiling)
 
