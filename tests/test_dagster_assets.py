@@ -224,3 +224,43 @@ def test_code_version_follows_what_changes_the_output(tmp_path: Path) -> None:
     assert version(model="m2") != base
     assert version(return_format=None) != base
     assert version(params=PromptParams(temperature=0.5)) != base
+
+
+def test_multi_partitions_fill_path_fields_per_dimension(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    for region in ("eu", "us"):
+        (tmp_path / "src" / region).mkdir(parents=True)
+        for day in ("2024-01-01", "2024-01-02"):
+            (tmp_path / "src" / region / f"{day}.jsonl").write_text(
+                json.dumps({"product": "p", "text": f"{region} on {day}"}) + "\n")
+    multi = dg.MultiPartitionsDefinition({
+        "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-03"),
+        "region": dg.StaticPartitionsDefinition(["eu", "us"])})
+    raw = ingest_asset("raw", path=str(tmp_path / "src" / "{region}" / "{date}.jsonl"), partitions_def=multi)
+    insights = prompt_asset("insights", raw, template="{text}", provider_key="llm", partitions_def=multi)
+    key = dg.MultiPartitionKey({"date": "2024-01-02", "region": "us"})
+    assert dg.materialize([raw, insights], partition_key=key,
+                          resources=resources("delta", tmp_path / "out", server)).success
+    table = read("delta", tmp_path / "out", "insights")
+    assert table.column("insights").to_pylist() == ["Answer to: us on 2024-01-02"]
+    assert table.column(PARTITION_COLUMN).to_pylist() == [str(key)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_unpartitioned_downstream_asset_loads_every_partition(
+    tmp_path: Path, server: FakeOpenAIServer, backend: str
+) -> None:
+    source = write_source(tmp_path / "src")
+    partitions = dg.StaticPartitionsDefinition(["a", "b"])
+    raw = ingest_asset("raw", path=str(source), partitions_def=partitions)
+
+    @dg.asset(ins={"raw": dg.AssetIn("raw")})
+    def report(raw: pa.Table) -> pa.Table:
+        return raw.group_by(PARTITION_COLUMN).aggregate([("id", "count")])
+
+    res = resources(backend, tmp_path / "out", server)
+    for key in ("a", "b"):
+        assert dg.materialize([raw], partition_key=key, resources=res).success
+    assert dg.materialize([raw.to_source_asset(), report], resources=res).success
+    counts = dict(zip(*read(backend, tmp_path / "out", "report").select([PARTITION_COLUMN, "id_count"])
+                      .to_pydict().values(), strict=True))
+    assert counts == {"a": 6, "b": 6}

@@ -115,3 +115,18 @@ def test_plain_layers_do_not_import_dagster() -> None:
     code = ("import sys, ai_assets, ai_assets.functions.ingest, ai_assets.storage.delta, "
             "ai_assets.storage.lance, ai_assets.storage.parquet; assert 'dagster' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("module", "call", "extra"), [
+    ("deltalake", "from ai_assets.storage.delta import DeltaStore; DeltaStore('x').read()", "delta"),
+    ("lancedb", "from ai_assets.storage.lance import LanceStore; LanceStore('x', 't')", "lancedb"),
+    ("xllamacpp", "from ai_assets import LlamaCppProvider; LlamaCppProvider().start()", "llamacpp"),
+    ("sentence_transformers", "from ai_assets import SentenceTransformersProvider as S; S(device='cpu').model",
+     "local"),
+])
+def test_a_missing_backend_names_the_extra_to_install(module: str, call: str, extra: str) -> None:
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            f"from ai_assets import MissingExtraError\n"
+            f"try:\n    {call}\nexcept MissingExtraError as exc:\n    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert f"pip install 'ai_assets[{extra}]'" in result.stdout, result.stdout + result.stderr
