@@ -96,7 +96,9 @@ def _thumbnail(data: bytes) -> str | None:
         return None
     try:
         from PIL import Image
-
+    except ImportError:
+        return None
+    try:
         image = open_image(data, max_pixels=THUMBNAIL_SOURCE_PIXELS)
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         out = io.BytesIO()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from ai_assets.functions.columns import set_columns
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import Connection, Job, OnError, Outcome, RunOptions, run_jobs
 from ai_assets.runtime.errors import RowFailedError
@@ -196,8 +197,4 @@ async def send_jobs(
 
 def append_columns(table: pa.Table, output_column: str, values: pa.Array, errors: Sequence[str | None]) -> pa.Table:
     """Add (or replace) ``output_column`` and ``<output_column>_error``."""
-    error_column = f"{output_column}_error"
-    for name in (output_column, error_column):
-        if name in table.column_names:
-            table = table.drop_columns([name])
-    return table.append_column(output_column, values).append_column(error_column, pa.array(errors, pa.string()))
+    return set_columns(table, {output_column: values, f"{output_column}_error": pa.array(errors, pa.string())})

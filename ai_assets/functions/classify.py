@@ -15,6 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from ai_assets.functions._execution import Enriched, Progress, append_columns, run_sync
+from ai_assets.functions.columns import set_columns
 from ai_assets.functions.embed import embed_texts
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import column_texts
@@ -117,6 +118,4 @@ def _classify_llm(table: pa.Table, column: str, described: dict[str, str], provi
                  progress=progress)
     raw = out.table.column(output_column).to_pylist()
     column_values = [None if r is None else {"label": r["label"], "score": r["confidence"]} for r in raw]
-    result = out.table.set_column(out.table.column_names.index(output_column), output_column,
-                                  pa.array(column_values, CLASSIFICATION))
-    return Enriched(result, out.usage)
+    return Enriched(set_columns(out.table, {output_column: pa.array(column_values, CLASSIFICATION)}), out.usage)

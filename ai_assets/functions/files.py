@@ -9,6 +9,7 @@ from typing import Literal
 
 import pyarrow as pa
 
+from ai_assets.functions.columns import set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 Kind = Literal["pdf", "html", "text"]
@@ -81,9 +82,5 @@ def extract_text(table: pa.Table, column: str, *, path_column: str | None = "pat
         except Exception as exc:  # pypdf raises many types for damaged files; each is this row's error
             texts.append(None)
             errors.append(bounded(f"row {row} ({path or 'bytes'}): {type(exc).__name__}: {exc}"))
-    out = table
-    for name, values in ((output_column, texts), (f"{output_column}_error", errors)):
-        if name in out.column_names:
-            out = out.drop_columns([name])
-        out = out.append_column(name, pa.array(values, pa.string()))
-    return out
+    return set_columns(table, {output_column: pa.array(texts, pa.string()),
+                                f"{output_column}_error": pa.array(errors, pa.string())})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
+from ai_assets.functions.columns import set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 if TYPE_CHECKING:
@@ -33,29 +34,28 @@ class ImageSpec:
     max_pixels: int = 50_000_000
 
 
-def _pil() -> object:
+def require_pillow() -> None:
+    """Call before a per-row loop, so a missing Pillow is one clear error instead of an error on every row."""
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("pillow", "images") from exc
-    return Image
 
 
 def open_image(data: bytes, max_pixels: int) -> Image:
-    """Decode fully (so truncation shows now), refusing images of more than ``max_pixels`` pixels."""
+    """Decode fully (so truncation shows now), refusing images of more than ``max_pixels`` pixels.
+
+    The size check runs on the header, before any pixel is decoded. Pillow's own process-wide bomb limit is left
+    alone (it is global, so changing it per call would race between threads); its warning is silenced because
+    the check here is the one that decides."""
     from PIL import Image
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise ValueError(f"{image.width}x{image.height} is over max_pixels={max_pixels}")
-            image.load()
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    if image.width * image.height > max_pixels:
+        raise ValueError(f"{image.width}x{image.height} is over max_pixels={max_pixels}")
+    image.load()
     return image
 
 
@@ -79,7 +79,7 @@ def decode_images(table: pa.Table, column: str, *, spec: ImageSpec | None = None
                   output_column: str = "image") -> pa.Table:
     """Add ``output_column`` (encoded bytes), ``<output_column>_width`` / ``_height`` / ``_mode`` and
     ``<output_column>_error`` for the bytes in ``column``."""
-    _pil()
+    require_pillow()
     spec = spec or ImageSpec()
     images: list[bytes | None] = []
     widths: list[int | None] = []
@@ -103,15 +103,13 @@ def decode_images(table: pa.Table, column: str, *, spec: ImageSpec | None = None
         heights.append(height)
         modes.append(mode)
         errors.append(None)
-    out = table
-    for name, values, kind in ((output_column, images, pa.binary()), (f"{output_column}_width", widths, pa.int32()),
-                               (f"{output_column}_height", heights, pa.int32()),
-                               (f"{output_column}_mode", modes, pa.string()),
-                               (f"{output_column}_error", errors, pa.string())):
-        if name in out.column_names:
-            out = out.drop_columns([name])
-        out = out.append_column(name, pa.array(values, kind))
-    return out
+    return set_columns(table, {
+        output_column: pa.array(images, pa.binary()),
+        f"{output_column}_width": pa.array(widths, pa.int32()),
+        f"{output_column}_height": pa.array(heights, pa.int32()),
+        f"{output_column}_mode": pa.array(modes, pa.string()),
+        f"{output_column}_error": pa.array(errors, pa.string()),
+    })
 
 
 def image_mime(data: bytes) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ai_assets.functions.columns import set_columns
 from ai_assets.functions.templates import Template
 from ai_assets.runtime.errors import ConfigError
 
@@ -45,13 +46,13 @@ def regexp_extract(table: pa.Table, output: str, spec: Extract) -> pa.Table:
     matches = pc.extract_regex(table.column(spec.column), pattern=_named(spec.pattern, spec.group))
     values = pc.struct_field(matches, [0])
     values = pc.if_else(pc.is_valid(matches), values, pa.scalar(None, pa.string()))
-    return _set(table, output, values)
+    return set_columns(table, {output: values})
 
 
 def derive_text(table: pa.Table, output: str, template: str) -> pa.Table:
     """A column rendered from a template over other columns (null where an input is null or empty)."""
     texts, _ = Template(template).render(table)
-    return _set(table, output, pa.array(texts, pa.string()))
+    return set_columns(table, {output: pa.array(texts, pa.string())})
 
 
 def preprocess(table: pa.Table, *, drop_missing: Sequence[str] = (), extract: Mapping[str, Extract] | None = None,
@@ -83,8 +84,3 @@ def _named(pattern: str, group: int) -> str:
 
     return re.sub(r"(?<!\\)\((?!\?)", rename, pattern)
 
-
-def _set(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)

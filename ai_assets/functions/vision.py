@@ -17,7 +17,7 @@ import pyarrow as pa
 from ai_assets.functions._execution import Enriched, Progress, Record, append_columns, execute, run_sync
 from ai_assets.functions.classify import CLASSIFICATION, score_labels
 from ai_assets.functions.embed import vectors_to_arrow
-from ai_assets.functions.images import open_image
+from ai_assets.functions.images import open_image, require_pillow
 from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Outcome
@@ -50,6 +50,7 @@ async def _embed(table: pa.Table, column: str, provider: ImageEmbedder, max_pixe
         raise NotSupportedError(provider, "embed_image")
     if column not in table.column_names:
         raise ConfigError(f"column {column!r} not in the table (columns: {table.column_names})")
+    require_pillow()
     identity = provider.identity()
     data = table.column(column).to_pylist()
     keys: list[str | None] = []

@@ -89,13 +89,6 @@ class SentenceTransformersProvider:
     def model(self) -> Any:
         return load_model(self.model_name, self.device, self.fp16)
 
-    @property
-    def dimensions(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
-        if dim is None:  # CLIP models report none; embed one probe text instead
-            dim = int(self.embed_text(["probe"]).shape[1])
-        return int(dim)
-
     def embed_text(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         return self._encode(list(texts))
 
