@@ -109,8 +109,12 @@ def test_object_store_journal_segments_concurrency_and_compaction(s3: str, serve
     for i in range(25):
         writers[i % 2].put(f"k{i}", {"i": i})
     writers[0].put("failed", error="HTTP 500")
-    # 12 and 13 puts per writer at 10 a segment: one segment each is written, the rest waits in the buffers.
-    assert len(ObjectStoreCache(uri, fsspec_options(s3)).get_many([f"k{i}" for i in range(25)])) == 20
+    # 12 and 13 puts per writer at 10 a segment: each writer starts a segment on a background thread once it has
+    # 10 entries (waited for here); a segment takes the buffer as it stands when its thread starts.
+    for writer in writers:
+        assert writer._flusher is not None
+        writer._flusher.join()
+    assert len(ObjectStoreCache(uri, fsspec_options(s3)).get_many([f"k{i}" for i in range(25)])) >= 20
     for writer in writers:
         writer.close()
     reader = ObjectStoreCache(uri, fsspec_options(s3))
@@ -132,6 +136,7 @@ def test_a_torn_segment_write_is_never_read(tmp_path: Path) -> None:
     cache = ObjectStoreCache(f"file://{tmp_path}/journal", flush_rows=2)
     cache.put("a", 1)
     cache.put("b", 2)
+    cache.flush()
     segments = tmp_path / "journal" / "segments"
     (segments / ".tmp-00000000000000000001-dead.jsonl.part").write_text('{"key": "c", "val')
     (segments / ".tmp-00000000000000000002-dead.jsonl").write_text('{"key": "d", "val')
@@ -150,3 +155,48 @@ def test_download_from_s3(s3: str) -> None:
     assert "no such file" in out.table.column("bytes_error").to_pylist()[1]
     capped = download(pa.table({"url": [f"s3://{BUCKET}/files/a.txt"]}), "url", policy=policy)
     assert "over max_bytes=5" in capped.table.column("bytes_error").to_pylist()[0]
+
+
+class _SlowThenFlaky(ObjectStoreCache):
+    """Segment writes take 0.3 s; the first one fails, as a dropped connection to the store would."""
+
+    failures = 1
+
+    def _write_segment(self, entries: list[dict[str, Any]]) -> str:
+        time.sleep(0.3)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("store went away")
+        return super()._write_segment(entries)
+
+
+def test_journal_writes_leave_the_caller_and_retry_after_a_failure(tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/journal"
+    cache = _SlowThenFlaky(uri, flush_rows=2)
+    started = time.perf_counter()
+    cache.put("a", 1)
+    cache.put("b", 2)  # due: the (failing) write runs on a worker thread
+    cache.put("c", 3)
+    assert time.perf_counter() - started < 0.2
+    cache.flush()  # waits for the failed write, then writes everything again
+    assert set(ObjectStoreCache(uri).get_many(["a", "b", "c"])) == {"a", "b", "c"}
+
+    reader = ObjectStoreCache(uri)
+    assert reader.get_many(["d"]) == {}
+    writer = ObjectStoreCache(uri, flush_rows=1)
+    writer.put("d", 4)
+    writer.flush()
+    assert reader.get_many(["d"])["d"].value == 4  # a segment written after the reader first listed
+
+
+def test_a_repeated_failure_keeps_its_latest_reason_but_never_hides_an_answer(tmp_path: Path) -> None:
+    from ai_assets import ResultCache
+
+    for cache in (ResultCache(tmp_path / "c.sqlite"), ObjectStoreCache(f"file://{tmp_path}/j", flush_rows=1)):
+        cache.put("k", error="HTTP 500")
+        cache.put("k", error="HTTP 503")
+        assert cache.get_many(["k"], include_errors=True)["k"].error == "HTTP 503"
+        cache.put("k", {"ok": True})
+        cache.put("k", error="HTTP 429")
+        assert cache.get_many(["k"], include_errors=True)["k"].value == {"ok": True}
+        cache.close()

@@ -96,13 +96,16 @@ class ResultCache:
         return found
 
     def put(self, key: str, value: Any = None, *, error: str | None = None) -> None:
-        """Store one result (or one failure) durably; a success replaces an earlier failure."""
+        """Store one result (or one failure) durably. A success replaces anything; a failure replaces only an
+        earlier failure (so the error column shows the latest reason) and never an answer."""
         now = time.time()
         encoded = None if error is not None else json.dumps(value, separators=(",", ":"))
         with self._lock:
             if error is not None:
                 self._db.execute(
-                    "INSERT INTO results VALUES (?, NULL, ?, ?, ?) ON CONFLICT(key) DO NOTHING", (key, error, now, now))
+                    "INSERT INTO results VALUES (?, NULL, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "error=excluded.error, used=excluded.used WHERE results.error IS NOT NULL",
+                    (key, error, now, now))
             else:
                 self._db.execute(
                     "INSERT INTO results VALUES (?, ?, NULL, ?, ?) ON CONFLICT(key) DO UPDATE SET "

@@ -1,16 +1,18 @@
 """A result cache on object storage (any fsspec URI): immutable JSONL segments, one atomic PUT each.
 
-``put`` buffers; every ``flush_rows`` entries or ``flush_s`` seconds (and on ``flush`` / ``close``) the buffer is
-written as a new segment object ``<uri>/segments/<time>-<uuid>.jsonl``. Object stores replace whole objects
+``put`` buffers; every ``flush_rows`` entries or ``flush_s`` seconds the buffer is written, on a worker thread
+(``put`` runs on the event loop, which a network write must not stall), and on ``flush`` / ``close`` before they
+return, as a new segment object ``<uri>/segments/<time>-<uuid>.jsonl``. Object stores replace whole objects
 atomically (locally fsspec writes a temp file and renames it), so a half-written segment is never read back, and
-every process writes only its own segments, so concurrent runs never conflict. A kill loses at most the unflushed
-buffer: a resumed run pays again for at most ``flush_rows`` rows (plus those in flight), where the SQLite cache
-pays only for those in flight. ``prune`` compacts every segment into one.
+every process writes only its own segments, so concurrent runs never conflict. A kill loses the entries not yet
+written: about ``flush_rows`` (more while a slow write is under way) plus the requests in flight, where the SQLite
+cache loses only those in flight. ``prune`` compacts every segment into one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +24,14 @@ import fsspec
 from ai_assets.runtime.cache import CachedResult
 
 SEGMENTS = "segments"
+logger = logging.getLogger(__name__)
+
+
+def _merge(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
+    """Later entries win, except that an error never replaces an answer."""
+    previous = entries.get(entry["key"])
+    if previous is None or entry.get("error") is None or previous.get("error") is not None:
+        entries[entry["key"]] = entry
 
 
 class ObjectStoreCache:
@@ -36,9 +46,12 @@ class ObjectStoreCache:
         self._last_flush = time.monotonic()
         self._entries: dict[str, dict[str, Any]] | None = None
         self._read_segments: set[str] = set()
+        self._flusher: threading.Thread | None = None
+        self._own: dict[str, dict[str, Any]] = {}  # this instance's puts, readable before their segment lands
 
     def _segment_paths(self) -> list[str]:
         folder = f"{self.root}/{SEGMENTS}"
+        self.fs.invalidate_cache(folder)  # s3fs and friends cache listings: other processes add segments
         if not self.fs.exists(folder):
             return []
         paths = self.fs.ls(folder, detail=False)
@@ -52,10 +65,7 @@ class ObjectStoreCache:
                 continue
             with self.fs.open(path, "rb") as handle:
                 for line in handle.read().decode().splitlines():
-                    entry = json.loads(line)
-                    previous = entries.get(entry["key"])
-                    if previous is None or entry.get("error") is None or previous.get("error") is not None:
-                        entries[entry["key"]] = entry
+                    _merge(entries, json.loads(line))
             self._read_segments.add(path)
         self._entries = entries
         return entries
@@ -63,9 +73,14 @@ class ObjectStoreCache:
     def get_many(self, keys: Iterable[str], *, include_errors: bool = False) -> dict[str, CachedResult]:
         with self._lock:
             entries = self._load()
+            own = dict(self._own)
         found = {}
         for key in keys:
             entry = entries.get(key)
+            if key in own:
+                view = {key: entry} if entry is not None else {}
+                _merge(view, own[key])
+                entry = view[key]
             if entry is not None and (entry.get("error") is None or include_errors):
                 found[key] = CachedResult(entry.get("value"), entry.get("error"))
         return found
@@ -74,20 +89,44 @@ class ObjectStoreCache:
         entry = {"key": key, "value": None if error else value, "error": error, "at": time.time()}
         with self._lock:
             self._buffer.append(entry)
+            _merge(self._own, entry)
             due = len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_s
-        if due:
-            self.flush()
+            if due and (self._flusher is None or not self._flusher.is_alive()):
+                # ``put`` runs on the event loop: the PUT goes to a worker thread instead of stalling every request
+                # in flight. A write already under way takes the buffer as it stands when it starts; what comes
+                # after waits for the next due ``put`` or for ``flush``.
+                self._flusher = threading.Thread(target=self._flush_logged, name="ai_assets-journal", daemon=True)
+                self._flusher.start()
 
     def flush(self) -> None:
+        """Write everything buffered, after any background write under way, and wait for it."""
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join()
+        self._flush_buffer()
+
+    def _flush_logged(self) -> None:
+        try:
+            self._flush_buffer()
+        except Exception:  # the entries went back to the buffer; the next flush tries again
+            logger.warning("writing a journal segment to %s failed; will retry", self.uri, exc_info=True)
+
+    def _flush_buffer(self) -> None:
         with self._lock:
             if not self._buffer:
                 return
             entries, self._buffer = self._buffer, []
             self._last_flush = time.monotonic()
-            path = self._write_segment(entries)
+        try:
+            path = self._write_segment(entries)  # outside the lock: puts keep buffering meanwhile
+        except BaseException:
+            with self._lock:
+                self._buffer[:0] = entries
+            raise
+        with self._lock:
             if self._entries is not None:
                 for entry in entries:
-                    self._entries[entry["key"]] = entry
+                    _merge(self._entries, entry)
                 self._read_segments.add(path)
 
     def _write_segment(self, entries: list[dict[str, Any]]) -> str:
@@ -95,7 +134,7 @@ class ObjectStoreCache:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.jsonl"
         path = f"{self.root}/{SEGMENTS}/{name}"
         payload = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
-        if self.fs.protocol in ("file", "local") or "file" in self.fs.protocol:
+        if "file" in self.fs.protocol:
             temp = f"{self.root}/{SEGMENTS}/.tmp-{name}.part"
             with self.fs.open(temp, "wb") as handle:
                 handle.write(payload)
@@ -117,7 +156,7 @@ class ObjectStoreCache:
         self.flush()
         with self._lock:
             old = self._segment_paths()
-            self._entries, self._read_segments = None, set()
+            self._entries, self._read_segments, self._own = None, set(), {}
             entries = sorted(self._load().values(), key=lambda e: e["at"], reverse=True)
             kept = [e for e in entries if unused_for_s is None or e["at"] >= time.time() - unused_for_s]
             kept = kept[:max_entries] if max_entries is not None else kept
