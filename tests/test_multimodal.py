@@ -103,17 +103,6 @@ def test_download_retries_caps_size_and_reports_rows(files_url: str, tmp_path: P
     assert allowed.table.column("bytes").to_pylist() == [png("blue")]
 
 
-def test_download_refuses_metadata_and_private_addresses(files_url: str) -> None:
-    urls = ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x", "http://100.100.100.200/x"]
-    out = download(pa.table({"url": urls}), "url", options=RunOptions(on_error="null"))
-    assert all("link-local or metadata" in e for e in out.table.column("bytes_error").to_pylist())
-    strict = DownloadPolicy(allow_private=False)
-    port = files_url.rsplit(":", 1)[1]
-    blocked = download(pa.table({"url": [f"{files_url}/red.png", f"http://localhost:{port}/red.png"]}), "url",
-                       policy=strict, options=RunOptions(on_error="null"))
-    assert all("private address" in e for e in blocked.table.column("bytes_error").to_pylist())
-
-
 def test_decode_images_converts_resizes_and_isolates_bad_rows() -> None:
     truncated = png(size=(200, 200))[:100]
     bomb = io.BytesIO()

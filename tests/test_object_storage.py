@@ -148,9 +148,9 @@ def test_download_from_s3(s3: str) -> None:
 
     fs = fsspec.filesystem("s3", **fsspec_options(s3))
     fs.pipe_file(f"{BUCKET}/files/a.txt", b"hello from s3")
-    policy = DownloadPolicy(storage_options=fsspec_options(s3), max_bytes=5)
+    policy = DownloadPolicy(storage_options=fsspec_options(s3), max_bytes=5, protocols=frozenset({"s3"}))
     out = download(pa.table({"url": [f"s3://{BUCKET}/files/a.txt", f"s3://{BUCKET}/files/none"]}), "url",
-                   policy=DownloadPolicy(storage_options=fsspec_options(s3)))
+                   policy=DownloadPolicy(storage_options=fsspec_options(s3), protocols=frozenset({"s3"})))
     assert out.table.column("bytes").to_pylist()[0] == b"hello from s3"
     assert "no such file" in out.table.column("bytes_error").to_pylist()[1]
     capped = download(pa.table({"url": [f"s3://{BUCKET}/files/a.txt"]}), "url", policy=policy)

@@ -1,60 +1,60 @@
 """``download``: a URL / path column -> bytes, through the request engine (concurrency, retries, per-row errors).
 
-Safety:
-* Server-side request forgery: every host name is resolved by a guarded resolver that refuses link-local and
-  cloud-metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200, 0.0.0.0) and, with
-  ``allow_private=False``, private and loopback ranges too. aiohttp connects only to the addresses that resolver
-  returned, and redirects go through it again, so DNS rebinding cannot slip past it.
-* ``file://`` URLs and plain paths are refused unless ``allow_files=True``.
+Safety (server-side request forgery and local files), applied at every hop:
+
+* Redirects are followed here, never by aiohttp (``allow_redirects=False``): each hop's URL is checked before it is
+  requested, at most ``max_redirects`` hops, no loops, and no downgrade from https to http.
+* An IP literal in any spelling (``2852039166``, ``0xA9FEA9FE``, ``[::ffff:169.254.169.254]``, 6to4, NAT64, ...) is
+  normalised and checked before connecting (``ai_assets.functions.url_guard``); a host name is resolved by a guarded
+  resolver that checks every address aiohttp may connect to, so DNS rebinding cannot slip past it.
+* Link-local, cloud-metadata, unspecified and multicast addresses are always refused; with
+  ``allow_private=False`` everything not globally routable is refused too.
+* Protocols are allow-listed (``http`` and ``https`` by default; object stores such as ``s3`` only when the policy
+  names them), for every link of an fsspec chain; local files need ``allow_files=True``.
 * Every object is streamed and the transfer is aborted as soon as it passes ``max_bytes``.
-Object-store URIs (``s3://``, ``gs://``, ``az://``, ...) go through fsspec.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 import fsspec
 import pyarrow as pa
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from ai_assets.functions._execution import Enriched, Record, append_columns, execute, run_sync, send_jobs
 from ai_assets.functions.templates import column_texts
+from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
 from ai_assets.runtime.engine import Job, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
 from ai_assets.runtime.usage import Usage
 
-BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32", "0.0.0.0/32", "::/128"))
-HTTP_SCHEMES = ("http", "https")
 CHUNK = 64 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
 class DownloadPolicy:
-    """What a download may touch and how much it may read."""
+    """What a download may touch and how much it may read.
+
+    ``protocols``: the URL protocols allowed (add object stores such as ``"s3"``, ``"gs"``, ``"az"``);
+    ``allow_files``: read local paths and ``file://`` URLs; ``allow_private``: reach private, loopback and other
+    non-global addresses (link-local and metadata addresses are refused regardless); ``max_redirects``: hops
+    followed; ``storage_options``: passed to fsspec for object stores."""
 
     max_bytes: int = 20 * 1024 * 1024
     allow_files: bool = False
     allow_private: bool = True
+    protocols: frozenset[str] = field(default_factory=lambda: HTTP_PROTOCOLS)
+    max_redirects: int = 5
     storage_options: Mapping[str, Any] | None = None
-
-
-def check_address(address: str, policy: DownloadPolicy) -> None:
-    ip = ipaddress.ip_address(address)
-    if any(ip in network for network in BLOCKED_NETWORKS):
-        raise PermanentError(f"refused: {address} is a link-local or metadata address")
-    if not policy.allow_private and (ip.is_private or ip.is_loopback):
-        raise PermanentError(f"refused: {address} is a private address (allow_private=False)")
 
 
 class GuardedResolver(AbstractResolver):
@@ -68,11 +68,20 @@ class GuardedResolver(AbstractResolver):
                       ) -> list[ResolveResult]:
         answers = await self._inner.resolve(host, port, family)
         for answer in answers:
-            check_address(answer["host"], self._policy)
+            check_address(answer["host"], allow_private=self._policy.allow_private)
         return answers
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def check_hop(url: URL, policy: DownloadPolicy) -> None:
+    """Everything that can be refused about an http(s) URL before connecting to it."""
+    if url.scheme not in HTTP_PROTOCOLS or url.scheme not in policy.protocols:
+        raise PermanentError(f"refused: protocol {url.scheme!r} of {str(url)!r}")
+    if not url.host:
+        raise PermanentError(f"refused: {str(url)!r} has no host")
+    check_address(url.host, allow_private=policy.allow_private)  # literals only; names go through the resolver
 
 
 class _Downloader:
@@ -84,38 +93,55 @@ class _Downloader:
 
     async def send(self, request: dict[str, Any]) -> Reply:
         url: str = request["url"]
-        scheme = urlparse(url).scheme.lower()
-        if scheme in HTTP_SCHEMES:
-            data = await self._http(url)
-        elif scheme in ("", "file") and not self.policy.allow_files:
-            raise PermanentError(f"refused: local file {url!r} (set allow_files=True to read local files)")
+        protocols = check_protocols(url, self.policy.protocols, allow_files=self.policy.allow_files)
+        if protocols[0] in HTTP_PROTOCOLS:
+            data = await self._http(URL(url))
         else:
             data = await asyncio.to_thread(self._fsspec, url)
         return Reply(data, AttemptUsage())
 
-    async def _http(self, url: str) -> bytes:
-        host = urlparse(url).hostname or ""
-        with contextlib.suppress(ValueError):  # a host name: the resolver checks its addresses
-            check_address(host, self.policy)  # a literal IP never reaches the resolver
-        try:
-            async with self.session.get(url) as response:
-                if response.status == 429 or response.status >= 500:
-                    raise TransientError(f"HTTP {response.status} from {url}")
-                if response.status >= 400:
-                    raise PermanentError(f"HTTP {response.status} from {url}")
-                declared = response.content_length
-                if declared is not None and declared > self.policy.max_bytes:
-                    raise PermanentError(f"{url} is {declared} bytes, over max_bytes={self.policy.max_bytes}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > self.policy.max_bytes:
-                        raise PermanentError(f"{url} passed max_bytes={self.policy.max_bytes}; aborted")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-            raise TransientError(f"{type(exc).__name__} fetching {url}: {exc}") from exc
+    async def _http(self, url: URL) -> bytes:
+        seen = {str(url)}
+        for _ in range(self.policy.max_redirects + 1):
+            check_hop(url, self.policy)
+            try:
+                async with self.session.get(url, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        url = self._next_hop(url, response.headers.get("location"), seen)
+                        continue
+                    return await self._body(url, response)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+                raise TransientError(f"{type(exc).__name__} fetching {url}: {exc}") from exc
+        raise PermanentError(f"refused: more than {self.policy.max_redirects} redirects from {str(url)!r}")
+
+    @staticmethod
+    def _next_hop(url: URL, location: str | None, seen: set[str]) -> URL:
+        if not location:
+            raise PermanentError(f"redirect from {url} without a Location header")
+        target = url.join(URL(location))
+        if url.scheme == "https" and target.scheme == "http":
+            raise PermanentError(f"refused: redirect from https to http ({target})")
+        if str(target) in seen:
+            raise PermanentError(f"refused: redirect loop at {target}")
+        seen.add(str(target))
+        return target
+
+    async def _body(self, url: URL, response: aiohttp.ClientResponse) -> bytes:
+        if response.status == 429 or response.status >= 500:
+            raise TransientError(f"HTTP {response.status} from {url}")
+        if response.status >= 400:
+            raise PermanentError(f"HTTP {response.status} from {url}")
+        declared = response.content_length
+        if declared is not None and declared > self.policy.max_bytes:
+            raise PermanentError(f"{url} is {declared} bytes, over max_bytes={self.policy.max_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(CHUNK):
+            size += len(chunk)
+            if size > self.policy.max_bytes:
+                raise PermanentError(f"{url} passed max_bytes={self.policy.max_bytes}; aborted")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _fsspec(self, url: str) -> bytes:
         try:

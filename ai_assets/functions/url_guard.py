@@ -1,0 +1,134 @@
+"""What a download may touch: address normalisation and the checks ``download`` applies at every hop.
+
+Pure functions, no I/O, so every rule has a fast unit test:
+
+* ``literal_addresses(host)`` reads every spelling of an IP literal a client or resolver would accept: dotted, integer
+  (``2852039166``), octal (``0251.0376.0251.0376``), hex (``0xA9FEA9FE``), short forms (``169.254.43518``), IPv6 with
+  an embedded IPv4 address (mapped ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
+  ``2002::/16``, Teredo). Every embedded address is checked as well as the outer one.
+* ``check_address`` refuses link-local, cloud-metadata, unspecified and multicast addresses always, and everything
+  that is not globally routable (private, loopback, shared, reserved) with ``allow_private=False``.
+* ``url_links`` reads every link of an fsspec URL chain (``simplecache::file:///etc/hostname``) with fsspec's own
+  parser, so the protocol rule applies to every link, not only the outermost one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from ai_assets.runtime.errors import PermanentError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ALWAYS_BLOCKED = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16",        # IPv4 link-local: the metadata service of AWS, GCP, Azure, OCI, DigitalOcean, ...
+    "fe80::/10",             # IPv6 link-local
+    "fd00:ec2::254/128",     # AWS metadata over IPv6
+    "100.100.100.200/32",    # Alibaba Cloud metadata
+    "0.0.0.0/8",             # "this network": 0.0.0.0 reaches the local host on Linux
+    "::/128",                # unspecified
+))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+FILE_PROTOCOLS = frozenset({"file", "local"})
+HTTP_PROTOCOLS = frozenset({"http", "https"})
+
+
+def parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """An IPv4 address in any form ``inet_aton`` accepts (1 to 4 parts, each decimal, octal or hex), else None."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        text = part.lower()
+        try:
+            if text.startswith("0x"):
+                number = int(text[2:], 16) if len(text) > 2 else 0
+            elif len(text) > 1 and text.startswith("0"):
+                number = int(text[1:], 8)
+            else:
+                number = int(text, 10) if text.isdigit() else -1
+        except ValueError:
+            return None
+        if number < 0:
+            return None
+        numbers.append(number)
+    *leading, last = numbers
+    if any(n > 0xFF for n in leading) or last >= 1 << (8 * (4 - len(leading))):
+        return None
+    value = last
+    for index, number in enumerate(leading):
+        value |= number << (24 - 8 * index)
+    return ipaddress.IPv4Address(value)
+
+
+def literal_addresses(host: str) -> list[IPAddress]:
+    """The addresses an IP literal stands for (the outer one first, then any embedded IPv4); [] for a host name."""
+    text = host.strip().removeprefix("[").removesuffix("]").rstrip(".")
+    address: IPAddress | None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = parse_ipv4(text)
+    if address is None:
+        return []
+    found: list[IPAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        packed = int(address)
+        if address in NAT64 or (packed >> 32 == 0 and packed > 1):  # NAT64 and IPv4-compatible ::a.b.c.d
+            embedded.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+        found.extend(a for a in embedded if a is not None)
+    return found
+
+
+def check_address(address: str, *, allow_private: bool) -> None:
+    """Raise ``PermanentError`` (the row fails, never retried) for an address a download must not reach.
+
+    ``address`` is an IP literal in any spelling; a host name is not checked here (the resolver checks what it
+    resolves to)."""
+    for ip in literal_addresses(address):
+        if any(ip in network for network in ALWAYS_BLOCKED if network.version == ip.version) or ip.is_multicast:
+            raise PermanentError(f"refused: {address} is a link-local, metadata or unspecified address")
+        if not allow_private and not ip.is_global:
+            raise PermanentError(f"refused: {address} is a private address (allow_private=False)")
+
+
+def url_links(url: str) -> list[str]:
+    """The protocol of every link of a URL, outermost first, as fsspec itself will read it.
+
+    An http(s) URL is one link (``download`` fetches it itself, never through fsspec, and its host may hold
+    ``::``). Anything else is parsed by fsspec's own chain parser, so the guard sees exactly the protocols fsspec
+    will use; a URL it cannot parse is refused."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in HTTP_PROTOCOLS:
+        return [scheme]
+    from fsspec.core import _un_chain
+
+    try:
+        return [str(protocol) for _, protocol, _ in _un_chain(url, {})]
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or a backend that is not installed
+        raise PermanentError(f"refused: cannot read the protocols of {url!r}: {exc}") from exc
+
+
+def check_protocols(url: str, protocols: Iterable[str], *, allow_files: bool) -> list[str]:
+    """The protocols of ``url``'s chain, after checking each against the allow-list.
+
+    Local files need ``allow_files``; http(s) is only allowed alone (inside a chain it would reach the network
+    through fsspec, around the address guard)."""
+    allowed = {p.lower() for p in protocols}
+    names = url_links(url)
+    for protocol in names:
+        if protocol in FILE_PROTOCOLS:
+            if not allow_files:
+                raise PermanentError(f"refused: local file in {url!r} (set allow_files=True to read local files)")
+        elif protocol in HTTP_PROTOCOLS:
+            if len(names) > 1:
+                raise PermanentError(f"refused: {protocol} inside the URL chain {url!r}")
+            if protocol not in allowed:
+                raise PermanentError(f"refused: protocol {protocol!r} is not allowed (protocols={sorted(allowed)})")
+        elif protocol not in allowed:
+            raise PermanentError(f"refused: protocol {protocol!r} in {url!r} is not allowed "
+                                 f"(DownloadPolicy(protocols=...) enables object stores such as 's3')")
+    return names
