@@ -4,7 +4,6 @@ The plain-Python layers (functions, providers, runtime, storage) import no Dagst
 ``ai_assets.dagster``.
 """
 
-from ai_assets.functions._execution import Enriched
 from ai_assets.functions.classify import classify_text
 from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.embed import embed_text
@@ -17,7 +16,11 @@ from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
 from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
-from ai_assets.runtime.cache import Cache, ResultCache, open_cache
+from ai_assets.runtime.budget import BudgetExceededError
+from ai_assets.runtime.cache import Cache, open_cache
+from ai_assets.runtime.cache.object_store import ObjectStoreCache
+from ai_assets.runtime.cache.postgres import PostgresCache
+from ai_assets.runtime.cache.sqlite import ResultCache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import (
     AIAssetsError,
@@ -26,17 +29,20 @@ from ai_assets.runtime.errors import (
     NotSupportedError,
     RowFailedError,
 )
-from ai_assets.runtime.object_cache import ObjectStoreCache
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream
+from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.retry import RetryPolicy
 from ai_assets.runtime.usage import Prices, Usage
 
 __all__ = [
     "AIAssetsError",
+    "BudgetExceededError",
     "Cache",
     "ConfigError",
     "DownloadPolicy",
     "EfficientNetLite0Provider",
     "Enriched",
+    "EnrichedStream",
     "ImageColumn",
     "ImageSpec",
     "LlamaCppProvider",
@@ -44,8 +50,10 @@ __all__ = [
     "NotSupportedError",
     "ObjectStoreCache",
     "OpenAICompatibleProvider",
+    "PostgresCache",
     "Prices",
     "PromptParams",
+    "RateLimit",
     "ResultCache",
     "RetryPolicy",
     "RowFailedError",

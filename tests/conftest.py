@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from ai_assets import OpenAICompatibleProvider
 from ai_assets.testing import FakeOpenAIServer
+
+# The download guard's own tests run only inside their network namespace (tests/test_download_guard.py starts it).
+collect_ignore = [] if os.environ.get("AI_ASSETS_NETNS") == "1" else ["netns"]
 
 
 @pytest.fixture(scope="session")

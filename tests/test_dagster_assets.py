@@ -197,15 +197,15 @@ def test_delta_schema_evolution_and_merge_upsert(tmp_path: Path) -> None:
 def test_lancedb_builds_a_vector_index_past_the_threshold(tmp_path: Path) -> None:
     import numpy as np
 
-    from ai_assets.functions.embed import vectors_to_arrow
+    from ai_assets.runtime.vectors import vectors_to_arrow
     from ai_assets.storage.base import with_partition
     from ai_assets.storage.lance import LanceStore
 
     store = LanceStore(str(tmp_path), "vectors", vector_column="v", index_after_rows=300)
     vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
-    store.write(with_partition(pa.table({"v": vectors_to_arrow(list(vectors[:100]))}), "a"), ["a"])
+    store.write(with_partition(pa.table({"v": vectors_to_arrow(list(vectors[:100]), 16)}), "a"), ["a"])
     assert store._open().list_indices() == []
-    store.write(with_partition(pa.table({"v": vectors_to_arrow(list(vectors[100:]))}), "b"), ["b"])
+    store.write(with_partition(pa.table({"v": vectors_to_arrow(list(vectors[100:]), 16)}), "b"), ["b"])
     assert [i.columns for i in store._open().list_indices()] == [["v"]]
 
 

@@ -96,11 +96,12 @@ def test_landing_sensor_adds_each_file_once_and_the_partition_materializes(tmp_p
 
 def test_public_api_is_guarded() -> None:
     assert sorted(ai_assets.__all__) == [
-        "AIAssetsError", "Cache", "ConfigError", "DownloadPolicy", "EfficientNetLite0Provider", "Enriched",
-        "ImageColumn", "ImageSpec", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "ObjectStoreCache",
-        "OpenAICompatibleProvider", "Prices", "PromptParams", "ResultCache", "RetryPolicy", "RowFailedError",
-        "RunOptions", "SentenceTransformersProvider", "Usage", "aprompt", "classify_image", "classify_text",
-        "decode_images", "download", "embed_image", "embed_text", "extract_text", "open_cache", "prompt"]
+        "AIAssetsError", "BudgetExceededError", "Cache", "ConfigError", "DownloadPolicy",
+        "EfficientNetLite0Provider", "Enriched", "EnrichedStream", "ImageColumn", "ImageSpec", "LlamaCppProvider",
+        "MissingExtraError", "NotSupportedError", "ObjectStoreCache", "OpenAICompatibleProvider", "PostgresCache",
+        "Prices", "PromptParams", "RateLimit", "ResultCache", "RetryPolicy", "RowFailedError", "RunOptions",
+        "SentenceTransformersProvider", "Usage", "aprompt", "classify_image", "classify_text", "decode_images",
+        "download", "embed_image", "embed_text", "extract_text", "open_cache", "prompt"]
     assert sorted(ai_assets.dagster.__all__) == [
         "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
         "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,36 +158,49 @@ def test_download_from_s3(s3: str) -> None:
     assert "over max_bytes=5" in capped.table.column("bytes_error").to_pylist()[0]
 
 
-class _SlowThenFlaky(ObjectStoreCache):
-    """Segment writes take 1 s; the first one fails, as a dropped connection to the store would."""
+class _GatedThenFlaky(ObjectStoreCache):
+    """Segment writes wait for the test to open a gate; the first one then fails, as a dropped connection would."""
 
-    failures = 1
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.writes = 0
 
     def _write_segment(self, entries: list[dict[str, Any]]) -> str:
-        time.sleep(1.0)
-        if self.failures:
-            self.failures -= 1
+        self.writes += 1
+        assert self.gate.wait(30), "the test never opened the gate"
+        if self.writes == 1:
             raise ConnectionError("store went away")
         return super()._write_segment(entries)
 
 
 def test_journal_writes_leave_the_caller_and_retry_after_a_failure(tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/journal"
-    cache = _SlowThenFlaky(uri, flush_rows=2)
-    started = time.perf_counter()
+    cache = _GatedThenFlaky(uri, flush_rows=2)
     cache.put("a", 1)
-    cache.put("b", 2)  # due: the (failing) write runs on a worker thread
-    cache.put("c", 3)
-    assert time.perf_counter() - started < 0.5  # a put that waited for the write would take 1 s
-    cache.flush()  # waits for the failed write, then writes everything again
-    assert set(ObjectStoreCache(uri).get_many(["a", "b", "c"])) == {"a", "b", "c"}
+    cache.put("b", 2)  # due: the write starts on a worker thread (with a and b) and blocks at the gate
+    deadline = time.monotonic() + 30
+    while cache.writes == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cache.put("c", 3)  # returns although that write has not finished: puts never wait for a write below a full buffer
+    assert cache.writes == 1 and not cache.gate.is_set()
+    # A full buffer beside a write under way waits for it: what a crash can lose stays bounded (2 x flush_rows).
+    blocked = threading.Thread(target=cache.put, args=("d", 4))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive(), "a put filling the buffer did not wait for the write under way"
+    cache.gate.set()
+    blocked.join(30)
+    cache.flush()  # the failed write's entries went back to the buffer: everything lands
+    assert set(ObjectStoreCache(uri).get_many(["a", "b", "c", "d"])) == {"a", "b", "c", "d"}
 
     reader = ObjectStoreCache(uri)
-    assert reader.get_many(["d"]) == {}
+    assert reader.get_many(["e"]) == {}
     writer = ObjectStoreCache(uri, flush_rows=1)
-    writer.put("d", 4)
+    writer.put("e", 5)
     writer.flush()
-    assert reader.get_many(["d"])["d"].value == 4  # a segment written after the reader first listed
+    assert reader.get_many(["e"])["e"].value == 5  # a segment written after the reader first listed
 
 
 def test_a_repeated_failure_keeps_its_latest_reason_but_never_hides_an_answer(tmp_path: Path) -> None:

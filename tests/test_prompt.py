@@ -220,7 +220,11 @@ def test_params_pass_through_and_change_the_key(
     request = llm.chat_request([{"role": "user", "content": "x"}], None,
                                PromptParams(max_output_tokens=20, extra_body={"top_k": 5},
                                             reasoning={"effort": "low"}).as_request())
-    assert request["max_tokens"] == 20 and request["top_k"] == 5 and request["reasoning_effort"] == "low"
+    # A reasoning model refuses max_tokens: with reasoning the cap goes as max_completion_tokens.
+    assert request["max_completion_tokens"] == 20 and "max_tokens" not in request
+    assert request["top_k"] == 5 and request["reasoning_effort"] == "low"
+    plain = llm.chat_request([{"role": "user", "content": "x"}], None, PromptParams(max_output_tokens=20).as_request())
+    assert plain["max_tokens"] == 20
 
 
 def test_rpm_and_tpm_limits_pace_the_run(server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:

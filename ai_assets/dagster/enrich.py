@@ -15,7 +15,6 @@ from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstr
 from ai_assets.dagster.io_managers import VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
-from ai_assets.functions._execution import Enriched, Progress
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
@@ -23,11 +22,17 @@ from ai_assets.functions.templates import Part
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Progress
 from ai_assets.runtime.usage import Prices
 
 CheckFn = Callable[[Enriched], dg.AssetCheckResult]
 Check = tuple[str, str, CheckFn]  # name, description, evaluation
 Run = Callable[[Any, Cache | None, Progress, pa.Table], Enriched]
+
+
+def _table(result: Enriched | EnrichedStream) -> Enriched:
+    assert isinstance(result, Enriched), "a table in gives a table out"
+    return result
 
 
 def _error_rate_check(output_column: str, max_error_rate: float) -> Check:
@@ -152,9 +157,9 @@ def prompt_asset(
                           params=params.as_request(), model=model, output=output_column)
 
     def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return prompt(table, template, provider=provider, return_format=return_format,
+        return _table(prompt(table, template, provider=provider, return_format=return_format,
                       system_message=system_message, output_column=output_column, params=params, options=options,
-                      cache=cache, progress=progress)
+                      cache=cache, progress=progress))
 
     checks = [_error_rate_check(output_column, max_error_rate)]
     if return_format is not None:
@@ -186,8 +191,8 @@ def embed_asset(
     version = fingerprint(kind="embed", column=column, model=model, output=output_column)
 
     def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return embed_text(table, column, provider=provider, output_column=output_column, options=options,
-                          cache=cache, progress=progress)
+        return _table(embed_text(table, column, provider=provider, output_column=output_column, options=options,
+                          cache=cache, progress=progress))
 
     checks = [_error_rate_check(output_column, max_error_rate), _embedding_check(output_column)]
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
@@ -223,8 +228,8 @@ def classify_asset(
                           output=output_column)
 
     def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return classify_text(table, column, described, provider=provider, method=method,
-                             output_column=output_column, options=options, cache=cache, progress=progress)
+        return _table(classify_text(table, column, described, provider=provider, method=method,
+                             output_column=output_column, options=options, cache=cache, progress=progress))
 
     checks = [_error_rate_check(output_column, max_error_rate)]
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
@@ -253,8 +258,8 @@ def embed_image_asset(
     version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
 
     def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return embed_image(table, column, provider=provider, output_column=output_column, cache=cache,
-                           progress=progress)
+        return _table(embed_image(table, column, provider=provider, output_column=output_column, cache=cache,
+                           progress=progress))
 
     checks = [_error_rate_check(output_column, max_error_rate), _embedding_check(output_column)]
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
@@ -285,8 +290,8 @@ def classify_image_asset(
                           labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()})
 
     def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return classify_image(table, column, described, provider=provider, output_column=output_column,
-                              cache=cache, progress=progress)
+        return _table(classify_image(table, column, described, provider=provider, output_column=output_column,
+                              cache=cache, progress=progress))
 
     checks = [_error_rate_check(output_column, max_error_rate)]
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,

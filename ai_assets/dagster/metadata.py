@@ -11,12 +11,11 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from ai_assets.functions.images import image_mime, open_image
+from ai_assets.functions.images import MAX_PIXELS, image_mime, open_image
 from ai_assets.runtime.usage import Prices, Usage
 
 PREVIEW_ROWS = 5
 THUMBNAIL = 64
-THUMBNAIL_SOURCE_PIXELS = 50_000_000
 CELL_CHARS = 60
 
 
@@ -73,19 +72,22 @@ def _cell(value: Any, kind: pa.DataType) -> str:
     return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
 
 
-def progress_logger(log: Any, label: str, every_s: float = 10.0) -> Callable[[int, int], None]:
+def progress_logger(log: Any, label: str, every_s: float = 10.0) -> Callable[[int, int | None], None]:
     """A progress callback that writes 'rows done / total, rows/s, ETA' to the run log at most every_s."""
     started = time.monotonic()
     last = [0.0]
 
-    def report(done: int, total: int) -> None:
+    def report(done: int, total: int | None) -> None:
         now = time.monotonic()
-        if done < total and now - last[0] < every_s:
+        if (total is None or done < total) and now - last[0] < every_s:
             return
         last[0] = now
         rate = done / max(now - started, 1e-9)
+        if total is None:
+            log.info(f"{label}: {done} rows done ({rate:.1f} rows/s)")
+            return
         eta = (total - done) / rate if rate > 0 else float("inf")
-        log.info(f"{label}: {done}/{total} rows sent ({rate:.1f} rows/s, ETA {eta:.0f}s)")
+        log.info(f"{label}: {done}/{total} rows done ({rate:.1f} rows/s, ETA {eta:.0f}s)")
 
     return report
 
@@ -99,7 +101,7 @@ def _thumbnail(data: bytes) -> str | None:
     except ImportError:
         return None
     try:
-        image = open_image(data, max_pixels=THUMBNAIL_SOURCE_PIXELS)
+        image = open_image(data, max_pixels=MAX_PIXELS)
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         out = io.BytesIO()
         image.convert("RGB").save(out, format="PNG")

@@ -14,6 +14,7 @@ from ai_assets.functions.images import ImageSpec, decode_images
 from ai_assets.functions.ingest import Format, read_source, resolve_path
 from ai_assets.functions.preprocess import Extract, preprocess
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.pipeline import Enriched
 from ai_assets.storage.base import with_partition
 
 
@@ -120,7 +121,9 @@ def download_asset(
     version = fingerprint(kind="download", column=column, output=output_column, policy=vars(policy))
 
     def step(table: pa.Table) -> pa.Table:
-        return download(table, column, output_column=output_column, policy=policy, options=options).table
+        result = download(table, column, output_column=output_column, policy=policy, options=options)
+        assert isinstance(result, Enriched)
+        return result.table
 
     return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
 

@@ -2,7 +2,7 @@
 
 Both return a struct column ``{label: string, score: float32}``. With an embedder, ``score`` is the softmax over
 the cosine similarities to every label (divided by ``temperature``); with an LLM it is the model's stated
-confidence. ``score_labels`` is the one label-scoring path shared with image classification.
+confidence. ``LabelScorer`` is the one label-scoring path, shared with image classification.
 """
 
 from __future__ import annotations
@@ -14,23 +14,22 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
-from ai_assets.functions._execution import Enriched, Progress, append_columns, run_sync
-from ai_assets.functions.columns import set_columns
-from ai_assets.functions.embed import embed_texts
-from ai_assets.functions.prompt import PromptParams, prompt
-from ai_assets.functions.templates import column_texts
-from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder
+from ai_assets.functions.embed import EmbedTextTask
+from ai_assets.functions.prompt import PromptParams, PromptTask
+from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
-from ai_assets.runtime.usage import Usage
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Progress, Source, run_pipeline
+from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.usage import Prices
 
 CLASSIFICATION = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 Method = Literal["embedding", "llm"]
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
-def label_descriptions(labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+def label_descriptions(labels: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     """Labels as ``{label: description}`` (a plain list describes each label by its own name)."""
     described = dict(labels) if isinstance(labels, Mapping) else {label: label for label in labels}
     if len(described) < 2:
@@ -38,23 +37,67 @@ def label_descriptions(labels: Sequence[str] | Mapping[str, str]) -> dict[str, s
     return described
 
 
+def unit_rows(matrix: Matrix) -> Matrix:
+    norms: Matrix = np.clip(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12, None)
+    return matrix / norms
+
+
 def score_labels(vectors: Matrix, label_vectors: Matrix, labels: Sequence[str],
                  temperature: float = 0.05) -> tuple[list[str], list[float]]:
     """Best label per row, with its softmax probability over cosine similarities."""
-    def unit(m: Matrix) -> Matrix:
-        norms: Matrix = np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
-        return m / norms
-
-    logits = unit(vectors) @ unit(label_vectors).T / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = label_probabilities(vectors, label_vectors, temperature)
     best = probs.argmax(axis=1)
     return [labels[i] for i in best], [float(probs[r, i]) for r, i in enumerate(best)]
 
 
+def label_probabilities(vectors: Matrix, label_vectors: Matrix, temperature: float) -> Matrix:
+    logits = unit_rows(vectors) @ unit_rows(label_vectors).T / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    probs: Matrix = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+class LabelScorer:
+    """Rows of vectors (None for missing) -> the ``{label, score}`` column, against fixed label vectors."""
+
+    def __init__(self, names: Sequence[str], anchors: Matrix, temperature: float) -> None:
+        self.names = list(names)
+        self.anchors = anchors
+        self.temperature = temperature
+
+    def column(self, values: Sequence[Any]) -> pa.Array:
+        present = [i for i, v in enumerate(values) if v is not None]
+        results: list[dict[str, Any] | None] = [None] * len(values)
+        if present:
+            best, scores = score_labels(np.asarray([values[i] for i in present], np.float32), self.anchors,
+                                        self.names, self.temperature)
+            for i, label, score in zip(present, best, scores, strict=True):
+                results[i] = {"label": label, "score": score}
+        return pa.array(results, CLASSIFICATION)
+
+
+class ClassifyTextTask(EmbedTextTask):
+    """Embeddings of the rows, scored against the labels' embeddings; the journal keeps the vectors."""
+
+    scorer: LabelScorer
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
+        return {self.output_column: self.scorer.column(values),
+                f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+
+class ClassifyLLMTask(PromptTask):
+    """A ``Literal`` label and a confidence from a chat model, as ``{label, score}``."""
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
+        labels = [None if v is None else {"label": v["label"], "score": v["confidence"]} for v in values]
+        return {self.output_column: pa.array(labels, CLASSIFICATION),
+                f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+
 def classify_text(
-    table: pa.Table,
+    table: Source,
     column: str,
     labels: Sequence[str] | Mapping[str, str],
     *,
@@ -65,57 +108,58 @@ def classify_text(
     options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
-) -> Enriched:
+    model: str | None = None,
+    prices: Prices | None = None,
+    run_id: str | None = None,
+    group_column: str | None = None,
+) -> Enriched | EnrichedStream:
     """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``).
 
-    ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders.
+    ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders. A table gives a table
+    back, a reader a stream (see ``prompt``).
     """
     described = label_descriptions(labels)
+    provider = with_model(provider, model)
     options = options or RunOptions()
     if method is None:
         method = "llm" if isinstance(provider, Prompter) else "embedding"
+    task: ClassifyTextTask | ClassifyLLMTask
     if method == "llm":
         if not isinstance(provider, Prompter):
             raise NotSupportedError(provider, "classify_text(method='llm')")
-        return _classify_llm(table, column, described, provider, output_column, options, cache, progress)
-    if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
-        raise NotSupportedError(provider, "classify_text(method='embedding')")
-    texts, reasons = column_texts(table, column)
-    usage = Usage()
-    names = list(described)
-
-    async def run() -> tuple[list[Any], list[str | None], list[Any]]:
-        rows = await embed_texts(texts, reasons, provider, options, cache, usage, progress)
-        label_rows = await embed_texts(list(described.values()), [None] * len(names), provider, options, cache,
-                                       Usage())
-        return rows.values, rows.errors, label_rows.values
-
-    values, errors, label_values = run_sync(run)
-    present = [i for i, v in enumerate(values) if v is not None]
-    results: list[dict[str, Any] | None] = [None] * len(values)
-    if present:
-        best, scores = score_labels(np.asarray([values[i] for i in present], np.float32),
-                                    np.asarray(label_values, np.float32), names, temperature)
-        for i, label, score in zip(present, best, scores, strict=True):
-            results[i] = {"label": label, "score": score}
-    return Enriched(append_columns(table, output_column, pa.array(results, CLASSIFICATION), errors), usage)
+        task = ClassifyLLMTask("{" + column + "}", provider, _choice_model(tuple(described)),
+                               _llm_system_message(described), output_column, PromptParams(temperature=0.0), options)
+        chosen = prices or prices_for(provider)
+    else:
+        if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
+            raise NotSupportedError(provider, "classify_text(method='embedding')")
+        task = ClassifyTextTask(column, provider, output_column, options)
+        task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature)
+        chosen = prices or (None if task.local else prices_for(provider, embeddings=True))
+    pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
+                        prices=chosen)
+    return run_pipeline(table, pipeline)
 
 
-def _classify_llm(table: pa.Table, column: str, described: dict[str, str], provider: Prompter, output_column: str,
-                  options: RunOptions, cache: Cache | None, progress: Progress | None) -> Enriched:
-    names = tuple(described)
+def _embed_labels(described: Mapping[str, str], provider: TextEmbedder | RemoteTextEmbedder, options: RunOptions,
+                  cache: Cache | None) -> Matrix:
+    from ai_assets.functions.embed import embed_text
+
+    labels = pa.table({"description": list(described.values())})
+    out = embed_text(labels, "description", provider=provider, options=options, cache=cache)
+    return np.asarray(out.table.column("embedding").to_pylist(), dtype=np.float32)
+
+
+def _choice_model(names: tuple[str, ...]) -> type[BaseModel]:
     label_type: Any = Literal[names]
-    choice = create_model(
+    return create_model(
         "Classification",
         label=(label_type, Field(description="the label that fits the text best")),
         confidence=(float, Field(ge=0, le=1, description="how sure you are, from 0 to 1")),
         __base__=BaseModel,
     )
+
+
+def _llm_system_message(described: Mapping[str, str]) -> str:
     legend = "\n".join(f"- {name}: {text}" for name, text in described.items())
-    system = f"Classify the text into exactly one of these labels:\n{legend}\nAnswer with the label and confidence."
-    out = prompt(table, "{" + column + "}", provider=provider, return_format=choice, system_message=system,
-                 output_column=output_column, params=PromptParams(temperature=0.0), options=options, cache=cache,
-                 progress=progress)
-    raw = out.table.column(output_column).to_pylist()
-    column_values = [None if r is None else {"label": r["label"], "score": r["confidence"]} for r in raw]
-    return Enriched(set_columns(out.table, {output_column: pa.array(column_values, CLASSIFICATION)}), out.usage)
+    return f"Classify the text into exactly one of these labels:\n{legend}\nAnswer with the label and confidence."

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,12 @@ import pyarrow as pa
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from ai_assets.functions._execution import Enriched, Record, append_columns, execute, run_sync, send_jobs
 from ai_assets.functions.templates import column_texts
 from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
-from ai_assets.runtime.engine import Job, Reply, RunOptions
+from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
-from ai_assets.runtime.usage import Usage
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.ratelimit import RateLimit
 
 CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -168,24 +168,56 @@ async def _connect(policy: DownloadPolicy, options: RunOptions) -> AsyncIterator
         yield _Downloader(session, policy)
 
 
+class DownloadTask:
+    """One GET (or object-store read) per distinct URL; no journal (bytes are not worth keeping twice)."""
+
+    max_concurrency: int | None = None
+    account: tuple[RateLimit, str] | None = None
+
+    def __init__(self, column: str, output_column: str, policy: DownloadPolicy, options: RunOptions) -> None:
+        self.column = column
+        self.output_column = output_column
+        self.policy = policy
+        self.options = options
+
+    def plan(self, batch: pa.RecordBatch) -> Plan:
+        urls, skips = column_texts(batch, self.column)
+        return Plan(list(urls), skips, {url: url for url in urls if url is not None})
+
+    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
+        return [Job(url, {"url": url}) for url in keys]
+
+    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
+        return [(job.key, outcome)]
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, stored: Any) -> Any:
+        return stored
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
+        return {self.output_column: pa.array(values, pa.binary()),
+                f"{self.output_column}_error": pa.array([None if e is None else bounded(e) for e in errors],
+                                                        pa.string())}
+
+    def connect(self) -> AbstractAsyncContextManager[Connection]:
+        return _connect(self.policy, self.options)
+
+
 def download(
-    table: pa.Table,
+    table: Source,
     column: str,
     *,
     output_column: str = "bytes",
     policy: DownloadPolicy | None = None,
     options: RunOptions | None = None,
-) -> Enriched:
-    """Fetch every URL / path in ``column`` into a binary ``output_column`` (+ ``<output_column>_error``)."""
-    policy = policy or DownloadPolicy()
+    progress: Progress | None = None,
+) -> Enriched | EnrichedStream:
+    """Fetch every URL / path in ``column`` into a binary ``output_column`` (+ ``<output_column>_error``).
+
+    A table gives a table back; a reader gives a stream, so a partition of many images holds only a window of
+    their bytes at a time."""
     options = options or RunOptions(on_error="null", timeout_s=60)
-    urls, reasons = column_texts(table, column)
-    usage = Usage()
-
-    async def send(missing: list[str], record: Record) -> None:
-        jobs = [Job(url, {"url": url}, 0) for url in missing]
-        await send_jobs(jobs, lambda: _connect(policy, options), options, usage, record)
-
-    results = run_sync(lambda: execute(urls, reasons, send, options.on_error, None, usage))
-    errors = [None if e is None else bounded(e) for e in results.errors]
-    return Enriched(append_columns(table, output_column, pa.array(results.values, pa.binary()), errors), usage)
+    task = DownloadTask(column, output_column, policy or DownloadPolicy(), options)
+    return run_pipeline(table, Pipeline(task, options, progress=progress))

@@ -1,35 +1,149 @@
-"""``embed_text``: one vector per row as ``fixed_size_list<float32>[d]``, from a local model or an HTTP endpoint."""
+"""``embed_text``: one vector per row as ``fixed_size_list<float32>[d]``, from a local model or an HTTP endpoint.
+
+Local and remote embedders take the same path through the runtime (a local model runs on a worker thread as the
+engine's connection), so timeouts, retries, per-row errors and the journal apply to both.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, overload
 
-import numpy as np
 import pyarrow as pa
 
-from ai_assets.functions._execution import (
-    Enriched,
-    Progress,
-    Record,
-    RowResults,
-    append_columns,
-    execute,
-    run_sync,
-    send_jobs,
-)
 from ai_assets.functions.templates import column_texts
-from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder
+from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_model
 from ai_assets.runtime.cache import Cache, cache_key
-from ai_assets.runtime.engine import Job, Outcome, RunOptions
-from ai_assets.runtime.errors import NotSupportedError
-from ai_assets.runtime.usage import Usage
+from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
+from ai_assets.runtime.errors import NotSupportedError, ProviderError
+from ai_assets.runtime.limits import TokenCost
+from ai_assets.runtime.local import INPUTS, local_connection, split_items
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.tokens import text_tokens
+from ai_assets.runtime.usage import Prices
+from ai_assets.runtime.vectors import decode_vector, encode_vector, vectors_to_arrow
 
-LOCAL_CHUNK = 4096  # texts per model call when caching, so a crash keeps every finished chunk
+LOCAL_JOB = 2048  # texts per local model call: it sorts them by length and batches them itself
+
+
+class VectorTask:
+    """What every vector-producing task shares: the journal codec and the ``fixed_size_list`` output."""
+
+    output_column: str
+    dim: int | None
+
+    def encode(self, value: Any) -> Any:
+        return encode_vector(value)
+
+    def decode(self, stored: Any) -> Any:
+        return decode_vector(stored)
+
+    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
+        return split_items(job, outcome)
+
+    def vector_column(self, values: list[Any], *, final: bool) -> pa.FixedSizeListArray | None:
+        if self.dim is None:
+            first = next((v for v in values if v is not None), None)
+            if first is None and not final:
+                return None  # no vector yet to give the dimension: the pipeline holds the window
+            self.dim = len(first) if first is not None else 0
+        wrong = next((len(v) for v in values if v is not None and len(v) != self.dim), None)
+        if wrong is not None:
+            raise ProviderError(f"{self.output_column}: the provider returned a vector of size {wrong} after "
+                                f"vectors of size {self.dim}; one column holds one size")
+        return vectors_to_arrow(values, self.dim)
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
+        vectors = self.vector_column(values, final=final)
+        if vectors is None:
+            return None
+        return {self.output_column: vectors, f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+
+class EmbedTextTask(VectorTask):
+    def __init__(self, column: str, provider: TextEmbedder | RemoteTextEmbedder, output_column: str,
+                 options: RunOptions) -> None:
+        self.column = column
+        self.provider = provider
+        self.output_column = output_column
+        self.options = options
+        self.local = isinstance(provider, TextEmbedder)
+        if not self.local and not isinstance(provider, RemoteTextEmbedder):
+            raise NotSupportedError(provider, "embed_text")
+        self.identity = provider.identity() if isinstance(provider, TextEmbedder) else provider.embedding_identity()
+        self.max_concurrency: int | None = 1 if self.local else None
+        limit = getattr(provider, "account_limit", None)
+        self.account: tuple[RateLimit, str] | None = None if self.local or limit is None else limit()
+        self.dim = dimension_of(provider)
+
+    def plan(self, batch: pa.RecordBatch) -> Plan:
+        texts, skips = column_texts(batch, self.column)
+        keys: list[str | None] = []
+        payloads: dict[str, Any] = {}
+        for text in texts:
+            if text is None:
+                keys.append(None)
+                continue
+            key = cache_key(self.identity, text)
+            payloads[key] = text
+            keys.append(key)
+        return Plan(keys, skips, payloads)
+
+    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
+        if isinstance(self.provider, TextEmbedder):
+            return [Job(k[0], {INPUTS: [payloads[x] for x in k]}, keys=tuple(k)) for k in _chunks(keys, LOCAL_JOB)]
+        provider = self.provider
+        most = max(1, min(self.options.batch_size, provider.max_inputs))
+        jobs: list[Job] = []
+        part: list[str] = []
+        tokens = 0
+        for key in keys:
+            size = text_tokens(payloads[key])
+            if part and (len(part) >= most or tokens + size > provider.max_request_tokens):
+                jobs.append(self._remote_job(part, payloads, tokens))
+                part, tokens = [], 0
+            part.append(key)
+            tokens += size
+        if part:
+            jobs.append(self._remote_job(part, payloads, tokens))
+        return jobs
+
+    def _remote_job(self, keys: list[str], payloads: Mapping[str, Any], tokens: int) -> Job:
+        assert isinstance(self.provider, RemoteTextEmbedder)
+        request = self.provider.embedding_request([payloads[k] for k in keys])
+        return Job(keys[0], request, TokenCost(tokens), keys=tuple(keys))
+
+    def connect(self) -> AbstractAsyncContextManager[Connection]:
+        if isinstance(self.provider, TextEmbedder):
+            embed = self.provider.embed_text
+            return local_connection(lambda texts: list(embed(texts)))
+        return self.provider.connect_embeddings(self.options.concurrency, self.options.timeout_s)
+
+
+def _chunks(keys: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
+
+
+@overload
+def embed_text(table: pa.Table, column: str, *, provider: TextEmbedder | RemoteTextEmbedder,
+               output_column: str = ..., options: RunOptions | None = ..., cache: Cache | None = ...,
+               progress: Progress | None = ..., model: str | None = ..., prices: Prices | None = ...,
+               run_id: str | None = ..., group_column: str | None = ...) -> Enriched: ...
+
+
+@overload
+def embed_text(table: pa.RecordBatchReader | Sequence[pa.RecordBatch], column: str, *,  # type: ignore[overload-cannot-match]  # pa.* is Any here
+               provider: TextEmbedder | RemoteTextEmbedder, output_column: str = ..., options: RunOptions | None = ...,
+               cache: Cache | None = ..., progress: Progress | None = ..., model: str | None = ...,
+               prices: Prices | None = ..., run_id: str | None = ...,
+               group_column: str | None = ...) -> EnrichedStream: ...
 
 
 def embed_text(
-    table: pa.Table,
+    table: Source,
     column: str,
     *,
     provider: TextEmbedder | RemoteTextEmbedder,
@@ -37,80 +151,20 @@ def embed_text(
     options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
-) -> Enriched:
-    """Embed ``column`` and add ``output_column`` (``fixed_size_list<float32>[d]``) and its error column.
+    model: str | None = None,
+    prices: Prices | None = None,
+    run_id: str | None = None,
+    group_column: str | None = None,
+) -> Enriched | EnrichedStream:
+    """Embed the text ``column`` and add ``output_column`` (``fixed_size_list<float32>[d]``) and its error column.
 
     Identical texts are embedded once; null or empty texts are not embedded and get a null vector with a reason.
+    A table gives a table back, a reader a stream (see ``prompt``).
     """
+    provider = with_model(provider, model)
     options = options or RunOptions()
-    texts, reasons = column_texts(table, column)
-    usage = Usage()
-    results = run_sync(lambda: embed_texts(texts, reasons, provider, options, cache, usage, progress))
-    return Enriched(append_columns(table, output_column, vectors_to_arrow(results.values), results.errors), usage)
-
-
-async def embed_texts(
-    texts: Sequence[str | None],
-    reasons: Sequence[str | None],
-    provider: TextEmbedder | RemoteTextEmbedder,
-    options: RunOptions,
-    cache: Cache | None,
-    usage: Usage,
-    progress: Progress | None = None,
-) -> RowResults:
-    """Vectors for texts (None rows are skipped with their reason): the core of ``embed_text`` and ``classify``."""
-    if isinstance(provider, TextEmbedder):
-        identity = provider.identity()
-        keys = [None if t is None else (cache_key(identity, t) if cache is not None else t) for t in texts]
-        text_of = {k: t for k, t in zip(keys, texts, strict=True) if k is not None and t is not None}
-
-        async def send(missing: list[str], record: Record) -> None:
-            # One encode call for everything (it sorts by length and batches itself); chunks only when caching,
-            # so that a crash keeps every finished chunk.
-            chunk = LOCAL_CHUNK if cache is not None else max(len(missing), 1)
-            for start in range(0, len(missing), chunk):
-                part = missing[start:start + chunk]
-                matrix = provider.embed_text([text_of[k] for k in part])
-                usage.requests += 1
-                for key, vector in zip(part, matrix, strict=True):
-                    record(key, Outcome(vector if cache is None else vector.tolist(), attempts=1))
-
-    elif isinstance(provider, RemoteTextEmbedder):
-        identity = provider.embedding_identity()
-        keys = [None if t is None else cache_key(identity, t) for t in texts]
-        text_of = {k: t for k, t in zip(keys, texts, strict=True) if k is not None and t is not None}
-        batches: dict[str, list[str]] = {}
-
-        def split(job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
-            part = batches[job.key]
-            if not outcome.ok:
-                return [(k, outcome) for k in part]
-            return [(k, Outcome(v, attempts=outcome.attempts)) for k, v in zip(part, outcome.value, strict=True)]
-
-        async def send(missing: list[str], record: Record) -> None:
-            jobs = []
-            for start in range(0, len(missing), options.batch_size):
-                part = missing[start:start + options.batch_size]
-                request = provider.embedding_request([text_of[k] for k in part])
-                job_key = cache_key(identity, request)
-                batches[job_key] = part
-                jobs.append(Job(job_key, request, sum(len(text_of[k]) for k in part) // 4 + len(part)))
-            await send_jobs(jobs, lambda: provider.connect_embeddings(options.concurrency, options.timeout_s),
-                            options, usage, record, split)
-
-    else:
-        raise NotSupportedError(provider, "embed_text")
-    return await execute(keys, reasons, send, options.on_error, cache, usage, progress,
-                         retry_failed=options.retry_failed_rows)
-
-
-def vectors_to_arrow(values: Sequence[Any]) -> pa.FixedSizeListArray:
-    """Rows of equal-length vectors (None for missing) as ``fixed_size_list<float32>[d]``."""
-    present = next((v for v in values if v is not None), None)
-    dim = len(present) if present is not None else 0
-    flat = np.zeros((len(values), dim), dtype=np.float32)
-    for i, v in enumerate(values):
-        if v is not None:
-            flat[i] = v
-    mask = pa.array([v is None for v in values], pa.bool_())
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=mask)
+    task = EmbedTextTask(column, provider, output_column, options)
+    remote = not task.local
+    pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
+                        prices=prices or (prices_for(provider, embeddings=True) if remote else None))
+    return run_pipeline(table, pipeline)

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from ai_assets.functions.columns import set_columns
+from ai_assets.runtime.columns import Rows, set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 Kind = Literal["pdf", "html", "text"]
@@ -66,8 +66,8 @@ def extract_text_from(data: bytes, kind: Kind, max_pages: int, max_chars: int) -
     return text[:max_chars]
 
 
-def extract_text(table: pa.Table, column: str, *, path_column: str | None = "path", output_column: str = "text",
-                 max_pages: int = 50, max_chars: int = 100_000) -> pa.Table:
+def extract_text(table: Rows, column: str, *, path_column: str | None = "path", output_column: str = "text",
+                 max_pages: int = 50, max_chars: int = 100_000) -> Rows:
     """Add ``output_column`` with the text of the file bytes in ``column`` (kind sniffed from content / path)."""
     paths = table.column(path_column).to_pylist() if path_column and path_column in table.column_names \
         else [None] * table.num_rows

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
-from ai_assets.functions.columns import set_columns
+from ai_assets.runtime.columns import Rows, set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 ResizeMode = Literal["thumbnail", "exact"]
+MAX_PIXELS = 50_000_000
+"""The default decompression-bomb guard: images of more pixels are refused before any pixel is decoded."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class ImageSpec:
     size: tuple[int, int] | None = None
     resize: ResizeMode = "thumbnail"
     format: str = "PNG"
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_PIXELS
 
 
 def require_pillow() -> None:
@@ -75,8 +77,8 @@ def process_image(data: bytes, spec: ImageSpec) -> tuple[bytes, int, int, str]:
     return out.getvalue(), image.width, image.height, image.mode
 
 
-def decode_images(table: pa.Table, column: str, *, spec: ImageSpec | None = None,
-                  output_column: str = "image") -> pa.Table:
+def decode_images(table: Rows, column: str, *, spec: ImageSpec | None = None,
+                  output_column: str = "image") -> Rows:
     """Add ``output_column`` (encoded bytes), ``<output_column>_width`` / ``_height`` / ``_mode`` and
     ``<output_column>_error`` for the bytes in ``column``."""
     require_pillow()

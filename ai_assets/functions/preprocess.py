@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ai_assets.functions.columns import set_columns
 from ai_assets.functions.templates import Template
+from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.errors import ConfigError
 
 

@@ -3,26 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 from pydantic import BaseModel
 
-from ai_assets.functions._execution import Enriched, Progress, Record, append_columns, execute, run_sync, send_jobs
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.templates import Part, render_content
-from ai_assets.providers.protocols import Prompter
+from ai_assets.providers.protocols import Prompter, with_model
 from ai_assets.runtime.cache import Cache, cache_key
-from ai_assets.runtime.engine import Job, RunOptions
+from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
-from ai_assets.runtime.tokens import estimate_tokens
-from ai_assets.runtime.usage import Usage
+from ai_assets.runtime.pipeline import (
+    Enriched,
+    EnrichedStream,
+    Pipeline,
+    Plan,
+    Progress,
+    Source,
+    arun_table,
+    run_pipeline,
+)
+from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.tokens import estimate_cost
+from ai_assets.runtime.usage import Prices
 
 
 @dataclass(frozen=True)
 class PromptParams:
-    """Generation settings passed through to the endpoint (and part of every cache key)."""
+    """Generation settings passed through to the endpoint (and part of every cache key).
+
+    ``max_output_tokens`` becomes ``max_tokens`` or ``max_completion_tokens`` as the endpoint wants; ``reasoning``
+    (``{"effort": "low"}``) becomes ``reasoning_effort``; ``tools`` are passed through (not with ``return_format``
+    in TOOLS mode, which would force the schema's tool); ``extra_body`` merges into the request body."""
 
     temperature: float | None = None
     max_output_tokens: int | None = None
@@ -38,8 +54,87 @@ class PromptParams:
         return {k: v for k, v in out.items() if v not in (None, {}, [])}
 
 
+class PromptTask:
+    """One chat request per row, keyed by the provider's identity and the whole request."""
+
+    max_concurrency: int | None = None
+
+    def __init__(self, template: str | Sequence[Part], provider: Prompter, return_format: type[BaseModel] | None,
+                 system_message: str | None, output_column: str, params: PromptParams, options: RunOptions) -> None:
+        self.template = template
+        self.provider = provider
+        self.return_format = return_format
+        self.struct = model_struct(return_format) if return_format is not None else None  # fails before paying
+        self.system_message = system_message
+        self.output_column = output_column
+        self.request_params = params.as_request()
+        self.options = options
+        self.identity = provider.identity()
+        limit = getattr(provider, "account_limit", None)
+        self.account: tuple[RateLimit, str] | None = limit() if limit is not None else None
+
+    def plan(self, batch: pa.RecordBatch) -> Plan:
+        contents, skips = render_content(batch, self.template)
+        keys: list[str | None] = []
+        payloads: dict[str, Any] = {}
+        for content in contents:
+            if content is None:
+                keys.append(None)
+                continue
+            messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+            if self.system_message:
+                messages.insert(0, {"role": "system", "content": self.system_message})
+            request = self.provider.chat_request(messages, self.return_format, self.request_params)
+            key = cache_key(self.identity, request)
+            payloads[key] = request
+            keys.append(key)
+        return Plan(keys, skips, payloads)
+
+    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
+        max_out = self.request_params.get("max_output_tokens")
+        return [Job(k, payloads[k], estimate_cost(payloads[k]["messages"], max_out)) for k in keys]
+
+    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
+        return [(job.key, outcome)]
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, stored: Any) -> Any:
+        return stored
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
+        if self.return_format is None or self.struct is None:
+            column = pa.array(values, pa.string())
+        else:
+            model = self.return_format
+            column = pa.array([None if v is None else to_python(model.model_validate(v)) for v in values],
+                              self.struct)
+        return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+    def connect(self) -> AbstractAsyncContextManager[Connection]:
+        return self.provider.connect(self.return_format, self.options.concurrency, self.options.timeout_s)
+
+
+@overload
+def prompt(table: pa.Table, template: str | Sequence[Part], *, provider: Prompter,
+           return_format: type[BaseModel] | None = ..., system_message: str | None = ..., output_column: str = ...,
+           params: PromptParams | None = ..., options: RunOptions | None = ..., cache: Cache | None = ...,
+           progress: Progress | None = ..., model: str | None = ..., prices: Prices | None = ...,
+           run_id: str | None = ..., group_column: str | None = ...) -> Enriched: ...
+
+
+@overload
+def prompt(table: pa.RecordBatchReader | Sequence[pa.RecordBatch], template: str | Sequence[Part], *,  # type: ignore[overload-cannot-match]  # pa.* is Any here
+           provider: Prompter, return_format: type[BaseModel] | None = ..., system_message: str | None = ...,
+           output_column: str = ..., params: PromptParams | None = ..., options: RunOptions | None = ...,
+           cache: Cache | None = ..., progress: Progress | None = ..., model: str | None = ...,
+           prices: Prices | None = ..., run_id: str | None = ...,
+           group_column: str | None = ...) -> EnrichedStream: ...
+
+
 def prompt(
-    table: pa.Table,
+    table: Source,
     template: str | Sequence[Part],
     *,
     provider: Prompter,
@@ -50,12 +145,19 @@ def prompt(
     options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
-) -> Enriched:
-    """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``) to ``table``.
+    model: str | None = None,
+    prices: Prices | None = None,
+    run_id: str | None = None,
+    group_column: str | None = None,
+) -> Enriched | EnrichedStream:
+    """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``).
 
-    ``template`` is a ``str.format`` template over column names, or a list of such templates and
-    ``ImageColumn("col")`` parts for a multimodal message. Rows with a null or empty input are not sent.
-    With ``return_format`` the column is a struct with the model's (nested) fields; otherwise a string.
+    ``table`` is a ``pyarrow.Table`` (a table comes back) or a ``RecordBatchReader`` / iterable of record batches
+    (a stream comes back, computed window by window in bounded memory). ``template`` is a ``str.format`` template
+    over column names, or a list of such templates and ``ImageColumn("col")`` parts for a multimodal message. Rows
+    with a null or empty input are not sent. With ``return_format`` the column is a struct with the model's
+    (nested) fields; otherwise a string. ``model`` overrides the provider's model for this call. ``cache`` is the
+    journal: answers in it are never paid for again.
 
         >>> from ai_assets.testing import FakeOpenAIServer
         >>> with FakeOpenAIServer(in_process=True) as server:
@@ -64,9 +166,9 @@ def prompt(
         >>> out.table.column("response").to_pylist()
         ['Answer to: Answer: 2+2?']
     """
-    return run_sync(lambda: aprompt(table, template, provider=provider, return_format=return_format,
-                                    system_message=system_message, output_column=output_column, params=params,
-                                    options=options, cache=cache, progress=progress))
+    pipeline = _pipeline(template, provider, return_format, system_message, output_column, params, options, cache,
+                         progress, model, prices, run_id, group_column)
+    return run_pipeline(table, pipeline)
 
 
 async def aprompt(
@@ -81,42 +183,24 @@ async def aprompt(
     options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
+    model: str | None = None,
+    prices: Prices | None = None,
 ) -> Enriched:
-    """``prompt`` for code already inside an event loop."""
+    """``prompt`` of a table for code already inside an event loop."""
+    pipeline = _pipeline(template, provider, return_format, system_message, output_column, params, options, cache,
+                         progress, model, prices, None, None)
+    return await arun_table(table, pipeline)
+
+
+def _pipeline(template: str | Sequence[Part], provider: Prompter, return_format: type[BaseModel] | None,
+              system_message: str | None, output_column: str, params: PromptParams | None,
+              options: RunOptions | None, cache: Cache | None, progress: Progress | None, model: str | None,
+              prices: Prices | None, run_id: str | None, group_column: str | None) -> Pipeline:
+    provider = with_model(provider, model)
     if not isinstance(provider, Prompter):
         raise NotSupportedError(provider, "prompt")
     options = options or RunOptions()
-    struct = model_struct(return_format) if return_format is not None else None  # fail before paying for rows
-    request_params = (params or PromptParams()).as_request()
-    contents, reasons = render_content(table, template)
-    identity = provider.identity()
-    requests: dict[str, dict[str, Any]] = {}
-    keys: list[str | None] = []
-    for content in contents:
-        if content is None:
-            keys.append(None)
-            continue
-        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if system_message:
-            messages.insert(0, {"role": "system", "content": system_message})
-        request = provider.chat_request(messages, return_format, request_params)
-        key = cache_key(identity, request)
-        requests[key] = request
-        keys.append(key)
-    max_out = request_params.get("max_output_tokens")
-
-    usage = Usage()
-
-    async def send(missing: list[str], record: Record) -> None:
-        jobs = [Job(k, requests[k], estimate_tokens(requests[k]["messages"], max_out)) for k in missing]
-        await send_jobs(jobs, lambda: provider.connect(return_format, options.concurrency, options.timeout_s),
-                        options, usage, record)
-
-    results = await execute(keys, reasons, send, options.on_error, cache, usage, progress,
-                            retry_failed=options.retry_failed_rows)
-    if return_format is None or struct is None:
-        column = pa.array(results.values, pa.string())
-    else:
-        column = pa.array(
-            [None if v is None else to_python(return_format.model_validate(v)) for v in results.values], struct)
-    return Enriched(append_columns(table, output_column, column, results.errors), usage)
+    task = PromptTask(template, provider, return_format, system_message, output_column, params or PromptParams(),
+                      options)
+    return Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
+                    prices=prices or prices_for(provider))

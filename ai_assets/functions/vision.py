@@ -1,89 +1,122 @@
 """``embed_image`` and ``classify_image``: image columns (encoded bytes) through a local image embedder.
 
-``classify_image`` scores each image against label vectors with ``score_labels``, the path ``classify_text``
-uses. A label is described by a text prompt (CLIP-class models embed text and images into one space) or by
-example images (any image embedder, e.g. EfficientNet-Lite0): their mean embedding is the label's vector.
+Images are decoded on the model's worker thread, a batch at a time, so a stream of many images holds only a
+window of encoded bytes and one batch of decoded pixels. An image that does not decode fails alone.
+``classify_image`` scores each image against label vectors with the ``LabelScorer`` that ``classify_text`` uses. A
+label is described by a text prompt (CLIP-class models embed text and images into one space) or by example images
+(any image embedder, e.g. EfficientNet-Lite0): their mean embedding is the label's vector.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ai_assets.functions._execution import Enriched, Progress, Record, append_columns, execute, run_sync
-from ai_assets.functions.classify import CLASSIFICATION, score_labels
-from ai_assets.functions.embed import vectors_to_arrow
-from ai_assets.functions.images import open_image, require_pillow
-from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder
+from ai_assets.functions.classify import LabelScorer, label_descriptions
+from ai_assets.functions.embed import VectorTask
+from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
+from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of
 from ai_assets.runtime.cache import Cache, cache_key
-from ai_assets.runtime.engine import Outcome
-from ai_assets.runtime.errors import ConfigError, NotSupportedError, bounded
-from ai_assets.runtime.usage import Usage
+from ai_assets.runtime.engine import Connection, Job, RunOptions
+from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
+from ai_assets.runtime.local import INPUTS, ItemError, local_connection
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.ratelimit import RateLimit
 
 LabelSpec = str | bytes | Sequence[bytes]
-DEFAULT_MAX_PIXELS = 50_000_000
+JOB_BATCHES = 4  # provider batches per model call
+
+
+class EmbedImageTask(VectorTask):
+    max_concurrency: int | None = 1
+    account: tuple[RateLimit, str] | None = None
+
+    def __init__(self, column: str, provider: ImageEmbedder, output_column: str, max_pixels: int) -> None:
+        if not isinstance(provider, ImageEmbedder):
+            raise NotSupportedError(provider, "embed_image")
+        require_pillow()
+        self.column = column
+        self.provider = provider
+        self.output_column = output_column
+        self.max_pixels = max_pixels
+        self.identity = provider.identity()
+        self.dim = dimension_of(provider)
+        self.job_size = max(1, int(getattr(provider, "batch_size", 32)) * JOB_BATCHES)
+
+    def plan(self, batch: pa.RecordBatch) -> Plan:
+        if self.column not in batch.column_names:
+            raise ConfigError(f"column {self.column!r} is not in the table (columns: {batch.column_names})")
+        keys: list[str | None] = []
+        skips: list[Skip | None] = []
+        payloads: dict[str, Any] = {}
+        for value in batch.column(self.column).to_pylist():
+            if not value:
+                keys.append(None)
+                skips.append(Skip(SkipKind.NULL, self.column))
+                continue
+            key = cache_key(self.identity, hashlib.sha256(value).hexdigest())
+            payloads[key] = value
+            keys.append(key)
+            skips.append(None)
+        return Plan(keys, skips, payloads)
+
+    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
+        return [Job(part[0], {INPUTS: [payloads[k] for k in part]}, keys=tuple(part))
+                for part in (keys[i:i + self.job_size] for i in range(0, len(keys), self.job_size))]
+
+    def _embed(self, blobs: list[bytes]) -> list[Any]:
+        """Decode then embed one batch on the worker thread; an image that does not decode fails alone."""
+        images: list[Any] = []
+        results: list[Any] = []
+        for blob in blobs:
+            try:
+                images.append(open_image(blob, self.max_pixels))
+                results.append(None)
+            except Exception as exc:  # Pillow raises many types for bad input
+                results.append(ItemError(bounded(f"{type(exc).__name__}: {exc}")))
+        vectors: Iterator[Any] = iter(self.provider.embed_image(images) if images else [])
+        return [next(vectors) if r is None else r for r in results]
+
+    def connect(self) -> AbstractAsyncContextManager[Connection]:
+        return local_connection(self._embed)
+
+
+class ClassifyImageTask(EmbedImageTask):
+    scorer: LabelScorer
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
+        return {self.output_column: self.scorer.column(values),
+                f"{self.output_column}_error": pa.array(errors, pa.string())}
 
 
 def embed_image(
-    table: pa.Table,
+    table: Source,
     column: str,
     *,
     provider: ImageEmbedder,
     output_column: str = "image_embedding",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+    options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
-) -> Enriched:
-    """Embed the encoded images in ``column``; undecodable images get a null vector and an error."""
-    usage = Usage()
-    values, errors = run_sync(lambda: _embed(table, column, provider, max_pixels, cache, usage, progress))
-    return Enriched(append_columns(table, output_column, vectors_to_arrow(values), errors), usage)
-
-
-async def _embed(table: pa.Table, column: str, provider: ImageEmbedder, max_pixels: int, cache: Cache | None,
-                 usage: Usage, progress: Progress | None) -> tuple[list[Any], list[str | None]]:
-    if not isinstance(provider, ImageEmbedder):
-        raise NotSupportedError(provider, "embed_image")
-    if column not in table.column_names:
-        raise ConfigError(f"column {column!r} not in the table (columns: {table.column_names})")
-    require_pillow()
-    identity = provider.identity()
-    data = table.column(column).to_pylist()
-    keys: list[str | None] = []
-    reasons: list[str | None] = []
-    for value in data:
-        if not value:
-            keys.append(None)
-            reasons.append(f"skipped: column {column!r} is null")
-        else:
-            keys.append(cache_key(identity, hashlib.sha256(value).hexdigest()))
-            reasons.append(None)
-    bytes_of = {k: v for k, v in zip(keys, data, strict=True) if k is not None}
-
-    async def send(missing: list[str], record: Record) -> None:
-        images, decoded = [], []
-        for key in missing:
-            try:
-                images.append(open_image(bytes_of[key], max_pixels))
-                decoded.append(key)
-            except Exception as exc:  # corrupt, truncated or oversized: this row's error
-                record(key, Outcome(error=bounded(f"{type(exc).__name__}: {exc}"), attempts=1))
-        if decoded:
-            matrix = provider.embed_image(images)
-            usage.requests += 1
-            for key, vector in zip(decoded, matrix, strict=True):
-                record(key, Outcome(vector.tolist() if cache is not None else vector, attempts=1))
-
-    results = await execute(keys, reasons, send, "null", cache, usage, progress)
-    return results.values, results.errors
+    run_id: str | None = None,
+    group_column: str | None = None,
+) -> Enriched | EnrichedStream:
+    """Embed the encoded images in ``column``; undecodable images get a null vector and an error.
+    A table gives a table back, a reader a stream (see ``prompt``)."""
+    options = options or RunOptions(on_error="null")
+    task = EmbedImageTask(column, provider, output_column, max_pixels)
+    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
+                                        group_column=group_column))
 
 
 def label_vectors(labels: Mapping[str, LabelSpec], provider: ImageEmbedder,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray[Any, np.dtype[np.float32]]:
+                  max_pixels: int = MAX_PIXELS) -> np.ndarray[Any, np.dtype[np.float32]]:
     """One unit vector per label: its text prompt embedded, or the mean of its example images."""
     vectors = []
     for name, spec in labels.items():
@@ -101,30 +134,25 @@ def label_vectors(labels: Mapping[str, LabelSpec], provider: ImageEmbedder,
 
 
 def classify_image(
-    table: pa.Table,
+    table: Source,
     column: str,
     labels: Sequence[str] | Mapping[str, LabelSpec],
     *,
     provider: ImageEmbedder,
     output_column: str = "image_class",
     temperature: float = 0.05,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+    options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
-) -> Enriched:
+    run_id: str | None = None,
+    group_column: str | None = None,
+) -> Enriched | EnrichedStream:
     """Label each image with one of ``labels``: ``["a phone", ...]``, ``{"phone": "a photo of a phone"}`` or
     ``{"phone": [example image bytes, ...]}``. Adds a ``{label, score}`` struct column."""
-    described: dict[str, LabelSpec] = dict(labels) if isinstance(labels, Mapping) else {lbl: lbl for lbl in labels}
-    if len(described) < 2:
-        raise ConfigError(f"labels: give at least two labels, got {list(described)}")
-    anchors = label_vectors(described, provider, max_pixels)
-    usage = Usage()
-    values, errors = run_sync(lambda: _embed(table, column, provider, max_pixels, cache, usage, progress))
-    present = [i for i, v in enumerate(values) if v is not None]
-    results: list[dict[str, Any] | None] = [None] * len(values)
-    if present:
-        best, scores = score_labels(np.asarray([values[i] for i in present], np.float32), anchors,
-                                    list(described), temperature)
-        for i, label, score in zip(present, best, scores, strict=True):
-            results[i] = {"label": label, "score": score}
-    return Enriched(append_columns(table, output_column, pa.array(results, CLASSIFICATION), errors), usage)
+    described: dict[str, LabelSpec] = label_descriptions(labels)
+    task = ClassifyImageTask(column, provider, output_column, max_pixels)
+    task.scorer = LabelScorer(list(described), label_vectors(described, provider, max_pixels), temperature)
+    options = options or RunOptions(on_error="null")
+    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
+                                        group_column=group_column))

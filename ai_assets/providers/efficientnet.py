@@ -108,6 +108,8 @@ class EfficientNetLite0Provider:
     def __repr__(self) -> str:
         return f"EfficientNetLite0Provider(device={self.device!r})"
 
+    dimension = 1280
+
     def identity(self) -> Mapping[str, Any]:
         return {"provider": "efficientnet-lite0", "weights": "efficientnet-lite0-57934424", "fp16": self.fp16}
 

@@ -1,8 +1,8 @@
 """An embedded llama.cpp server (xllamacpp) on 127.0.0.1, so the default pipeline needs no key and no network.
 
-The provider starts the server on an ephemeral port on first use and stops it on ``stop()`` (or at exit); it is
-otherwise an ``OpenAICompatibleProvider`` in JSON_SCHEMA mode, where llama.cpp's grammar-constrained decoding makes
-every answer valid JSON for the requested schema.
+The provider starts the server on an ephemeral port on first use and stops it on ``stop()`` (or at exit). It *has*
+an ``OpenAICompatibleProvider`` for chat completions in JSON_SCHEMA mode, where llama.cpp's grammar-constrained
+decoding makes every answer valid JSON for the requested schema. It serves chat only: it does not claim embeddings.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any, Self
 import instructor
 from pydantic import BaseModel
 
-from ai_assets.providers.openai_compatible import OpenAICompatibleProvider, _ChatConnection
+from ai_assets.providers.openai_compatible import ChatConnection, OpenAICompatibleProvider
 from ai_assets.runtime.errors import ConfigError, MissingExtraError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+IDLE_URL = "http://127.0.0.1:0/v1"
 
 
 def smollm2_path() -> Path:
@@ -33,7 +34,7 @@ def smollm2_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
-class LlamaCppProvider(OpenAICompatibleProvider):
+class LlamaCppProvider:
     """A GGUF model served in-process by llama.cpp; ``parallel`` requests are decoded together."""
 
     def __init__(self, model_path: str | Path | None = None, *, parallel: int = 4, context: int = 4096,
@@ -41,18 +42,30 @@ class LlamaCppProvider(OpenAICompatibleProvider):
         self.model_path = Path(model_path) if model_path is not None else smollm2_path()
         if not self.model_path.is_file():
             raise ConfigError(f"model_path {self.model_path} is not a file")
-        super().__init__(self.model_path.stem, base_url="http://127.0.0.1:0/v1", api_key="",
-                         mode=instructor.Mode.JSON_SCHEMA)
+        self.model = self.model_path.stem
+        self.chat = OpenAICompatibleProvider(self.model, base_url=IDLE_URL, api_key="",
+                                             mode=instructor.Mode.JSON_SCHEMA, token_param="max_tokens")
         self.parallel = parallel
         self.context = context
         self.threads = threads or max(1, (os.cpu_count() or 2))
         self._server: Any = None
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"LlamaCppProvider(model={self.model_path.name!r})"
+
     def identity(self) -> Mapping[str, Any]:
         # The port changes every start; the answers depend on the weights, not on where they are served.
         return {"provider": "llama.cpp", "model": self.model_path.name, "bytes": self.model_path.stat().st_size,
-                "mode": self.mode.value}
+                "mode": self.chat.mode.value}
+
+    def chat_request(self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+                     params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.chat.chat_request(messages, response_model, params)
+
+    @property
+    def base_url(self) -> str:
+        return self.chat.base_url
 
     def start(self) -> Self:
         with self._lock:
@@ -71,14 +84,14 @@ class LlamaCppProvider(OpenAICompatibleProvider):
             params.cpuparams_batch.n_threads = self.threads
             params.verbosity = 0
             self._server = xllamacpp.Server(params)
-            self.base_url = f"{self._server.listening_address}/v1"
+            self.chat.base_url = f"{self._server.listening_address}/v1"
             atexit.register(self.stop)
         return self
 
     def stop(self) -> None:
         with self._lock:
             self._server = None  # xllamacpp stops its threads when the Server object is released
-            self.base_url = "http://127.0.0.1:0/v1"
+            self.chat.base_url = IDLE_URL
 
     def __enter__(self) -> Self:
         return self.start()
@@ -89,7 +102,7 @@ class LlamaCppProvider(OpenAICompatibleProvider):
     @asynccontextmanager
     async def connect(
         self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float
-    ) -> AsyncIterator[_ChatConnection]:
+    ) -> AsyncIterator[ChatConnection]:
         self.start()
-        async with super().connect(response_model, min(concurrency, self.parallel), timeout_s) as connection:
+        async with self.chat.connect(response_model, min(concurrency, self.parallel), timeout_s) as connection:
             yield connection

@@ -1,20 +1,26 @@
-"""Any OpenAI-compatible endpoint: OpenAI, vLLM, LM Studio, Ollama, llama.cpp.
+"""Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI, vLLM, LM Studio, Ollama, llama.cpp.
 
 Transport is aiohttp, not the ``openai`` SDK: on a 2-core machine at 64 requests in flight the SDK spends enough
 CPU per request to reach only 0.77-0.86 of the latency-bound limit, where a bare aiohttp client reaches 0.95
 (``bench/bench_prompt.py``). Structured output still goes through instructor: it shapes the request for the mode
 (``JSON_SCHEMA``, ``TOOLS``, ``JSON``, ``MD_JSON``), parses and validates the answer into the Pydantic model, and
 writes the re-ask messages. Instructor's own retry loop is not used: ``ai_assets.runtime.engine`` owns retries.
+
+Like the openai SDK, the provider reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` when no key or base URL is
+given. Embeddings are asked for as base64 (4 bytes a float instead of ~20 characters of JSON) and split to the
+endpoint's limits: at most ``max_inputs`` texts and ``max_request_tokens`` tokens a request.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, Self
 
 import aiohttp
 import instructor
@@ -32,11 +38,15 @@ from ai_assets.runtime.errors import (
     TransientError,
     bounded,
 )
+from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.retry import retry_after_seconds
+from ai_assets.runtime.vectors import decode_vector
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
+Auth = Literal["bearer", "api-key"]
+TokenParam = Literal["max_tokens", "max_completion_tokens"]
 
 
 def default_mode(base_url: str) -> instructor.Mode:
@@ -48,32 +58,56 @@ class OpenAICompatibleProvider:
     """Chat completions (plain or structured) and embeddings against an OpenAI-compatible HTTP API.
 
     The API key comes from ``api_key`` or the environment variable ``api_key_env``; it is sent only in the
-    ``Authorization`` header and scrubbed from every error text.
+    ``Authorization`` header (or Azure's ``api-key`` header with ``auth="api-key"``) and scrubbed from every error
+    text. ``organization`` / ``project`` become OpenAI's headers; ``headers`` adds any others. ``rate_limit``
+    paces every process that shares this account (see ``ai_assets.runtime.ratelimit``).
     """
 
     def __init__(
         self,
         model: str = "gpt-4o-mini",
         *,
-        base_url: str = OPENAI_BASE_URL,
+        base_url: str | None = None,
         api_key: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         embedding_model: str | None = None,
         embedding_dimensions: int | None = None,
         mode: instructor.Mode | str | None = None,
         headers: Mapping[str, str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        auth: Auth = "bearer",
+        token_param: TokenParam | None = None,
+        rate_limit: RateLimit | None = None,
+        max_inputs: int = 2048,
+        max_request_tokens: int = 300_000,
     ) -> None:
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
         self.embedding_model = embedding_model or "text-embedding-3-small"
         self.embedding_dimensions = embedding_dimensions
         self.mode = instructor.Mode(mode) if mode is not None else default_mode(self.base_url)
         self._api_key = api_key if api_key is not None else os.environ.get(api_key_env)
         self._api_key_env = api_key_env
         self._headers = dict(headers or {})
+        if organization:
+            self._headers["OpenAI-Organization"] = organization
+        if project:
+            self._headers["OpenAI-Project"] = project
+        self.auth = auth
+        self.token_param = token_param
+        self.rate_limit = rate_limit
+        self.max_inputs = max_inputs
+        self.max_request_tokens = max_request_tokens
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"
+
+    def with_model(self, model: str) -> Self:
+        """The same endpoint, key and settings, answering with another chat model."""
+        other = copy.copy(self)
+        other.model = model
+        return other
 
     def identity(self) -> Mapping[str, Any]:
         return {"provider": "openai-compatible", "base_url": self.base_url, "model": self.model,
@@ -83,14 +117,32 @@ class OpenAICompatibleProvider:
         return {"provider": "openai-compatible", "base_url": self.base_url, "model": self.embedding_model,
                 "dimensions": self.embedding_dimensions}
 
+    @property
+    def dimension(self) -> int | None:
+        """The embedding size, where the settings fix it before any request."""
+        return self.embedding_dimensions
+
+    def account_limit(self) -> tuple[RateLimit, str] | None:
+        """The shared rate limit and the account it holds for (named after the endpoint and key by default)."""
+        if self.rate_limit is None:
+            return None
+        name = self.rate_limit.account or hashlib.sha256(
+            f"{self.base_url}\n{self._api_key or ''}".encode()).hexdigest()[:16]
+        return self.rate_limit, name
+
     # -- requests -------------------------------------------------------------------------------------------
     def chat_request(
         self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.model, **_chat_params(params)}
+        request: dict[str, Any] = {"model": self.model, **self._chat_params(params)}
         if response_model is None:
             request["messages"] = messages
             return request
+        if params.get("tools") and self.mode in (instructor.Mode.TOOLS, instructor.Mode.TOOLS_STRICT,
+                                                 instructor.Mode.PARALLEL_TOOLS):
+            raise ConfigError("params.tools cannot be combined with return_format in TOOLS mode (the answer is "
+                              "forced into the schema's tool, so yours would never be called): use "
+                              "mode='json_schema_mode', or drop return_format")
         system = [m for m in messages if m.get("role") == "system"]
         rest = [m for m in messages if m.get("role") != "system"]
         prepared = _prepared(response_model, self.mode, json.dumps(system))
@@ -98,8 +150,31 @@ class OpenAICompatibleProvider:
         request["messages"] = [*prepared["messages"], *rest]
         return request
 
+    def _chat_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Our portable names onto Chat Completions fields; ``extra_body`` merges into the body as the SDK does."""
+        out = {k: v for k, v in params.items() if v is not None and k not in ("max_output_tokens", "extra_body",
+                                                                             "reasoning")}
+        reasoning = params.get("reasoning")
+        if reasoning:
+            unknown = sorted(set(reasoning) - {"effort"})
+            if unknown:
+                raise ConfigError(f"reasoning {unknown} cannot be sent over Chat Completions (only effort): use "
+                                  "extra_body for a server that takes them")
+            out["reasoning_effort"] = reasoning["effort"]
+        if params.get("max_output_tokens") is not None:
+            out[self._token_param(bool(reasoning))] = params["max_output_tokens"]
+        out.update(params.get("extra_body") or {})
+        return out
+
+    def _token_param(self, reasoning: bool) -> TokenParam:
+        """OpenAI wants ``max_completion_tokens`` (reasoning models refuse ``max_tokens``); most other servers
+        take ``max_tokens``."""
+        if self.token_param is not None:
+            return self.token_param
+        return "max_completion_tokens" if reasoning or self.base_url == OPENAI_BASE_URL else "max_tokens"
+
     def embedding_request(self, texts: Sequence[str]) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.embedding_model, "input": list(texts)}
+        request: dict[str, Any] = {"model": self.embedding_model, "input": list(texts), "encoding_format": "base64"}
         if self.embedding_dimensions is not None:
             request["dimensions"] = self.embedding_dimensions
         return request
@@ -109,7 +184,8 @@ class OpenAICompatibleProvider:
     async def _session(self, concurrency: int, timeout_s: float) -> AsyncIterator[aiohttp.ClientSession]:
         headers = {"content-type": "application/json", **self._headers}
         if self._api_key:
-            headers["authorization"] = f"Bearer {self._api_key}"
+            headers["api-key" if self.auth == "api-key" else "authorization"] = (
+                self._api_key if self.auth == "api-key" else f"Bearer {self._api_key}")
         elif self.base_url == OPENAI_BASE_URL:
             raise ConfigError(f"no API key for {self.base_url}: set the environment variable {self._api_key_env}")
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
@@ -120,14 +196,14 @@ class OpenAICompatibleProvider:
     @asynccontextmanager
     async def connect(
         self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float
-    ) -> AsyncIterator[_ChatConnection]:
+    ) -> AsyncIterator[ChatConnection]:
         async with self._session(concurrency, timeout_s) as session:
-            yield _ChatConnection(self, session, response_model)
+            yield ChatConnection(self, session, response_model)
 
     @asynccontextmanager
-    async def connect_embeddings(self, concurrency: int, timeout_s: float) -> AsyncIterator[_EmbeddingConnection]:
+    async def connect_embeddings(self, concurrency: int, timeout_s: float) -> AsyncIterator[EmbeddingConnection]:
         async with self._session(concurrency, timeout_s) as session:
-            yield _EmbeddingConnection(self, session)
+            yield EmbeddingConnection(self, session)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -141,20 +217,7 @@ def _prepared(response_model: type[BaseModel], mode: instructor.Mode, system_jso
     return dict(kwargs)
 
 
-def _chat_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Map our portable names onto Chat Completions fields; ``extra_body`` merges into the body as the SDK does."""
-    out = {k: v for k, v in params.items() if v is not None and k not in ("max_output_tokens", "extra_body",
-                                                                         "reasoning")}
-    if params.get("max_output_tokens") is not None:
-        out["max_tokens"] = params["max_output_tokens"]
-    reasoning = params.get("reasoning")
-    if isinstance(reasoning, Mapping) and "effort" in reasoning:
-        out["reasoning_effort"] = reasoning["effort"]
-    out.update(params.get("extra_body") or {})
-    return out
-
-
-class _BaseConnection:
+class BaseConnection:
     path = ""
 
     def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession) -> None:
@@ -170,19 +233,25 @@ class _BaseConnection:
                 if response.status == 200:
                     body: dict[str, Any] = json.loads(text)
                     return body
-                message = bounded(f"HTTP {response.status} from {self.url}: {_error_message(text)}", self.secrets)
-                if response.status in _TRANSIENT_STATUS or (response.status >= 500 and response.status != 501):
-                    raise TransientError(message, retry_after=retry_after_seconds(response.headers))
-                if response.status in _FATAL_STATUS:
-                    raise FatalProviderError(message)
-                raise PermanentError(message)
+                raise http_error(response.status, f"HTTP {response.status} from {self.url}: "
+                                 f"{_error_message(text)}", response.headers, self.secrets)
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__} talking to {self.url}: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise TransientError(f"unreadable response body from {self.url}") from exc
 
 
-class _ChatConnection(_BaseConnection):
+def http_error(status: int, message: str, headers: Mapping[str, str], secrets: Sequence[str]) -> Exception:
+    """The runtime's error type for an HTTP status: retried, failing the row, or stopping the run."""
+    message = bounded(message, secrets)
+    if status in _TRANSIENT_STATUS or (status >= 500 and status != 501):
+        return TransientError(message, retry_after=retry_after_seconds(headers))
+    if status in _FATAL_STATUS:
+        return FatalProviderError(message)
+    return PermanentError(message)
+
+
+class ChatConnection(BaseConnection):
     path = "/chat/completions"
 
     def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession,
@@ -211,7 +280,7 @@ class _ChatConnection(_BaseConnection):
         return Reply(parsed.model_dump(mode="json"), usage)
 
 
-class _EmbeddingConnection(_BaseConnection):
+class EmbeddingConnection(BaseConnection):
     path = "/embeddings"
 
     async def send(self, request: dict[str, Any]) -> Reply:
@@ -219,12 +288,14 @@ class _EmbeddingConnection(_BaseConnection):
         data = sorted(body.get("data", []), key=lambda d: d["index"])
         if len(data) != len(request["input"]):
             raise TransientError(f"asked for {len(request['input'])} embeddings, got {len(data)}")
-        return Reply([d["embedding"] for d in data], _usage(body))
+        return Reply([decode_vector(d["embedding"]) for d in data], _usage(body))
 
 
 def _usage(body: Mapping[str, Any]) -> AttemptUsage:
     usage = body.get("usage") or {}
-    return AttemptUsage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return AttemptUsage(int(prompt or 0), int(completion or 0))
 
 
 def _raw_output(completion: ChatCompletion) -> str:

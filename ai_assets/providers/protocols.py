@@ -1,7 +1,9 @@
-"""One small Protocol per capability. A provider implements only what it supports.
+"""One small Protocol per capability. A provider implements only what it serves: passing ``isinstance(p, X)`` is a
+promise that the capability works.
 
-Remote providers (HTTP) expose ``connect()``: the engine in ``ai_assets.runtime`` then owns concurrency, limits,
-retries and caching. Local providers (a model in this process) expose plain batch methods.
+Remote providers (HTTP) expose ``connect*()``: the engine in ``ai_assets.runtime`` then owns concurrency, limits,
+retries and the journal. Local providers (a model in this process) expose plain batch methods, which the runtime
+runs on a worker thread through the same engine.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ai_assets.runtime.engine import Connection
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 @runtime_checkable
@@ -40,7 +44,11 @@ class Prompter(Protocol):
 
 @runtime_checkable
 class RemoteTextEmbedder(Protocol):
-    """Text embeddings over HTTP: one request embeds a batch of texts."""
+    """Text embeddings over HTTP: one request embeds a batch of texts (at most ``max_inputs`` texts and
+    ``max_request_tokens`` tokens)."""
+
+    max_inputs: int
+    max_request_tokens: int
 
     def embedding_identity(self) -> Mapping[str, Any]:
         """What decides a vector (provider, embedding model, dimensions): part of every cache key."""
@@ -57,7 +65,7 @@ class TextEmbedder(Protocol):
 
     def identity(self) -> Mapping[str, Any]: ...
 
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def embed_text(self, texts: Sequence[str]) -> Matrix:
         """A float32 matrix, one row per text."""
         ...
 
@@ -68,4 +76,22 @@ class ImageEmbedder(Protocol):
 
     def identity(self) -> Mapping[str, Any]: ...
 
-    def embed_image(self, images: Sequence[Image]) -> np.ndarray[Any, np.dtype[np.float32]]: ...
+    def embed_image(self, images: Sequence[Image]) -> Matrix: ...
+
+
+def dimension_of(provider: object) -> int | None:
+    """The vector size a provider promises, where it knows it before embedding anything."""
+    value = getattr(provider, "dimension", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def with_model(provider: Any, model: str | None) -> Any:
+    """``provider`` answering with ``model`` instead of its own (a per-asset model); unchanged for None."""
+    if model is None:
+        return provider
+    switch = getattr(provider, "with_model", None)
+    if switch is None:
+        from ai_assets.runtime.errors import NotSupportedError
+
+        raise NotSupportedError(provider, f"model={model!r} (a per-call model)")
+    return switch(model)

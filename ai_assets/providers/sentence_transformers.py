@@ -89,6 +89,19 @@ class SentenceTransformersProvider:
     def model(self) -> Any:
         return load_model(self.model_name, self.device, self.fp16)
 
+    @property
+    def dimension(self) -> int | None:
+        """The vector size (loads the model once per process)."""
+        model = self.model
+        measure = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        size = measure()
+        return int(size) if size else None
+
+    def with_model(self, model: str) -> SentenceTransformersProvider:
+        """The same device and settings with another model."""
+        return SentenceTransformersProvider(model, device=self.device, batch_size=self.batch_size, fp16=self.fp16,
+                                            normalize=self.normalize)
+
     def embed_text(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         return self._encode(list(texts))
 

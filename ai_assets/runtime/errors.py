@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ class MissingExtraError(AIAssetsError, ImportError):
         self.extra = extra
 
 
+class ProviderError(AIAssetsError):
+    """A provider answered something the run cannot use (e.g. vectors of different sizes in one column)."""
+
+
 class NotSupportedError(AIAssetsError, TypeError):
     """The provider does not implement the capability a function asked for."""
 
@@ -39,8 +44,14 @@ class NotSupportedError(AIAssetsError, TypeError):
 
 @dataclass
 class AttemptUsage:
+    """Tokens one request (or, summed, every attempt of a row) was billed."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    def add(self, other: AttemptUsage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
 
 
 class TransientError(AIAssetsError):
@@ -71,7 +82,8 @@ class InvalidOutputError(AIAssetsError):
 
 @dataclass
 class RowFailedError(AIAssetsError):
-    """A row failed after its attempts ran out (raised with ``on_error="raise"``)."""
+    """A row failed after its attempts ran out (raised with ``on_error="raise"``); ``usage`` sums the tokens
+    billed over all its attempts, ``last_output`` is the last answer that did not validate."""
 
     row: int
     attempts: int
@@ -90,3 +102,22 @@ def bounded(text: str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS
         if secret:
             text = text.replace(secret, "***")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class SkipKind(enum.Enum):
+    NULL = "null"
+    EMPTY = "empty"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a row was not sent (a typed reason; its text goes into the ``<column>_error`` column)."""
+
+    kind: SkipKind
+    column: str | None = None
+    part: str = "column"
+
+    def __str__(self) -> str:
+        if self.kind is SkipKind.NULL:
+            return f"skipped: {self.part} {self.column!r} is null"
+        return "skipped: empty input"

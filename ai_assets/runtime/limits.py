@@ -1,32 +1,80 @@
-"""Concurrency, requests-per-minute and tokens-per-minute limits (aiolimiter leaky buckets).
+"""What may be sent when: a slot among ``concurrency`` in flight, then room in every RPM and TPM limit.
 
-The buckets drain per second (``rpm / 60`` requests, ``tpm / 60`` tokens), so a run is paced from its first
-second instead of bursting a whole minute's quota and then meeting 429s. A request estimated at more tokens than
-one second's budget waits for a full bucket.
+Limits come from two places: ``RunOptions(rpm=, tpm=)`` pace one run in this process, and a provider's
+``RateLimit`` paces every process that shares its account (see ``ai_assets.runtime.ratelimit``). A request waits
+for the latest of its reservations; after the answer, the TPM reservation is corrected with the tokens the server
+billed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from aiolimiter import AsyncLimiter
+from ai_assets.runtime.errors import AttemptUsage
+from ai_assets.runtime.ratelimit import Pacer, RateLimit, open_store, sleep_until
+
+
+@dataclass(frozen=True)
+class TokenCost:
+    """A request's token estimate: ``prompt`` from its text, ``output`` the completion budget. Where ``output`` is
+    a hard cap (``max_tokens``), servers count all of it against TPM whatever the answer's length."""
+
+    prompt: int
+    output: int = 0
+    output_is_cap: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output
+
+    def billed(self, usage: AttemptUsage) -> int:
+        """What the server counts against TPM, from the usage it reported."""
+        return usage.prompt_tokens + (self.output if self.output_is_cap else usage.completion_tokens)
 
 
 class Limits:
-    """A slot among ``concurrency`` in flight, then room in the RPM and TPM buckets."""
-
-    def __init__(self, concurrency: int, rpm: int | None = None, tpm: int | None = None) -> None:
+    def __init__(self, concurrency: int, rpm: Sequence[Pacer] = (), tpm: Sequence[Pacer] = ()) -> None:
         self._slots = asyncio.Semaphore(concurrency)
-        self._rpm = AsyncLimiter(max(rpm / 60, 1.0), 1) if rpm else None
-        self._tpm = AsyncLimiter(max(tpm / 60, 1.0), 1) if tpm else None
+        self._rpm = list(rpm)
+        self._tpm = list(tpm)
+
+    @classmethod
+    def build(cls, concurrency: int, rpm: float | None, tpm: float | None,
+              account: tuple[RateLimit, str] | None = None) -> Limits:
+        """Per-run limits (a bucket of their own in this process) plus the account's shared ones."""
+        local = open_store(None)
+        run = f"run:{uuid.uuid4().hex}"
+        rpms = [Pacer(rpm, local, f"{run}:rpm")] if rpm else []
+        tpms = [Pacer(tpm, local, f"{run}:tpm")] if tpm else []
+        if account is not None:
+            limit, name = account
+            store = open_store(limit.store)
+            if limit.rpm:
+                rpms.append(Pacer(limit.rpm, store, f"{name}:rpm"))
+            if limit.tpm:
+                tpms.append(Pacer(limit.tpm, store, f"{name}:tpm"))
+        return cls(concurrency, rpms, tpms)
 
     @asynccontextmanager
-    async def slot(self, tokens: int) -> AsyncIterator[None]:
+    async def slot(self, cost: TokenCost) -> AsyncIterator[None]:
         async with self._slots:
-            if self._rpm is not None:
-                await self._rpm.acquire()
-            if self._tpm is not None:
-                await self._tpm.acquire(min(float(tokens), self._tpm.max_rate))
+            deadline = time.monotonic()
+            for pacer in self._rpm:
+                deadline = max(deadline, await pacer.reserve(1))
+            for pacer in self._tpm:
+                deadline = max(deadline, await pacer.reserve(cost.total))
+            await sleep_until(deadline)
             yield
+
+    async def settle(self, cost: TokenCost, usage: AttemptUsage) -> None:
+        """Correct the TPM reservations with what the server billed (when it reported usage)."""
+        if not self._tpm or usage.prompt_tokens <= 0:
+            return
+        delta = cost.billed(usage) - cost.total
+        for pacer in self._tpm:
+            await pacer.adjust(delta)

@@ -1,19 +1,36 @@
-"""Usage accounting for one call of an AI function: requests, retries, tokens, cache hits, errors, latency."""
+"""Usage accounting for one call of an AI function: requests, retries, tokens, cache hits, errors, latency.
+
+Memory stays flat however many rows a call streams: latencies are kept as a fixed-size uniform sample. With a
+group column (``_partition`` in Dagster), every row's counts and tokens are also kept per group, so a run over a
+range of partitions reports each partition's own usage and cost.
+"""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from ai_assets.runtime.errors import AttemptUsage
 
+LATENCY_SAMPLE = 4096
+
 
 @dataclass(frozen=True)
 class Prices:
-    """US dollars per million tokens, for cost estimates."""
+    """US dollars per million tokens, for cost estimates; ``batch_discount`` is the Batch API's share off."""
 
     input_per_million: float = 0.0
     output_per_million: float = 0.0
+    batch_discount: float = 0.5
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+        dollars = (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+        return dollars * (1 - self.batch_discount) if batch else dollars
+
+
+COUNTERS = ("rows", "sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
+            "cache_hits", "deduplicated", "skipped", "errors", "answered")
 
 
 @dataclass
@@ -29,42 +46,59 @@ class Usage:
     deduplicated: int = 0
     skipped: int = 0
     errors: int = 0
+    answered: int = 0
+    """Rows sent or read from the journal that have a value (neither skipped nor failed)."""
     elapsed_s: float = 0.0
-    latencies_s: list[float] = field(default_factory=list, repr=False)
+    batch: bool = False
+    """Answered through the Batch API (priced at its discount)."""
+    groups: dict[str, Usage] = field(default_factory=dict, repr=False)
+    _latencies: list[float] = field(default_factory=list, repr=False)
+    _latency_count: int = field(default=0, repr=False)
 
     def add_tokens(self, usage: AttemptUsage) -> None:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
 
+    def latency(self, seconds: float) -> None:
+        """Record one request's latency (a uniform sample of at most ``LATENCY_SAMPLE`` is kept)."""
+        self._latency_count += 1
+        if len(self._latencies) < LATENCY_SAMPLE:
+            self._latencies.append(seconds)
+        else:
+            slot = random.randrange(self._latency_count)
+            if slot < LATENCY_SAMPLE:
+                self._latencies[slot] = seconds
+
     def latency_percentile(self, q: float) -> float | None:
-        if not self.latencies_s:
+        if not self._latencies:
             return None
-        ordered = sorted(self.latencies_s)
+        ordered = sorted(self._latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def group(self, name: str) -> Usage:
+        """The usage of one group (created on first use)."""
+        if name not in self.groups:
+            self.groups[name] = Usage(batch=self.batch)
+        return self.groups[name]
+
+    @property
+    def attempted(self) -> int:
+        """Rows that were meant to get a value (not skipped for a null or empty input)."""
+        return self.rows - self.skipped
 
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def cost(self, prices: Prices) -> float:
-        return (self.prompt_tokens * prices.input_per_million
-                + self.completion_tokens * prices.output_per_million) / 1_000_000
-
-    def merge(self, other: Usage) -> None:
-        for name in ("rows", "sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
-                     "cache_hits", "deduplicated", "skipped", "errors"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.elapsed_s += other.elapsed_s
-        self.latencies_s.extend(other.latencies_s)
+        return prices.cost(self.prompt_tokens, self.completion_tokens, batch=self.batch)
 
     def summary(self) -> dict[str, Any]:
         """Plain numbers, ready for logs or Dagster metadata."""
         p50, p95 = self.latency_percentile(0.5), self.latency_percentile(0.95)
         return {
-            "rows": self.rows, "sent_rows": self.sent_rows, "requests": self.requests, "retries": self.retries,
-            "reasks": self.reasks, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "cache_hits": self.cache_hits, "deduplicated": self.deduplicated, "skipped": self.skipped,
-            "errors": self.errors, "elapsed_s": round(self.elapsed_s, 3), "rows_per_s": round(self.rows_per_s, 2),
+            **{name: getattr(self, name) for name in COUNTERS},
+            "elapsed_s": round(self.elapsed_s, 3), "rows_per_s": round(self.rows_per_s, 2),
             "latency_p50_s": None if p50 is None else round(p50, 4),
             "latency_p95_s": None if p95 is None else round(p95, 4),
         }

@@ -1,12 +1,15 @@
-"""A result cache on object storage (any fsspec URI): immutable JSONL segments, one atomic PUT each.
+"""The journal on object storage (any fsspec URI): immutable JSONL segments, one atomic PUT each.
 
-``put`` buffers; every ``flush_rows`` entries or ``flush_s`` seconds the buffer is written, on a worker thread
-(``put`` runs on the event loop, which a network write must not stall), and on ``flush`` / ``close`` before they
-return, as a new segment object ``<uri>/segments/<time>-<uuid>.jsonl``. Object stores replace whole objects
+``put_many`` buffers; once ``flush_rows`` entries or ``flush_s`` seconds have gathered, the buffer is written as a
+new segment ``<uri>/segments/<time>-<uuid>.jsonl`` on a worker thread (``put_many`` runs on the event loop, which a
+network write must not stall), and on ``flush`` / ``close`` before they return. Object stores replace whole objects
 atomically (locally fsspec writes a temp file and renames it), so a half-written segment is never read back, and
-every process writes only its own segments, so concurrent runs never conflict. A kill loses the entries not yet
-written: about ``flush_rows`` (more while a slow write is under way) plus the requests in flight, where the SQLite
-cache loses only those in flight. ``prune`` compacts every segment into one.
+every process writes only its own segments, so concurrent runs never conflict.
+
+What a kill can lose: the buffer (fewer than ``flush_rows`` entries) and the segment being written (at most
+``flush_rows`` entries plus one ``put_many``), since a ``put_many`` that fills the buffer while a write is under way
+waits for that write. So a crash costs at most ``2 * flush_rows + concurrency`` paid requests again, where the
+SQLite and Postgres journals lose only the ``concurrency`` requests in flight. ``prune`` compacts every segment.
 """
 
 from __future__ import annotations
@@ -16,21 +19,26 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import fsspec
 
-from ai_assets.runtime.cache import CachedResult
+from ai_assets.runtime.cache import CachedResult, Entry, merge_entry
 
 SEGMENTS = "segments"
 logger = logging.getLogger(__name__)
 
 
+def _result(entry: Mapping[str, Any]) -> CachedResult:
+    return CachedResult(entry.get("value"), entry.get("error"), entry.get("run"), entry.get("tokens_in", 0),
+                        entry.get("tokens_out", 0))
+
+
 def _merge(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
-    """Later entries win, except that an error never replaces an answer."""
     previous = entries.get(entry["key"])
-    if previous is None or entry.get("error") is None or previous.get("error") is not None:
+    if merge_entry(None if previous is None else _result(previous), Entry(entry["key"], error=entry.get("error"))):
         entries[entry["key"]] = entry
 
 
@@ -82,21 +90,35 @@ class ObjectStoreCache:
                 _merge(view, own[key])
                 entry = view[key]
             if entry is not None and (entry.get("error") is None or include_errors):
-                found[key] = CachedResult(entry.get("value"), entry.get("error"))
+                found[key] = _result(entry)
         return found
 
-    def put(self, key: str, value: Any = None, *, error: str | None = None) -> None:
-        entry = {"key": key, "value": None if error else value, "error": error, "at": time.time()}
+    def put_many(self, entries: Sequence[Entry]) -> None:
+        now = time.time()
+        rows = [{**asdict(e), "value": None if e.error else e.value, "at": now} for e in entries]
         with self._lock:
-            self._buffer.append(entry)
-            _merge(self._own, entry)
-            due = len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_s
-            if due and (self._flusher is None or not self._flusher.is_alive()):
-                # ``put`` runs on the event loop: the PUT goes to a worker thread instead of stalling every request
-                # in flight. A write already under way takes the buffer as it stands when it starts; what comes
-                # after waits for the next due ``put`` or for ``flush``.
-                self._flusher = threading.Thread(target=self._flush_logged, name="ai_assets-journal", daemon=True)
-                self._flusher.start()
+            self._buffer.extend(rows)
+            for row in rows:
+                _merge(self._own, row)
+            full = len(self._buffer) >= self.flush_rows
+            due = full or time.monotonic() - self._last_flush >= self.flush_s
+            flusher = self._flusher
+            if due and (flusher is None or not flusher.is_alive()):
+                self._start_flusher()
+                return
+        if full and flusher is not None:
+            flusher.join()  # bound what a crash can lose: never a full buffer beside a write under way
+            with self._lock:
+                if self._buffer and (self._flusher is None or not self._flusher.is_alive()):
+                    self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        """Write the buffer on a worker thread (call with the lock held)."""
+        self._flusher = threading.Thread(target=self._flush_logged, name="ai_assets-journal", daemon=True)
+        self._flusher.start()
+
+    def put(self, key: str, value: Any = None, *, error: str | None = None, run: str | None = None) -> None:
+        self.put_many([Entry(key, value, error, run)])
 
     def flush(self) -> None:
         """Write everything buffered, after any background write under way, and wait for it."""
@@ -148,17 +170,17 @@ class ObjectStoreCache:
         with self._lock:
             return len(self._load())
 
-    def prune(self, *, max_entries: int | None = None, unused_for_s: float | None = None) -> int:
-        """Compact every segment into one, keeping the newest ``max_entries`` written within ``unused_for_s``.
+    def prune(self, *, max_entries: int | None = None, older_than_s: float | None = None) -> int:
+        """Compact every segment into one, keeping the newest ``max_entries`` written within ``older_than_s``.
 
-        Run it when no other process is writing to this cache: their segments written during the compaction
+        Run it when no other process is writing to this journal: their segments written during the compaction
         survive, but one they wrote before it that it read is replaced by the compacted copy."""
         self.flush()
         with self._lock:
             old = self._segment_paths()
             self._entries, self._read_segments, self._own = None, set(), {}
             entries = sorted(self._load().values(), key=lambda e: e["at"], reverse=True)
-            kept = [e for e in entries if unused_for_s is None or e["at"] >= time.time() - unused_for_s]
+            kept = [e for e in entries if older_than_s is None or e["at"] >= time.time() - older_than_s]
             kept = kept[:max_entries] if max_entries is not None else kept
             path = self._write_segment(kept) if kept else None
             for segment in old:

@@ -1,0 +1,457 @@
+"""The row pipeline: rows in, answers out, window by window, paying once per distinct input.
+
+For each window of input rows (``window_rows`` or ``window_bytes``, whichever comes first) the pipeline
+
+1. plans it: the task renders each row's request and its key (or why the row is skipped);
+2. finds what is already known: rows repeated inside the window or still in flight from an earlier one, then the
+   journal (answers, and failures that are final: a retry of the same run never resends a row that used up its
+   attempts);
+3. sends the rest through the engine, which keeps ``concurrency`` requests in flight across window boundaries;
+   every answer is written to the journal before its row counts as done;
+4. emits the window, in input order, with the task's output columns added.
+
+At most ``MAX_AHEAD`` windows are alive, so memory does not grow with the size of the input. Identical rows in
+different windows are sent once: a later window waits for the earlier request, or finds its answer in the journal
+(the journal is the dedup store; without one, repeats are found within a window and among requests in flight).
+A table goes through the same path as a stream and its answers are kept, so a table repeats nothing either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+
+import pyarrow as pa
+
+from ai_assets.runtime.budget import Budget
+from ai_assets.runtime.cache import Cache, CachedResult, Entry
+from ai_assets.runtime.columns import set_columns
+from ai_assets.runtime.engine import Connection, Engine, Job, Outcome, RunOptions
+from ai_assets.runtime.errors import AttemptUsage, RowFailedError, Skip
+from ai_assets.runtime.limits import Limits
+from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.sync import iterate_sync, run_sync
+from ai_assets.runtime.usage import Prices, Usage
+
+MAX_AHEAD = 3
+Progress = Callable[[int, int | None], None]
+"""``progress(rows_done, rows_total)``; the total is None for a stream."""
+
+
+@dataclass
+class Plan:
+    """One window: a key per row (None: not sent, for the reason in ``skips``) and the payload of every key."""
+
+    keys: list[str | None]
+    skips: list[Skip | None]
+    payloads: dict[str, Any]
+
+
+class Task(Protocol):
+    """What an AI function does to each window; the pipeline does everything else."""
+
+    max_concurrency: int | None
+    """A cap below ``RunOptions.concurrency`` (a local model runs one batch at a time)."""
+
+    account: tuple[RateLimit, str] | None
+    """The provider account's shared rate limit and its name, if any."""
+
+    def plan(self, batch: pa.RecordBatch) -> Plan: ...
+
+    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]: ...
+
+    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
+        """A job's outcome per row key (a batch job answers several)."""
+        ...
+
+    def encode(self, value: Any) -> Any:
+        """A value as the journal stores it (JSON-able)."""
+        ...
+
+    def decode(self, stored: Any) -> Any: ...
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
+        """The output columns for a window's values; None while they cannot be typed yet (e.g. no vector seen
+        to give the dimension), unless ``final``."""
+        ...
+
+    def connect(self) -> AbstractAsyncContextManager[Connection]: ...
+
+
+@dataclass
+class Window:
+    batch: pa.RecordBatch
+    plan: Plan
+    offset: int
+    groups: list[str] | None
+    known: dict[str, Outcome] = field(default_factory=dict)
+    waiting: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
+
+    def ready(self) -> bool:
+        return all(f.done() for f in self.waiting.values())
+
+
+class JournalWriter:
+    """Journal writes on one thread, as many entries per transaction as are waiting (group commit)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="ai_assets-journal-writer", daemon=True)
+        self._thread.start()
+
+    async def write(self, entries: list[Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.put((entries, loop, done))
+        await done
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            error: BaseException | None = None
+            try:
+                self.cache.put_many([entry for entries, _, _ in batch for entry in entries])
+            except BaseException as exc:
+                error = exc
+            for _, loop, done in batch:
+                loop.call_soon_threadsafe(_settle, done, error)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+@dataclass
+class Pipeline:
+    task: Task
+    options: RunOptions
+    cache: Cache | None = None
+    usage: Usage = field(default_factory=Usage)
+    run_id: str | None = None
+    """Failures recorded by this run are final within it (a step retry does not resend them)."""
+    progress: Progress | None = None
+    group_column: str | None = None
+    """Count usage per value of this column too (``_partition`` in Dagster)."""
+    remember: bool = False
+    """Keep every answer until the end (a table's output holds them anyway): repeats across windows without a
+    journal are then still sent once."""
+    prices: Prices | None = None
+    total_rows: int | None = None
+    _inflight: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
+    _sent_by: dict[str, str] = field(default_factory=dict)
+    _memory: dict[str, Outcome] = field(default_factory=dict)
+    _held: list[tuple[Window, list[Any], list[str | None]]] = field(default_factory=list)
+    _done_rows: int = 0
+
+    async def run(self, batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
+        """The output batches, in input order."""
+        options = self.options
+        concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
+        limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account)
+        budget = None
+        if options.max_cost is not None or options.max_tokens is not None:
+            budget = Budget(max_tokens=options.max_tokens, max_cost=options.max_cost, prices=self.prices)
+        writer = JournalWriter(self.cache) if self.cache is not None else None
+        started = time.perf_counter()
+        pending: deque[Window] = deque()
+        try:
+            async with self.task.connect() as connection:
+                engine = Engine(connection, options, self.usage, limits, budget)
+                try:
+                    offset = 0
+                    async for batch in batches:
+                        window = await self._open(batch, offset, engine, writer)
+                        offset += batch.num_rows
+                        pending.append(window)
+                        while pending and (pending[0].ready() or len(pending) > MAX_AHEAD):
+                            for out in await self._finish(pending.popleft(), engine):
+                                yield out
+                    while pending:
+                        for out in await self._finish(pending.popleft(), engine):
+                            yield out
+                    for out in self._flush_held(final=True):
+                        yield out
+                finally:
+                    await engine.close()
+        finally:
+            for future in self._inflight.values():
+                future.cancel()
+            if writer is not None:
+                await asyncio.to_thread(writer.close)
+                await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
+            self.usage.elapsed_s += time.perf_counter() - started
+
+    async def _open(self, batch: pa.RecordBatch, offset: int, engine: Engine,
+                    writer: JournalWriter | None) -> Window:
+        plan = self.task.plan(batch)
+        groups = ([str(g) for g in batch.column(self.group_column).to_pylist()]
+                  if self.group_column and self.group_column in batch.schema.names else None)
+        window = Window(batch, plan, offset, groups)
+        self._count_rows(window)
+        first_group: dict[str, str] = {}
+        for row, key in enumerate(plan.keys):
+            if key is not None and key not in first_group:
+                first_group[key] = groups[row] if groups else ""
+        lookup = []
+        for key in first_group:
+            if key in self._memory:
+                window.known[key] = self._memory[key]
+            elif key in self._inflight:
+                window.waiting[key] = self._inflight[key]
+            else:
+                lookup.append(key)
+        repeats = sum(1 for k in plan.keys if k is not None) - len(lookup)
+        self.usage.deduplicated += repeats
+        hits = await asyncio.to_thread(self.cache.get_many, lookup, include_errors=True) \
+            if self.cache is not None and lookup else {}
+        to_send = []
+        loop = asyncio.get_running_loop()
+        for key in lookup:
+            known = self._from_journal(hits.get(key))
+            if known is not None:
+                window.known[key] = known
+                self.usage.cache_hits += 1
+                if groups:
+                    self.usage.group(first_group[key]).cache_hits += 1
+                continue
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._inflight[key] = future
+            window.waiting[key] = future
+            self._sent_by[key] = first_group[key]
+            to_send.append(key)
+        self.usage.sent_rows += len(to_send)
+        if groups:
+            for key in to_send:
+                self.usage.group(first_group[key]).sent_rows += 1
+
+        async def on_outcome(job: Job, outcome: Outcome) -> None:
+            await self._record(job, outcome, writer)
+
+        for job in self.task.jobs(to_send, plan.payloads):
+            await engine.submit(job, on_outcome)
+        return window
+
+    def _count_rows(self, window: Window) -> None:
+        plan = window.plan
+        skipped = sum(1 for k in plan.keys if k is None)
+        self.usage.rows += len(plan.keys)
+        self.usage.skipped += skipped
+        if window.groups:
+            for group, key in zip(window.groups, plan.keys, strict=True):
+                counts = self.usage.group(group)
+                counts.rows += 1
+                counts.skipped += key is None
+
+    def _from_journal(self, hit: CachedResult | None) -> Outcome | None:
+        """A journal entry as a known outcome, or None when the row must be sent."""
+        if hit is None:
+            return None
+        if hit.error is None:
+            return Outcome(self.task.decode(hit.value))
+        final = not self.options.retry_failed_rows or (self.run_id is not None and hit.run == self.run_id)
+        return Outcome(error=hit.error) if final else None
+
+    async def _record(self, job: Job, outcome: Outcome, writer: JournalWriter | None) -> None:
+        """A job's outcome: into the journal first, then to the windows waiting for it."""
+        parts = self.task.split(job, outcome)
+        shares = _share(outcome.usage, len(parts))
+        if self.group_column and parts:
+            self.usage.group(self._sent_by.get(parts[0][0], "")).requests += outcome.attempts
+        if writer is not None:
+            await writer.write([
+                Entry(key, self.task.encode(part.value) if part.ok else None, part.error,
+                      None if part.ok else self.run_id, share.prompt_tokens, share.completion_tokens)
+                for (key, part), share in zip(parts, shares, strict=True)])
+        for (key, part), share in zip(parts, shares, strict=True):
+            group = self._sent_by.pop(key, None)
+            if group is not None and self.group_column:
+                self.usage.group(group).add_tokens(share)
+            future = self._inflight.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(part)
+            if self.remember:
+                self._memory[key] = part
+
+    async def _finish(self, window: Window, engine: Engine) -> list[pa.RecordBatch]:
+        outcomes = dict(window.known)
+        for key, future in window.waiting.items():
+            outcomes[key] = await engine.guard(future)
+        values: list[Any] = []
+        errors: list[str | None] = []
+        for row, (row_key, skip) in enumerate(zip(window.plan.keys, window.plan.skips, strict=True)):
+            group = self.usage.group(window.groups[row]) if window.groups else None
+            if row_key is None:
+                values.append(None)
+                errors.append(str(skip) if skip is not None else None)
+                continue
+            outcome = outcomes[row_key]
+            if outcome.ok:
+                values.append(outcome.value)
+                errors.append(None)
+                self.usage.answered += 1
+                if group is not None:
+                    group.answered += 1
+                continue
+            self.usage.errors += 1
+            if group is not None:
+                group.errors += 1
+            if self.options.on_error == "raise":
+                raise RowFailedError(window.offset + row, outcome.attempts, outcome.error or "failed",
+                                     usage=outcome.usage, last_output=outcome.last_output)
+            values.append(None)
+            errors.append(outcome.error)
+        self._held.append((window, values, errors))
+        return self._flush_held(final=False)
+
+    def _flush_held(self, *, final: bool) -> list[pa.RecordBatch]:
+        out: list[pa.RecordBatch] = []
+        while self._held:
+            window, values, errors = self._held[0]
+            columns = self.task.columns(values, errors, final=final)
+            if columns is None:
+                break
+            self._held.pop(0)
+            out.append(set_columns(window.batch, columns))
+            self._done_rows += window.batch.num_rows
+            if self.progress is not None:
+                self.progress(self._done_rows, self.total_rows)
+        return out
+
+
+def _share(usage: AttemptUsage, parts: int) -> list[AttemptUsage]:
+    """A job's tokens split over the rows it answered (the remainder to the first)."""
+    if parts <= 1:
+        return [usage] * parts
+    prompt, completion = divmod(usage.prompt_tokens, parts), divmod(usage.completion_tokens, parts)
+    shares = [AttemptUsage(prompt[0], completion[0]) for _ in range(parts)]
+    shares[0] = AttemptUsage(prompt[0] + prompt[1], completion[0] + completion[1])
+    return shares
+
+
+def windows(batches: Iterable[pa.RecordBatch], rows: int, nbytes: int) -> Iterator[pa.RecordBatch]:
+    """Input batches cut and joined into windows of at most ``rows`` rows and about ``nbytes`` bytes."""
+    parts: list[pa.RecordBatch] = []
+    have_rows = 0
+    have_bytes = 0
+    for batch in batches:
+        offset = 0
+        row_bytes = max(batch.nbytes // max(batch.num_rows, 1), 1)
+        while offset < batch.num_rows:
+            room = min(rows - have_rows, max((nbytes - have_bytes) // row_bytes, 1))
+            part = batch.slice(offset, min(room, batch.num_rows - offset))
+            parts.append(part)
+            offset += part.num_rows
+            have_rows += part.num_rows
+            have_bytes += part.num_rows * row_bytes
+            if have_rows >= rows or have_bytes >= nbytes:
+                yield _join(parts)
+                parts, have_rows, have_bytes = [], 0, 0
+    if parts:
+        yield _join(parts)
+
+
+def _join(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+
+
+async def _aiter(batches: Iterable[pa.RecordBatch], blocking: bool) -> AsyncIterator[pa.RecordBatch]:
+    """Input batches for the event loop; reading a file-backed reader happens on a worker thread."""
+    iterator = iter(batches)
+    while True:
+        batch = await asyncio.to_thread(next, iterator, None) if blocking else next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+Source: TypeAlias = "pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]"
+
+
+@dataclass
+class Enriched:
+    """What an AI function returns for a table: the table with its new columns, and what it cost."""
+
+    table: pa.Table
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class EnrichedStream:
+    """What an AI function returns for a stream: output batches in input order (read them once), and the usage,
+    complete when the stream is exhausted."""
+
+    batches: Iterator[pa.RecordBatch]
+    usage: Usage
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self.batches
+
+    def reader(self) -> pa.RecordBatchReader:
+        """The stream as a ``pyarrow.RecordBatchReader`` (its schema comes from the first output batch)."""
+        first = next(self.batches, None)
+        if first is None:
+            raise ValueError("the stream is empty: no schema to give a reader")
+
+        def rest() -> Iterator[pa.RecordBatch]:
+            yield first
+            yield from self.batches
+
+        return pa.RecordBatchReader.from_batches(first.schema, rest())
+
+    def read_all(self) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches))
+
+
+def run_pipeline(data: Source, pipeline: Pipeline) -> Enriched | EnrichedStream:
+    """A table in, a table out; a reader (or any iterable of record batches) in, a stream out."""
+    options = pipeline.options
+    if isinstance(data, pa.Table):
+        return run_sync(lambda: arun_table(data, pipeline))
+
+    def stream() -> AsyncIterator[pa.RecordBatch]:
+        return pipeline.run(_aiter(windows(data, options.window_rows, options.window_bytes), blocking=True))
+
+    return EnrichedStream(iterate_sync(stream), pipeline.usage)
+
+
+async def arun_table(table: pa.Table, pipeline: Pipeline) -> Enriched:
+    """The table path, for code already inside an event loop."""
+    options = pipeline.options
+    pipeline.remember = True
+    pipeline.total_rows = table.num_rows
+    inputs = windows(table.to_batches(), options.window_rows, options.window_bytes)
+    out = [batch async for batch in pipeline.run(_aiter(inputs, blocking=False))]
+    if not out:
+        columns = pipeline.task.columns([], [], final=True) or {}
+        empty = pa.RecordBatch.from_pylist([], schema=table.schema)
+        return Enriched(pa.Table.from_batches([set_columns(empty, columns)]), pipeline.usage)
+    return Enriched(pa.Table.from_batches(out), pipeline.usage)

@@ -1,0 +1,50 @@
+"""Built-in prices, so cost metadata appears without configuration.
+
+US dollars per million tokens at OpenAI's standard tier, as published on openai.com/api/pricing on ``AS_OF``.
+Prices change: pass ``prices=Prices(...)`` to any function or factory to use your own, or ``register`` a model. A
+dated snapshot, not a live feed. Model names match exactly or as a dated variant (``gpt-4o-mini-2024-07-18``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ai_assets.runtime.usage import Prices
+
+AS_OF = "2025-08-07"
+_TABLE: dict[str, Prices] = {
+    "gpt-5": Prices(1.25, 10.00),
+    "gpt-5-mini": Prices(0.25, 2.00),
+    "gpt-5-nano": Prices(0.05, 0.40),
+    "gpt-4.1": Prices(2.00, 8.00),
+    "gpt-4.1-mini": Prices(0.40, 1.60),
+    "gpt-4.1-nano": Prices(0.10, 0.40),
+    "gpt-4o": Prices(2.50, 10.00),
+    "gpt-4o-mini": Prices(0.15, 0.60),
+    "o3": Prices(2.00, 8.00),
+    "o3-mini": Prices(1.10, 4.40),
+    "o4-mini": Prices(1.10, 4.40),
+    "text-embedding-3-small": Prices(0.02, 0.0),
+    "text-embedding-3-large": Prices(0.13, 0.0),
+    "text-embedding-ada-002": Prices(0.10, 0.0),
+}
+
+
+def register(model: str, prices: Prices) -> None:
+    """Add or replace a model's prices for this process."""
+    _TABLE[model] = prices
+
+
+def lookup(model: str) -> Prices | None:
+    """The prices of ``model`` or of the model it is a dated variant of (longest name first)."""
+    for name in sorted(_TABLE, key=len, reverse=True):
+        if model == name or model.startswith(name + "-"):
+            return _TABLE[name]
+    return None
+
+
+def prices_for(provider: Any, *, embeddings: bool = False) -> Prices | None:
+    """The built-in prices of a provider's chat (or embedding) model, if it has any."""
+    identity = provider.embedding_identity() if embeddings else provider.identity()
+    model = identity.get("model")
+    return lookup(str(model)) if model else None

@@ -1,0 +1,94 @@
+"""Requests-per-minute and tokens-per-minute limits, exact at any rate and any request size, optionally shared
+by every process that uses one provider account.
+
+The algorithm is GCRA (the generic cell rate algorithm) in its reservation form. A bucket holds one number, the
+theoretical arrival time ``tat``. A request of cost ``c`` (1 for RPM, its tokens for TPM) on a limit of ``r`` per
+second reserves ``start = max(tat, now) + c / r``, sets ``tat = start`` and waits until ``start``. So:
+
+* any rate is paced exactly, 1 request a minute included, and a run starts with no burst: credit never builds up
+  while idle (``max(tat, now)``), and the first request waits for its own cost;
+* a request larger than one second's budget waits for all the tokens it needs (``c / r`` seconds of budget);
+* after the answer, ``adjust`` moves ``tat`` by the difference between the estimate and what the server billed, so
+  the estimate is corrected with real usage.
+
+One bucket is one float, so the same few lines run against a process-local dict, a file locked with ``flock`` (one
+machine, many processes), Redis (a Lua script using the server's clock) or Postgres (one ``INSERT ... ON CONFLICT``
+statement using ``clock_timestamp()``): see ``open_store``. aiolimiter was used before; its leaky bucket raised
+rates below one a second to one a second and capped a large request at one second's budget, and it cannot be
+shared between processes, which is the whole point of an account-wide limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ai_assets.runtime.errors import ConfigError
+
+
+class RateStore(Protocol):
+    """Where buckets live. Both methods are atomic across everyone who shares the store."""
+
+    async def reserve(self, bucket: str, interval_s: float) -> float:
+        """Reserve ``interval_s`` seconds of the bucket's time line; return how long to wait before sending."""
+        ...
+
+    async def adjust(self, bucket: str, delta_s: float) -> None:
+        """Move the bucket's time line by ``delta_s`` (negative: give back an over-estimate)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Limits for one provider account.
+
+    ``store`` is where the limit's state lives: None for this process only; ``file:///dir`` for every process on
+    one machine; ``redis://host:6379/0`` or ``postgresql+psycopg2://user:pass@host/db`` for every process
+    anywhere. ``account`` names the buckets; processes that share a store and an account share the limit
+    (default: derived from the provider's endpoint and key, so every user of one key shares it)."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    store: str | None = None
+    account: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+class Pacer:
+    """One limit (``per_minute`` units a minute) on one bucket of a store."""
+
+    def __init__(self, per_minute: float, store: RateStore, bucket: str) -> None:
+        if per_minute <= 0:
+            raise ConfigError(f"a rate limit must be > 0 a minute, got {per_minute}")
+        self.per_second = per_minute / 60.0
+        self.store = store
+        self.bucket = bucket
+
+    async def reserve(self, amount: float) -> float:
+        """Reserve ``amount`` units; return the ``time.monotonic()`` before which the request must not go."""
+        wait = await self.store.reserve(self.bucket, amount / self.per_second)
+        return time.monotonic() + max(wait, 0.0)
+
+    async def adjust(self, amount: float) -> None:
+        if amount:
+            await self.store.adjust(self.bucket, amount / self.per_second)
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until ``time.monotonic() >= deadline`` (event-loop timers can fire a clock tick early)."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(remaining)
+
+
+def open_store(location: str | None) -> RateStore:
+    """The store for a location (see ``RateLimit.store``); one instance per location and process."""
+    from ai_assets.runtime.ratelimit.stores import open_store as _open
+
+    return _open(location)

@@ -1,0 +1,159 @@
+"""Rate-limit stores: process memory, a folder of locked files, Redis, Postgres. Each keeps one float per bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ai_assets.runtime.errors import ConfigError, MissingExtraError
+from ai_assets.runtime.ratelimit import RateStore
+
+_STORES: dict[str | None, RateStore] = {}
+_STORES_LOCK = threading.Lock()
+BUCKET_TTL_S = 24 * 3600
+
+
+class MemoryStore:
+    """Buckets in this process (every event loop and thread of it)."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    async def reserve(self, bucket: str, interval_s: float) -> float:
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._tat.get(bucket, now), now) + interval_s
+            self._tat[bucket] = start
+        return start - now
+
+    async def adjust(self, bucket: str, delta_s: float) -> None:
+        with self._lock:
+            if bucket in self._tat:
+                self._tat[bucket] += delta_s
+
+
+class FileStore:
+    """Buckets in a folder on one machine: one small file each, read and rewritten under ``flock``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, bucket: str) -> Path:
+        return self.folder / (hashlib.sha256(bucket.encode()).hexdigest()[:32] + ".tat")
+
+    def _update(self, bucket: str, interval_s: float, reserve: bool) -> float:
+        fd = os.open(self._path(bucket), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 64)
+            now = time.time()
+            tat = float(raw) if raw else now
+            tat = max(tat, now) + interval_s if reserve else tat + interval_s
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, repr(tat).encode())
+            return tat - now
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    async def reserve(self, bucket: str, interval_s: float) -> float:
+        return self._update(bucket, interval_s, reserve=True)
+
+    async def adjust(self, bucket: str, delta_s: float) -> None:
+        self._update(bucket, delta_s, reserve=False)
+
+
+_RESERVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(tat, now) + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.6f', start), 'EX', tonumber(ARGV[2]))
+return string.format('%.6f', start - now)
+"""
+
+
+class RedisStore:
+    """Buckets in Redis; the reservation is one Lua script on the server's clock, so workers' clocks may differ."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+        except ImportError as exc:
+            raise MissingExtraError("redis", "cluster") from exc
+        self._client = redis.Redis.from_url(url)
+        self._reserve = self._client.register_script(_RESERVE_LUA)
+
+    def _key(self, bucket: str) -> str:
+        return f"ai_assets:rate:{bucket}"
+
+    async def reserve(self, bucket: str, interval_s: float) -> float:
+        wait = await asyncio.to_thread(self._reserve, keys=[self._key(bucket)], args=[interval_s, BUCKET_TTL_S])
+        return float(wait)
+
+    async def adjust(self, bucket: str, delta_s: float) -> None:
+        await asyncio.to_thread(self._client.incrbyfloat, self._key(bucket), delta_s)
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ai_assets_rate_limits (bucket TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL)
+"""
+_PG_RESERVE = """
+INSERT INTO ai_assets_rate_limits AS r (bucket, tat) VALUES (%(bucket)s, extract(epoch from clock_timestamp()) + %(s)s)
+ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(r.tat, extract(epoch from clock_timestamp())) + %(s)s
+RETURNING tat - extract(epoch from clock_timestamp())
+"""
+_PG_ADJUST = "UPDATE ai_assets_rate_limits SET tat = tat + %(s)s WHERE bucket = %(bucket)s"
+
+
+class PostgresStore:
+    """Buckets in a Postgres table; one statement per reservation, serialised by the row lock."""
+
+    def __init__(self, url: str) -> None:
+        from ai_assets.runtime.pg import connect
+
+        self._connection = connect(url)
+        self._lock = threading.Lock()
+        with self._lock, self._connection.cursor() as cursor:
+            cursor.execute(_PG_SCHEMA)
+
+    def _run(self, sql: str, params: dict[str, Any]) -> Any:
+        with self._lock, self._connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if cursor.description else None
+
+    async def reserve(self, bucket: str, interval_s: float) -> float:
+        (wait,) = await asyncio.to_thread(self._run, _PG_RESERVE, {"bucket": bucket, "s": interval_s})
+        return float(wait)
+
+    async def adjust(self, bucket: str, delta_s: float) -> None:
+        await asyncio.to_thread(self._run, _PG_ADJUST, {"bucket": bucket, "s": delta_s})
+
+
+def open_store(location: str | None) -> RateStore:
+    with _STORES_LOCK:
+        if location not in _STORES:
+            _STORES[location] = _build(location)
+        return _STORES[location]
+
+
+def _build(location: str | None) -> RateStore:
+    if location is None:
+        return MemoryStore()
+    scheme = urlparse(location).scheme.split("+", 1)[0]
+    if scheme == "file":
+        return FileStore(urlparse(location).path)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStore(location)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(location)
+    raise ConfigError(f"rate-limit store {location!r}: use file:///folder, redis://... or postgresql+psycopg2://...")
