@@ -78,20 +78,20 @@ review_insights = prompt_asset(
     "review_insights", clean_reviews, template="Product: {product}\nReview: {review}",
     system_message="Extract the sentiment, the aspects mentioned and a short summary of the product review.",
     return_format=ReviewInsight, params=PromptParams(temperature=0.0, max_output_tokens=200),
-    options=RunOptions(concurrency=4, on_error="null"), provider_key="llm", model=llm_model,
+    options=RunOptions(concurrency=4, on_error="null"), provider_key="llm", model=llm_model if remote_llm else None,
     pool="llm", **common)  # type: ignore[arg-type]
 review_embeddings = embed_asset(
-    "review_embeddings", review_insights, column="review", provider_key="embedder", model="all-MiniLM-L6-v2",
+    "review_embeddings", review_insights, column="review", provider_key="embedder",
     io_manager_key="lancedb", **common)  # type: ignore[arg-type]
 review_topics = classify_asset(
     "review_topics", review_embeddings, column="review", labels=TOPICS, provider_key="embedder",
-    model="all-MiniLM-L6-v2", io_manager_key="delta", **common)  # type: ignore[arg-type]
+    io_manager_key="delta", **common)  # type: ignore[arg-type]
 
 landing_reviews = ingest_asset("landing_reviews", path=str(DATA / "landing" / "{partition}"), format="jsonl",
                                partitions_def=landing_files, group_name="landing")
 landing_topics = classify_asset(
     "landing_topics", landing_reviews, column="text", labels=TOPICS, provider_key="embedder",
-    model="all-MiniLM-L6-v2", io_manager_key="delta", partitions_def=landing_files, group_name="landing")
+    io_manager_key="delta", partitions_def=landing_files, group_name="landing")
 
 review_assets = [raw_reviews, clean_reviews, review_insights, review_embeddings, review_topics]
 
@@ -104,11 +104,11 @@ product_images = ingest_asset("product_images", path=str(DATA / "images" / "prod
 product_images_small = decode_images_asset("product_images_small", product_images, column="bytes",
                                            spec=ImageSpec(mode="RGB", size=(224, 224)), group_name="images")
 product_image_embeddings = embed_image_asset(
-    "product_image_embeddings", product_images_small, column="image", model="efficientnet-lite0",
-    io_manager_key="lancedb", group_name="images")
+    "product_image_embeddings", product_images_small, column="image", io_manager_key="lancedb",
+    group_name="images")
 product_image_classes = classify_image_asset(
-    "product_image_classes", product_image_embeddings, column="image", labels=EXAMPLES, model="efficientnet-lite0",
-    io_manager_key="delta", group_name="images")
+    "product_image_classes", product_image_embeddings, column="image", labels=EXAMPLES, io_manager_key="delta",
+    group_name="images")
 image_assets = [product_images, product_images_small, product_image_embeddings, product_image_classes]
 
 

@@ -249,5 +249,5 @@ def test_image_pipeline_materializes_with_thumbnails(tmp_path: Path) -> None:
     assert result.success
     preview = result.asset_materializations_for_node("small")[0].metadata["preview"].value
     assert "![thumbnail](data:image/png;base64," in preview
-    assert result.asset_materializations_for_node("small")[0].metadata["rows_with_errors"].value == 1
+    assert result.asset_materializations_for_node("small")[0].metadata["rows_with_image_error"].value == 1
     assert all(c.passed for c in result.get_asset_check_evaluations())

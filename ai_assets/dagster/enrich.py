@@ -1,17 +1,24 @@
-"""Factories for enrichment assets: prompt, embed, classify. Each translates Dagster context into a call of the
-plain-Python function, records usage metadata and progress, and reports its asset checks."""
+"""Factories for enrichment assets: prompt, embed, classify (text and images).
+
+Each asset reads its upstream partition as a stream, runs the plain-Python function window by window (bounded
+memory whatever the partition's size), spools the output batches to a local file while the asset checks measure
+them, and hands the IO manager a reader over the spool, which it writes batch by batch and commits once. Usage and
+cost go into each partition's own materialization, also when one run covers a range of partitions.
+"""
 
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Unpack
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
+from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.io_managers import VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
@@ -20,108 +27,92 @@ from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import Part
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
+from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Progress
-from ai_assets.runtime.usage import Prices
+from ai_assets.runtime.pipeline import EnrichedStream, Progress
+from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.quality import VectorStats
+from ai_assets.runtime.usage import Prices, Usage
+from ai_assets.storage.base import PARTITION_COLUMN
+from ai_assets.storage.spool import Spool
 
-CheckFn = Callable[[Enriched], dg.AssetCheckResult]
-Check = tuple[str, str, CheckFn]  # name, description, evaluation
-Run = Callable[[Any, Cache | None, Progress, pa.Table], Enriched]
-
-
-def _table(result: Enriched | EnrichedStream) -> Enriched:
-    assert isinstance(result, Enriched), "a table in gives a table out"
-    return result
+Upstream = dg.AssetsDefinition | dg.AssetKey | str
 
 
-def _error_rate_check(output_column: str, max_error_rate: float) -> Check:
-    name = "error_rate"
+@dataclass(frozen=True)
+class Call:
+    """What the asset hands the plain-Python function besides the data."""
 
-    def check(result: Enriched) -> dg.AssetCheckResult:
-        attempted = result.usage.rows - result.usage.skipped
-        rate = result.usage.errors / attempted if attempted else 0.0
-        return dg.AssetCheckResult(check_name=name, passed=rate <= max_error_rate,
-                                   metadata={"error_rate": rate, "max_error_rate": max_error_rate,
-                                             "rows_with_errors": result.usage.errors})
-
-    return name, f"share of rows sent whose {output_column} failed is at most {max_error_rate:.0%}", check
+    provider: Any
+    cache: Cache | None
+    progress: Progress
+    run_id: str
+    group_column: str | None
 
 
-def _valid_share_check(output_column: str, min_share: float) -> Check:
-    name = "schema_valid_share"
-
-    def check(result: Enriched) -> dg.AssetCheckResult:
-        errors = result.table.column(f"{output_column}_error").to_pylist()
-        values = result.table.column(output_column)
-        attempted = [i for i, e in enumerate(errors) if not (e or "").startswith("skipped:")]
-        valid = sum(1 for i in attempted if values[i].is_valid)
-        share = valid / len(attempted) if attempted else 1.0
-        return dg.AssetCheckResult(check_name=name, passed=share >= min_share,
-                                   metadata={"valid_share": share, "min_share": min_share})
-
-    return name, f"at least {min_share:.0%} of rows sent got output that validates against the schema", check
-
-
-def _embedding_check(output_column: str) -> Check:
-    name = "embedding_dimension_and_finite"
-
-    def check(result: Enriched) -> dg.AssetCheckResult:
-        column = result.table.column(output_column).combine_chunks()
-        dim = column.type.list_size
-        # The child values of every slot, null slots included (flatten() would drop them).
-        raw = column.values.slice(column.offset * dim, len(column) * dim)
-        flat = np.asarray(raw.to_numpy(zero_copy_only=False), dtype=np.float32)
-        valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False))
-        vectors = flat.reshape(-1, dim)[valid] if dim else flat.reshape(0, 0)
-        finite = bool(np.isfinite(vectors).all())
-        zero = int((np.abs(vectors).sum(axis=1) == 0).sum()) if vectors.size else 0
-        return dg.AssetCheckResult(check_name=name, passed=dim > 0 and finite and zero == 0,
-                                   metadata={"dimension": dim, "all_finite": finite, "zero_vectors": zero})
-
-    return name, f"{output_column} has a fixed dimension, no NaN / inf and no all-zero vector", check
+Run = Callable[[pa.RecordBatchReader, Call], EnrichedStream]
+PriceOf = Callable[[Any], Prices | None]
 
 
 def _enrich_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     run: Run,
     *,
     provider_key: str,
     cache_key: str | None,
+    model: str | None,
+    price_of: PriceOf,
     code_version: str,
     checks: Sequence[Check],
-    prices: Prices | None,
-    extra_metadata: Mapping[str, Any],
+    vector_column: str | None,
+    description: str,
     asset_args: AssetArgs,
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
     key = dg.AssetKey([*(kwargs.pop("key_prefix", None) or []), name])
-    metadata = {**extra_metadata, **(kwargs.pop("metadata", None) or {})}
-    specs = [dg.AssetCheckSpec(check_name, asset=key, description=text) for check_name, text, _ in checks]
+    metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}), **(kwargs.pop("metadata", None) or {})}
+    kwargs.setdefault("description", description)
+    specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
 
     @dg.asset(key=key, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=code_version,
               required_resource_keys=resource_keys, check_specs=specs, metadata=metadata, kinds={"ai"}, **kwargs)
-    def _enrich(context: dg.AssetExecutionContext, upstream: pa.Table) -> Iterator[Any]:
-        provider = provider_of(getattr(context.resources, provider_key))
+    def _enrich(context: dg.AssetExecutionContext, upstream: pa.RecordBatchReader) -> Iterator[Any]:
+        provider = with_model(provider_of(getattr(context.resources, provider_key)), model)
         cache = getattr(context.resources, cache_key).get_cache() if cache_key else None
-        context.log.info(f"{name}: {upstream.num_rows} rows with {provider!r}")
-        result = run(provider, cache, progress_logger(context.log, name), upstream)
-        summary = result.usage.summary()
+        partitions = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range \
+            else []
+        context.log.info(f"{name}: {provider!r}" + (f", partitions {partitions}" if partitions else ""))
+        call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id,
+                    PARTITION_COLUMN if partitions else None)
+        stream = run(upstream, call)
+        spool = Spool()
+        vectors = VectorStats() if vector_column else None
+        for batch in stream:
+            spool.write(batch)
+            if vectors is not None and vector_column in batch.schema.names:
+                vectors.update(batch.column(vector_column))
+        usage = stream.usage
+        prices = price_of(provider)
+        summary = usage.summary()
         context.log.info(
-            f"{name}: {summary['rows']} rows, {summary['cache_hits']} from cache, {summary['sent_rows']} sent, "
+            f"{name}: {summary['rows']} rows, {summary['cache_hits']} from the journal, {summary['sent_rows']} sent, "
             f"{summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
-        yield dg.Output(result.table, metadata=usage_metadata(result.usage, prices))
-        for _, _, check in checks:
-            yield check(result)
+        for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
+            context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
+                                       partition_key=partition)
+        yield dg.Output(spool.reader(upstream.schema), metadata={} if partitions else usage_metadata(usage, prices))
+        for check in checks:
+            yield check.evaluate(Measured(usage, vectors))
 
     return _enrich
 
 
 def prompt_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     template: str | Sequence[Part],
     return_format: type[BaseModel] | None = None,
@@ -141,8 +132,10 @@ def prompt_asset(
     ``output_column`` (default: the asset's name; a struct with ``return_format``'s fields, or text) and
     ``<output_column>_error``.
 
-    ``model`` enters the code version, so Dagster shows the asset stale when it changes (as it does for the
-    template, system message, schema and params); cached answers are keyed by the provider's real model anyway.
+    ``model`` is the model the requests use (default: the resource's); it enters the cache keys and the code
+    version, so Dagster shows the asset stale when it changes, as it does for the template, system message, schema
+    and params. ``prices`` overrides the built-in price table for the cost metadata; ``options`` holds
+    concurrency, limits, retries and spending caps (``RunOptions(max_cost=...)``).
 
         insights = prompt_asset("review_insights", clean, template="Review: {text}", return_format=Insight,
                                 provider_key="llm", model="gpt-4o-mini", partitions_def=daily)
@@ -156,21 +149,34 @@ def prompt_asset(
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
                           params=params.as_request(), model=model, output=output_column)
 
-    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return _table(prompt(table, template, provider=provider, return_format=return_format,
+    def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
+        return prompt(data, template, provider=call.provider, return_format=return_format,
                       system_message=system_message, output_column=output_column, params=params, options=options,
-                      cache=cache, progress=progress))
+                      cache=call.cache, progress=call.progress, prices=prices, run_id=call.run_id,
+                      group_column=call.group_column)
 
-    checks = [_error_rate_check(output_column, max_error_rate)]
+    checks = [error_rate_check(output_column, max_error_rate)]
     if return_format is not None:
-        checks.append(_valid_share_check(output_column, min_valid_share))
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
-                         checks=checks, prices=prices, extra_metadata={}, asset_args=asset_args)
+        checks.append(valid_share_check(output_column, min_valid_share))
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+                         price_of=lambda provider: prices or prices_for(provider), code_version=version,
+                         checks=checks, vector_column=None, asset_args=asset_args,
+                         description=describe_prompt(upstream_key(upstream), template, return_format, system_message,
+                                                     output_column, provider_key, model))
+
+
+def _embedding_prices(prices: Prices | None) -> PriceOf:
+    def price_of(provider: Any) -> Prices | None:
+        if prices is not None:
+            return prices
+        return prices_for(provider, embeddings=True) if isinstance(provider, RemoteTextEmbedder) else None
+
+    return price_of
 
 
 def embed_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str,
     output_column: str | None = None,
@@ -178,11 +184,13 @@ def embed_asset(
     provider_key: str = "embedder",
     cache_key: str | None = "ai_cache",
     model: str | None = None,
+    prices: Prices | None = None,
     max_error_rate: float = 0.0,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that adds ``output_column`` (``fixed_size_list<float32>[d]``) embedding ``column``; with
-    ``LanceDBIOManager`` the column becomes the table's vector column.
+    ``LanceDBIOManager`` the column becomes the table's vector column. ``model`` picks the embedding model
+    (default: the resource's).
 
         vectors = embed_asset("review_vectors", clean, column="text", provider_key="embedder",
                               io_manager_key="lancedb", partitions_def=daily)
@@ -190,19 +198,22 @@ def embed_asset(
     output_column = output_column or name
     version = fingerprint(kind="embed", column=column, model=model, output=output_column)
 
-    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return _table(embed_text(table, column, provider=provider, output_column=output_column, options=options,
-                          cache=cache, progress=progress))
+    def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
+        return embed_text(data, column, provider=call.provider, output_column=output_column, options=options,
+                          cache=call.cache, progress=call.progress, prices=prices, run_id=call.run_id,
+                          group_column=call.group_column)
 
-    checks = [_error_rate_check(output_column, max_error_rate), _embedding_check(output_column)]
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
-                         checks=checks, prices=None, extra_metadata={VECTOR_COLUMN: output_column},
-                         asset_args=asset_args)
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+                         price_of=_embedding_prices(prices), code_version=version,
+                         checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
+                         vector_column=output_column, asset_args=asset_args,
+                         description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
+                                                    model))
 
 
 def classify_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str,
     labels: Sequence[str] | Mapping[str, str],
@@ -212,11 +223,13 @@ def classify_asset(
     provider_key: str = "embedder",
     cache_key: str | None = "ai_cache",
     model: str | None = None,
+    prices: Prices | None = None,
     max_error_rate: float = 0.05,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
-    adding a ``{label, score}`` struct column.
+    adding a ``{label, score}`` struct column: by embedding similarity with an embedder, by a constrained answer
+    with an LLM.
 
         topics = classify_asset("review_topics", clean, column="text",
                                 labels={"battery": "battery life and charging", "screen": "the display"},
@@ -227,21 +240,32 @@ def classify_asset(
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
                           output=output_column)
 
-    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return _table(classify_text(table, column, described, provider=provider, method=method,
-                             output_column=output_column, options=options, cache=cache, progress=progress))
+    def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
+        out = classify_text(data, column, described, provider=call.provider, method=method,
+                            output_column=output_column, options=options, cache=call.cache, progress=call.progress,
+                            prices=prices, run_id=call.run_id, group_column=call.group_column)
+        assert isinstance(out, EnrichedStream)
+        return out
 
-    checks = [_error_rate_check(output_column, max_error_rate)]
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
-                         checks=checks, prices=None, extra_metadata={}, asset_args=asset_args)
+    def price_of(provider: Any) -> Prices | None:
+        return prices or (prices_for(provider) if isinstance(provider, Prompter) else
+                          _embedding_prices(None)(provider))
+
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+                         price_of=price_of, code_version=version,
+                         checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
+                         asset_args=asset_args,
+                         description=describe_classify(upstream_key(upstream), column, list(described),
+                                                       output_column, provider_key, model, method))
 
 
 def embed_image_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str = "image",
     output_column: str | None = None,
+    options: RunOptions | None = None,
     provider_key: str = "image_embedder",
     cache_key: str | None = "ai_cache",
     model: str | None = None,
@@ -257,23 +281,28 @@ def embed_image_asset(
     output_column = output_column or name
     version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
 
-    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return _table(embed_image(table, column, provider=provider, output_column=output_column, cache=cache,
-                           progress=progress))
+    def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
+        out = embed_image(data, column, provider=call.provider, output_column=output_column, options=options,
+                          cache=call.cache, progress=call.progress, run_id=call.run_id, group_column=call.group_column)
+        assert isinstance(out, EnrichedStream)
+        return out
 
-    checks = [_error_rate_check(output_column, max_error_rate), _embedding_check(output_column)]
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
-                         checks=checks, prices=None, extra_metadata={VECTOR_COLUMN: output_column},
-                         asset_args=asset_args)
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+                         price_of=lambda provider: None, code_version=version,
+                         checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
+                         vector_column=output_column, asset_args=asset_args,
+                         description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
+                                                    model, images=True))
 
 
 def classify_image_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     labels: Sequence[str] | Mapping[str, LabelSpec],
     column: str = "image",
     output_column: str | None = None,
+    options: RunOptions | None = None,
     provider_key: str = "image_embedder",
     cache_key: str | None = "ai_cache",
     model: str | None = None,
@@ -285,17 +314,23 @@ def classify_image_asset(
     (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column.
     """
     output_column = output_column or name
-    described = dict(labels) if isinstance(labels, Mapping) else {label: label for label in labels}
+    described: dict[str, LabelSpec] = label_descriptions(labels)
     version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
                           labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()})
 
-    def run(provider: Any, cache: Cache | None, progress: Progress, table: pa.Table) -> Enriched:
-        return _table(classify_image(table, column, described, provider=provider, output_column=output_column,
-                              cache=cache, progress=progress))
+    def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
+        out = classify_image(data, column, described, provider=call.provider, output_column=output_column,
+                             options=options, cache=call.cache, progress=call.progress, run_id=call.run_id,
+                             group_column=call.group_column)
+        assert isinstance(out, EnrichedStream)
+        return out
 
-    checks = [_error_rate_check(output_column, max_error_rate)]
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, code_version=version,
-                         checks=checks, prices=None, extra_metadata={}, asset_args=asset_args)
+    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+                         price_of=lambda provider: None, code_version=version,
+                         checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
+                         asset_args=asset_args,
+                         description=describe_classify(upstream_key(upstream), column, list(described),
+                                                       output_column, provider_key, model, "image"))
 
 
 def _digest(examples: bytes | Sequence[bytes]) -> str:

@@ -1,5 +1,8 @@
-"""IO managers for Arrow tables: one base resolves partitions and records metadata; backends only build a store.
+"""IO managers for Arrow data: one base resolves partitions and records metadata; backends only build a store.
 
+What moves is chosen by type, as dagster-polars chooses between ``DataFrame`` and ``LazyFrame``: an asset that
+returns a ``pyarrow.RecordBatchReader`` is written batch by batch and committed once; an input annotated
+``pyarrow.RecordBatchReader`` is read as a stream; ``pyarrow.Table`` works both ways for data that fits in memory.
 Every backend writes exactly the partitions of the run (one, or a range in a single-run backfill), leaves the
 others untouched, and loads one partition, a range, or everything (for an unpartitioned downstream asset).
 """
@@ -7,6 +10,7 @@ others untouched, and loads one partition, a range, or everything (for an unpart
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -14,17 +18,46 @@ import pyarrow as pa
 from pydantic import Field
 
 from ai_assets.dagster.metadata import table_metadata
-from ai_assets.storage.base import PARTITION_COLUMN, TableStore, with_partition
+from ai_assets.storage.base import PARTITION_COLUMN, TableStore, as_reader, stream_with_partition
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 
 MERGE_ON = "ai_assets/merge_on"
+MERGE_DELETE_MISSING = "ai_assets/merge_delete_missing"
 VECTOR_COLUMN = "ai_assets/vector_column"
+PREVIEW_ROWS = 5
 
 
 def _table_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
+
+
+class _Observed:
+    """A reader passed through while counting its rows and keeping its first rows for the preview."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.schema = reader.schema
+        self.rows = 0
+        self.head: list[pa.RecordBatch] = []
+        self.errors = {name: 0 for name in reader.schema.names if name.endswith("_error")}
+        self._source = reader
+
+    def reader(self) -> pa.RecordBatchReader:
+        def batches() -> Iterator[pa.RecordBatch]:
+            with self._source:
+                for batch in self._source:
+                    if self.rows < PREVIEW_ROWS:
+                        self.head.append(batch.slice(0, PREVIEW_ROWS - self.rows))
+                    self.rows += batch.num_rows
+                    for name in self.errors:
+                        self.errors[name] += batch.num_rows - batch.column(name).null_count
+                    yield batch
+
+        return pa.RecordBatchReader.from_batches(self.schema, batches())
+
+    def preview(self) -> pa.Table:
+        return pa.Table.from_batches(self.head, schema=self.schema)
 
 
 class ArrowIOManager(dg.ConfigurableIOManager):
@@ -37,34 +70,50 @@ class ArrowIOManager(dg.ConfigurableIOManager):
     @abstractmethod
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore: ...
 
-    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
-        if not isinstance(obj, pa.Table):
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table | pa.RecordBatchReader) -> None:
+        if not isinstance(obj, (pa.Table, pa.RecordBatchReader)):
             raise dg.DagsterInvariantViolationError(
-                f"{type(self).__name__} stores pyarrow.Table; asset {context.asset_key.to_user_string()} "
-                f"returned {type(obj).__name__}")
+                f"{type(self).__name__} stores pyarrow.Table or pyarrow.RecordBatchReader; asset "
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}")
+        reader = as_reader(obj)
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
-        if partitions is not None and PARTITION_COLUMN not in obj.column_names:
+        if partitions is not None and PARTITION_COLUMN not in reader.schema.names:
             if len(partitions) != 1:
+                reader.close()
                 raise dg.DagsterInvariantViolationError(
                     f"asset {context.asset_key.to_user_string()} covers {len(partitions)} partitions but its "
-                    f"table has no {PARTITION_COLUMN!r} column to tell them apart")
-            obj = with_partition(obj, partitions[0])
+                    f"output has no {PARTITION_COLUMN!r} column to tell them apart")
+            reader = stream_with_partition(reader, partitions[0])
+        observed = _Observed(reader)
         store = self.store(context.asset_key, dict(context.definition_metadata or {}))
-        result = store.write(obj, partitions)
-        metadata: dict[str, Any] = {**table_metadata(obj), "table_uri": dg.MetadataValue.path(result.uri)}
+        result = store.write(observed.reader(), partitions)
+        metadata: dict[str, Any] = {**table_metadata(observed.preview(), observed.rows),
+                                    "table_uri": dg.MetadataValue.path(result.uri)}
+        for name, count in observed.errors.items():  # rows with an error or skip reason in each *_error column
+            metadata[f"rows_with_{name}"] = count
         if result.version is not None:
             metadata["table_version"] = result.version
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> pa.Table:
+    def load_input(self, context: dg.InputContext) -> pa.Table | pa.RecordBatchReader:
         key = context.asset_key
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
         metadata = dict(context.upstream_output.definition_metadata or {}) if context.upstream_output else {}
-        return self.store(key, metadata).read(partitions)
+        store = self.store(key, metadata)
+        if wants_stream(context):
+            return store.read_stream(partitions)
+        return store.read(partitions)
+
+
+def wants_stream(context: dg.InputContext) -> bool:
+    """Whether the input is annotated ``pyarrow.RecordBatchReader`` (else it gets a ``pyarrow.Table``)."""
+    kind = context.dagster_type.typing_type if context.dagster_type is not None else None
+    return isinstance(kind, type) and issubclass(kind, pa.RecordBatchReader)
 
 
 class ParquetIOManager(ArrowIOManager):
-    """One Parquet file per partition under ``root/<asset>/``, written atomically (temp file, then rename)."""
+    """One Parquet file per partition under ``root/<asset>/``, written batch by batch to a temp file, then
+    renamed into place."""
 
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
         return ParquetStore(f"{self.root.rstrip('/')}/{_table_name(key)}", self.storage_options or None)
@@ -72,20 +121,26 @@ class ParquetIOManager(ArrowIOManager):
 
 class DeltaIOManager(ArrowIOManager):
     """One Delta table per asset; partitions replaced by predicate overwrite, or MERGEd on the asset's
-    ``ai_assets/merge_on`` metadata (key columns)."""
+    ``ai_assets/merge_on`` metadata (key columns; with ``ai_assets/merge_delete_missing``, rows of the partition
+    no longer in the source are deleted)."""
 
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
         merge_on = definition_metadata.get(MERGE_ON)
         return DeltaStore(f"{self.root.rstrip('/')}/{_table_name(key)}", self.storage_options or None,
-                          merge_on=list(merge_on) if merge_on else None)
+                          merge_on=list(merge_on) if merge_on else None,
+                          delete_missing=bool(definition_metadata.get(MERGE_DELETE_MISSING, False)))
 
 
 class LanceDBIOManager(ArrowIOManager):
-    """One LanceDB table per asset; partitions replaced in one versioned commit; an ANN index past a size."""
+    """One LanceDB table per asset; partitions replaced in one versioned commit; an ANN index past a size, kept
+    up to date as partitions are added."""
 
     index_after_rows: int | None = Field(
         default=None, description="Build a cosine vector index once the table has this many rows (None: never)")
+    reindex_after_rows: int = Field(
+        default=10_000, description="Fold new rows into the index once this many are not in it")
 
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
         return LanceStore(self.root, _table_name(key), vector_column=definition_metadata.get(VECTOR_COLUMN),
-                          index_after_rows=self.index_after_rows, storage_options=self.storage_options or None)
+                          index_after_rows=self.index_after_rows, reindex_after_rows=self.reindex_after_rows,
+                          storage_options=self.storage_options or None)

@@ -20,6 +20,7 @@ CELL_CHARS = 60
 
 
 def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
+    """Rows, requests, tokens, latency and (with prices) the estimated cost of one call or one partition of it."""
     summary = usage.summary()
     metadata: dict[str, Any] = {
         "ai/rows_in": summary["rows"],
@@ -39,15 +40,18 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
         metadata["ai/latency_p95_s"] = dg.MetadataValue.float(summary["latency_p95_s"])
     if prices is not None:
         metadata["ai/estimated_cost_usd"] = dg.MetadataValue.float(round(usage.cost(prices), 6))
+    if usage.batch:
+        metadata["ai/mode"] = "batch"
     return metadata
 
 
-def table_metadata(table: pa.Table) -> dict[str, Any]:
+def table_metadata(preview: pa.Table, rows: int) -> dict[str, Any]:
+    """Row count, column schema and a Markdown preview (of ``preview``: the first rows of ``rows``)."""
     return {
-        "dagster/row_count": table.num_rows,
+        "dagster/row_count": rows,
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]),
-        "preview": dg.MetadataValue.md(markdown_preview(table)),
+            columns=[dg.TableColumn(f.name, str(f.type)) for f in preview.schema]),
+        "preview": dg.MetadataValue.md(markdown_preview(preview)),
     }
 
 

@@ -1,7 +1,12 @@
-"""Factories for ingest and preprocess assets."""
+"""Factories for ingest and the row-wise steps before enrichment: preprocess, download, decode images, text.
+
+Every one of them streams: ingest returns a reader over the partition's files or source table, and each step maps
+its upstream reader batch by batch, so the IO manager writes while the step computes and a partition never has to
+fit in memory (a partition of many images holds one batch of bytes at a time).
+"""
 
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import dagster as dg
@@ -11,56 +16,127 @@ from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, parti
 from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.files import extract_text
 from ai_assets.functions.images import ImageSpec, decode_images
-from ai_assets.functions.ingest import Format, read_source, resolve_path
+from ai_assets.functions.ingest import BadRows, Format, resolve_path, stream_source
 from ai_assets.functions.preprocess import Extract, preprocess
+from ai_assets.functions.table_sources import DeltaSource, LanceSource
 from ai_assets.runtime.engine import RunOptions
-from ai_assets.runtime.pipeline import Enriched
-from ai_assets.storage.base import with_partition
+from ai_assets.runtime.pipeline import EnrichedStream
+from ai_assets.storage.base import chain_readers, stream_with_partition
+
+Upstream = dg.AssetsDefinition | dg.AssetKey | str
+TableSource = DeltaSource | LanceSource
 
 
 def ingest_asset(
     name: str,
     *,
-    path: str,
+    path: str | None = None,
+    source: TableSource | None = None,
     format: Format | None = None,
     columns: Sequence[str] | None = None,
     limit: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    bad_rows: BadRows = "raise",
+    min_rows: int = 0,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
-    """An asset that reads files for its partition: ``path`` may name ``{partition}`` or, for multi-partitions,
-    each dimension (``data/{region}/{date}.csv``), and may be a glob. ``format="files"`` (the default for a glob
-    with no data suffix) gives (path, bytes, size) rows, e.g. for images or PDFs.
+    """An asset that reads its partition, as a stream: files at ``path`` or a partition of an existing table
+    (``source=DeltaSource(...)`` / ``LanceSource(...)``).
+
+    ``path`` may name ``{partition}`` or, for multi-partitions, each dimension (``data/{region}/{date}.csv``), and
+    may be a glob. ``format="files"`` (the default for a glob with no data suffix) gives (path, bytes, size) rows,
+    e.g. for images or PDFs. A row with invalid UTF-8 fails the run naming the file and row, or with
+    ``bad_rows="null"`` is kept with the value nulled and the reason in ``ingest_error``; an empty file is an empty
+    partition unless ``min_rows`` asks for more.
 
         reviews = ingest_asset("raw_reviews", path="data/reviews/{partition}.jsonl",
                                partitions_def=dg.DailyPartitionsDefinition("2024-11-01"))
-        dg.Definitions(assets=[reviews], resources={"io_manager": ParquetIOManager(root="out")})
+        sales = ingest_asset("sales", source=DeltaSource("s3://lake/sales", partition_column="day",
+                                                         columns=["id", "text"]), partitions_def=daily)
+        dg.Definitions(assets=[reviews, sales], resources={"io_manager": ParquetIOManager(root="out")})
     """
+    if (path is None) == (source is None):
+        raise dg.DagsterInvalidDefinitionError(f"ingest_asset {name!r}: give exactly one of path= and source=")
+    what = source if source is not None else path
+    kwargs = asset_kwargs(asset_args)
+    kwargs.setdefault("description", f"Reads {_describe_source(path, source, format)} for each partition, as a "
+                                     "stream of record batches.")
 
-    @dg.asset(name=name, code_version=fingerprint(path=path, format=format, columns=columns, limit=limit),
-              kinds={"python"}, **asset_kwargs(asset_args))
-    def _ingest(context: dg.AssetExecutionContext) -> pa.Table:
+    def read(fields: Mapping[str, str] | None) -> pa.RecordBatchReader:
+        if source is not None:
+            return source.read(fields)
+        assert path is not None
+        target = resolve_path(path, fields) if fields is not None else path
+        return stream_source(target, format=format, columns=columns, limit=limit, storage_options=storage_options,
+                             bad_rows=bad_rows, min_rows=min_rows)
+
+    @dg.asset(name=name, code_version=fingerprint(source=repr(what), format=format, columns=columns, limit=limit,
+                                                  bad_rows=bad_rows, min_rows=min_rows),
+              kinds={"python"}, **kwargs)
+    def _ingest(context: dg.AssetExecutionContext) -> pa.RecordBatchReader:
         partitions = partition_fields(context)
         if not partitions:
-            return read_source(path, format=format, columns=columns, limit=limit, storage_options=storage_options)
-        tables = []
+            return read(None)
+        readers = []
         for key, fields in partitions:
-            source = resolve_path(path, fields)
             try:
-                table = read_source(source, format=format, columns=columns, limit=limit,
-                                    storage_options=storage_options)
+                readers.append((key, read(fields)))
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"partition {key!r}: {exc}") from exc
-            context.log.info(f"partition {key}: {table.num_rows} rows from {source}")
-            tables.append(with_partition(table, key))
-        return pa.concat_tables(tables, promote_options="permissive")
+            context.log.info(f"partition {key}: reading {_describe_source(path, source, format, fields)}")
+        if len(readers) == 1:
+            key, reader = readers[0]
+            return stream_with_partition(reader, key)
+        tagged = [stream_with_partition(reader, key) for key, reader in readers]
+        schema = pa.unify_schemas([r.schema for r in tagged], promote_options="permissive")
+        return chain_readers(schema, iter(tagged))
 
     return _ingest
 
 
+def _describe_source(path: str | None, source: TableSource | None, format: Format | None,
+                     fields: Mapping[str, str] | None = None) -> str:
+    if isinstance(source, DeltaSource):
+        return f"the Delta table {source.uri}" + (f" (partition column {source.partition_column})"
+                                                   if source.partition_column else "")
+    if isinstance(source, LanceSource):
+        return f"the LanceDB table {source.table} in {source.uri}"
+    shown = resolve_path(path, fields) if path is not None and fields is not None else path
+    return f"{format or 'files'} at {shown}" if format == "files" else f"{shown}"
+
+
+def map_stream(reader: pa.RecordBatchReader, step: Callable[[pa.RecordBatch], pa.RecordBatch]
+               ) -> pa.RecordBatchReader:
+    """``step`` applied to every batch; the output schema is the step applied to an empty batch."""
+    schema = step(pa.RecordBatch.from_pylist([], schema=reader.schema)).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with reader:
+            for batch in reader:
+                yield step(batch)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _step_asset(name: str, upstream: Upstream, version: str, description: str,
+                step: Callable[[pa.RecordBatchReader], pa.RecordBatchReader],
+                asset_args: AssetArgs) -> dg.AssetsDefinition:
+    """An asset applying a row-wise plain-Python step to its upstream stream (failed rows are counted by the IO
+    manager from the step's ``*_error`` column)."""
+    kwargs = asset_kwargs(asset_args)
+    kwargs.setdefault("description", description)
+
+    @dg.asset(name=name, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=version,
+              kinds={"python"}, **kwargs)
+    def _step(upstream: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return step(upstream)
+
+    return _step
+
+
 def preprocess_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     drop_missing: Sequence[str] = (),
     extract: Mapping[str, Extract] | None = None,
@@ -75,39 +151,21 @@ def preprocess_asset(
     """
     version = fingerprint(drop=list(drop_missing), extract={k: vars(v) for k, v in (extract or {}).items()},
                           derive=dict(derive or {}))
+    steps = [f"drops rows with no {', '.join(drop_missing)}"] if drop_missing else []
+    steps += [f"extracts {out} from {spec.column} with /{spec.pattern}/" for out, spec in (extract or {}).items()]
+    steps += [f"derives {out} = {template!r}" for out, template in (derive or {}).items()]
+    description = f"Cleans {upstream_key(upstream).to_user_string()} row by row: {'; '.join(steps) or 'no steps'}."
 
-    @dg.asset(name=name, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=version,
-              kinds={"python"}, **asset_kwargs(asset_args))
-    def _preprocess(context: dg.AssetExecutionContext, upstream: pa.Table) -> dg.Output[pa.Table]:
-        table = preprocess(upstream, drop_missing=drop_missing, extract=extract, derive=derive)
-        dropped = upstream.num_rows - table.num_rows
-        if dropped:
-            context.log.info(f"dropped {dropped} of {upstream.num_rows} rows missing {list(drop_missing)}")
-        return dg.Output(table, metadata={"rows_in": upstream.num_rows, "rows_dropped": dropped})
+    def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return map_stream(reader, lambda batch: preprocess(batch, drop_missing=drop_missing, extract=extract,
+                                                           derive=derive))
 
-    return _preprocess
-
-
-def _table_step(name: str, upstream: dg.AssetsDefinition | dg.AssetKey | str, version: str,
-                step: Callable[[pa.Table], pa.Table], error_column: str,
-                asset_args: AssetArgs) -> dg.AssetsDefinition:
-    """An asset applying a row-wise plain-Python step and reporting how many rows it could not process."""
-
-    @dg.asset(name=name, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=version,
-              kinds={"python"}, **asset_kwargs(asset_args))
-    def _step(context: dg.AssetExecutionContext, upstream: pa.Table) -> dg.Output[pa.Table]:
-        table = step(upstream)
-        failed = table.num_rows - table.column(error_column).null_count
-        if failed:
-            context.log.warning(f"{name}: {failed} of {table.num_rows} rows failed (see {error_column})")
-        return dg.Output(table, metadata={"rows_with_errors": failed})
-
-    return _step
+    return _step_asset(name, upstream, version, description, step, asset_args)
 
 
 def download_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str,
     output_column: str = "bytes",
@@ -115,22 +173,25 @@ def download_asset(
     options: RunOptions | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
-    """Fetch the URL / path in ``column`` (http(s), object stores; local files only if the policy allows them)
-    into ``output_column`` bytes, with a size cap, retries and a guard against internal addresses."""
+    """Fetch the URL / path in ``column`` (http(s); object stores and local files only if the policy allows
+    them) into ``output_column`` bytes, with a size cap, retries and a guard against internal addresses."""
     policy = policy or DownloadPolicy()
-    version = fingerprint(kind="download", column=column, output=output_column, policy=vars(policy))
+    version = fingerprint(kind="download", column=column, output=output_column, policy=repr(policy))
+    description = (f"Downloads the URLs in {column} into {output_column} (at most {policy.max_bytes:,} bytes each, "
+                   f"protocols {sorted(policy.protocols)}, private addresses "
+                   f"{'allowed' if policy.allow_private else 'refused'}, link-local and metadata refused).")
 
-    def step(table: pa.Table) -> pa.Table:
-        result = download(table, column, output_column=output_column, policy=policy, options=options)
-        assert isinstance(result, Enriched)
-        return result.table
+    def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        result = download(reader, column, output_column=output_column, policy=policy, options=options)
+        assert isinstance(result, EnrichedStream)
+        return result.reader()
 
-    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
+    return _step_asset(name, upstream, version, description, step, asset_args)
 
 
 def decode_images_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str = "bytes",
     output_column: str = "image",
@@ -141,16 +202,19 @@ def decode_images_asset(
     mode columns; corrupt images become per-row errors. Previews show thumbnails."""
     spec = spec or ImageSpec()
     version = fingerprint(kind="images", column=column, output=output_column, spec=vars(spec))
+    size = f"fit into {spec.size[0]}x{spec.size[1]}" if spec.size else "kept at their size"
+    description = (f"Decodes the images in {column} into {output_column} ({spec.mode or 'original'} mode, {size}, "
+                   f"{spec.format}); a corrupt image becomes an error in {output_column}_error.")
 
-    def step(table: pa.Table) -> pa.Table:
-        return decode_images(table, column, spec=spec, output_column=output_column)
+    def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return map_stream(reader, lambda batch: decode_images(batch, column, spec=spec, output_column=output_column))
 
-    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
+    return _step_asset(name, upstream, version, description, step, asset_args)
 
 
 def extract_text_asset(
     name: str,
-    upstream: dg.AssetsDefinition | dg.AssetKey | str,
+    upstream: Upstream,
     *,
     column: str = "bytes",
     output_column: str = "text",
@@ -160,8 +224,11 @@ def extract_text_asset(
 ) -> dg.AssetsDefinition:
     """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits."""
     version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars)
+    description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column} (at most "
+                   f"{max_pages} pages, {max_chars:,} characters).")
 
-    def step(table: pa.Table) -> pa.Table:
-        return extract_text(table, column, output_column=output_column, max_pages=max_pages, max_chars=max_chars)
+    def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return map_stream(reader, lambda batch: extract_text(batch, column, output_column=output_column,
+                                                             max_pages=max_pages, max_chars=max_chars))
 
-    return _table_step(name, upstream, version, step, f"{output_column}_error", asset_args)
+    return _step_asset(name, upstream, version, description, step, asset_args)

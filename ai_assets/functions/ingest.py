@@ -1,4 +1,10 @@
-"""Ingest: read Parquet / CSV / JSON / JSONL files, or a glob of any files as (path, bytes, size) rows.
+"""Ingest: Parquet / CSV / JSON / JSONL files, a glob of any files as (path, bytes, size) rows, or a partition of
+an existing Delta or LanceDB table, as a stream of record batches.
+
+Files are read block by block (Parquet row groups, CSV and JSONL blocks, a bounded number of bytes of files), so a
+partition never has to fit in memory. Text is checked as it is read: a row with invalid UTF-8 fails the read,
+naming the file and the row, or (``bad_rows="null"``) has the value nulled and the reason in ``ingest_error``. An
+empty file is an empty partition (a quiet day is normal) unless ``min_rows`` asks for more.
 
 Paths are templates: ``data/reviews/{partition}.jsonl`` or, for multi-partitions, ``data/{region}/{date}.csv``.
 Values are inserted verbatim only after checking they cannot leave the template's folder.
@@ -6,10 +12,10 @@ Values are inserted verbatim only after checking they cannot leave the template'
 
 from __future__ import annotations
 
-import io
 import json
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import fsspec
@@ -21,9 +27,13 @@ import pyarrow.parquet as pq
 from ai_assets.runtime.errors import ConfigError
 
 Format = Literal["parquet", "csv", "json", "jsonl", "files"]
+BadRows = Literal["raise", "null"]
 _BY_SUFFIX: dict[str, Format] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json",
                                  ".jsonl": "jsonl", ".ndjson": "jsonl"}
 FILES_SCHEMA = pa.schema([("path", pa.string()), ("bytes", pa.binary()), ("size", pa.int64())])
+ERROR_COLUMN = "ingest_error"
+BLOCK_BYTES = 16 * 1024 * 1024
+FILES_BATCH_BYTES = 64 * 1024 * 1024
 
 
 def resolve_path(template: str, fields: Mapping[str, str]) -> str:
@@ -48,49 +58,164 @@ def infer_format(path: str) -> Format:
     raise ConfigError(f"cannot tell the format of {path!r} from its suffix: pass format=")
 
 
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
 def read_source(path: str, *, format: Format | None = None, columns: Sequence[str] | None = None,
-                limit: int | None = None, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """Every file matching ``path`` (a glob is fine), concatenated; ``columns`` projects, ``limit`` caps rows."""
+                limit: int | None = None, storage_options: Mapping[str, Any] | None = None,
+                bad_rows: BadRows = "raise", min_rows: int = 0) -> pa.Table:
+    """Every file matching ``path`` as one table (see ``stream_source``)."""
+    return stream_source(path, format=format, columns=columns, limit=limit, storage_options=storage_options,
+                         bad_rows=bad_rows, min_rows=min_rows).read_all()
+
+
+def stream_source(path: str, *, format: Format | None = None, columns: Sequence[str] | None = None,
+                  limit: int | None = None, storage_options: Mapping[str, Any] | None = None,
+                  bad_rows: BadRows = "raise", min_rows: int = 0) -> pa.RecordBatchReader:
+    """Every file matching ``path`` (a glob is fine), batch by batch; ``columns`` projects, ``limit`` caps rows,
+    ``min_rows`` fails a source with fewer rows."""
     fs, _ = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
-    matches = sorted(fs.glob(path)) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
+    matches = sorted(fs.glob(path)) if _is_glob(path) else ([path] if fs.exists(path) else [])
     if not matches:
         raise FileNotFoundError(f"no file matches {path!r}")
-    fmt = format or ("files" if any(c in path for c in "*?[") and not _has_data_suffix(path)
-                     else infer_format(path))
-    tables = []
-    rows = 0
-    for match in matches:
-        if limit is not None and rows >= limit:
-            break
-        table = _read_one(fs, match, fmt, fs.unstrip_protocol(match) if "://" in path else match)
-        if columns is not None:
-            missing = [c for c in columns if c not in table.column_names]
-            if missing:
-                raise ConfigError(f"{match}: no column(s) {missing}; it has {table.column_names}")
-            table = table.select(list(columns))
-        tables.append(table)
-        rows += table.num_rows
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.slice(0, limit) if limit is not None else table
+    fmt = format or ("files" if _is_glob(path) and not _has_data_suffix(path) else infer_format(path))
+    files = [_File(fs, match, fs.unstrip_protocol(match) if "://" in path else match, fmt, columns, bad_rows)
+             for match in matches]
+    schemas = [f.schema() for f in files]
+    known = [s for s in schemas if s is not None]
+    schema = pa.unify_schemas(known, promote_options="permissive") if known else pa.schema([])
+    if bad_rows == "null" and ERROR_COLUMN not in schema.names:
+        schema = schema.append(pa.field(ERROR_COLUMN, pa.string()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for file in files:
+            for read in file.batches():
+                batch = read.slice(0, limit - rows) if limit is not None and rows + read.num_rows > limit else read
+                rows += batch.num_rows
+                if batch.num_rows:
+                    yield _conform(batch, schema)
+                if limit is not None and rows >= limit:
+                    return
+        if rows < min_rows:
+            raise ConfigError(f"{path}: {rows} row(s), fewer than min_rows={min_rows}")
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _has_data_suffix(path: str) -> bool:
     return any(path.lower().endswith(s) for s in _BY_SUFFIX)
 
 
-def _read_one(fs: Any, path: str, fmt: Format, shown: str) -> pa.Table:
-    with fs.open(path, "rb") as handle:
-        data = handle.read()
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            column = batch.column(field.name)
+            arrays.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+@dataclass
+class _File:
+    fs: Any
+    path: str
+    shown: str
+    fmt: Format
+    columns: Sequence[str] | None
+    bad_rows: BadRows
+
+    def schema(self) -> pa.Schema | None:
+        """The file's schema (None for an empty file), read from its footer or first block."""
+        if self.fmt == "files":
+            return FILES_SCHEMA
+        if self.fs.size(self.path) == 0:
+            return None
+        with self.fs.open(self.path, "rb") as handle:
+            reader = self._reader(handle)
+            schema = reader.schema if isinstance(reader, pa.RecordBatchReader) else reader.schema_arrow
+        return self._project(schema)
+
+    def _project(self, schema: pa.Schema) -> pa.Schema:
+        if self.columns is None:
+            return schema
+        missing = [c for c in self.columns if c not in schema.names]
+        if missing:
+            raise ConfigError(f"{self.shown}: no column(s) {missing}; it has {schema.names}")
+        return pa.schema([schema.field(c) for c in self.columns])
+
+    def _reader(self, handle: Any) -> Any:
+        try:
+            if self.fmt == "parquet":
+                return pq.ParquetFile(handle)
+            if self.fmt == "csv":
+                return pcsv.open_csv(handle, read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES))
+            if self.fmt == "jsonl":
+                return pjson.open_json(handle, read_options=pjson.ReadOptions(block_size=BLOCK_BYTES))
+            records = json.load(handle)
+            return pa.Table.from_pylist(records if isinstance(records, list) else [records]).to_reader()
+        except (pa.ArrowInvalid, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.shown} is not valid {self.fmt}: {str(exc)[:200]}") from exc
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if self.fmt == "files":
+            yield from self._file_batches()
+            return
+        if self.fs.size(self.path) == 0:
+            return
+        row = 0
+        with self.fs.open(self.path, "rb") as handle:
+            reader = self._reader(handle)
+            source = reader.iter_batches(columns=self.columns) if isinstance(reader, pq.ParquetFile) else reader
+            try:
+                for read in source:
+                    batch = read.select(list(self.columns)) if self.columns and self.fmt != "parquet" else read
+                    yield self._checked(batch, row)
+                    row += batch.num_rows
+            except pa.ArrowInvalid as exc:
+                raise ConfigError(f"{self.shown} is not valid {self.fmt} after row {row}: {str(exc)[:200]}") from exc
+
+    def _checked(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        """The batch with its text checked: invalid UTF-8 fails the read or, with bad_rows="null", is nulled."""
+        try:
+            batch.validate(full=True)
+        except pa.ArrowInvalid:
+            pass
+        else:
+            return batch if self.bad_rows == "raise" else batch.append_column(
+                ERROR_COLUMN, pa.nulls(batch.num_rows, pa.string()))
+        errors: list[str | None] = [None] * batch.num_rows
+        arrays = list(batch.columns)
+        for index, field in enumerate(batch.schema):
+            if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+                continue
+            raw = batch.column(index).view(pa.binary() if pa.types.is_string(field.type) else pa.large_binary())
+            values = raw.to_pylist()
+            bad = [i for i, v in enumerate(values) if v is not None and not _utf8(v)]
+            if not bad:
+                continue
+            if self.bad_rows == "raise":
+                raise ConfigError(f"{self.shown}: row {first_row + bad[0] + 1}: column {field.name!r} is not valid "
+                                  f"UTF-8 (ingest_asset(bad_rows='null') keeps the row with the value nulled)")
+            for i in bad:
+                errors[i] = f"column {field.name!r} is not valid UTF-8"
+            nulled = [None if i in set(bad) else v for i, v in enumerate(values)]
+            arrays[index] = pa.array(nulled, raw.type).view(field.type)
+        return pa.RecordBatch.from_arrays([*arrays, pa.array(errors, pa.string())],
+                                          schema=batch.schema.append(pa.field(ERROR_COLUMN, pa.string())))
+
+    def _file_batches(self) -> Iterator[pa.RecordBatch]:
+        with self.fs.open(self.path, "rb") as handle:
+            data = handle.read()
+        yield pa.record_batch([[self.shown], [data], [len(data)]], schema=FILES_SCHEMA)
+
+
+def _utf8(value: bytes) -> bool:
     try:
-        if fmt == "files":
-            return pa.table([[shown], [data], [len(data)]], schema=FILES_SCHEMA)
-        if fmt == "parquet":
-            return pq.read_table(io.BytesIO(data))
-        if fmt == "csv":
-            return pcsv.read_csv(io.BytesIO(data))
-        if fmt == "jsonl":
-            return pjson.read_json(io.BytesIO(data))
-        records = json.loads(data)
-        return pa.Table.from_pylist(records if isinstance(records, list) else [records])
-    except (pa.ArrowInvalid, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{shown} is not valid {fmt}: {str(exc)[:200]}") from exc
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

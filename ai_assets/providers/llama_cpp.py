@@ -54,6 +54,13 @@ class LlamaCppProvider:
     def __repr__(self) -> str:
         return f"LlamaCppProvider(model={self.model_path.name!r})"
 
+    def with_model(self, model: str) -> Self:
+        """This provider, if ``model`` names its own weights (another model is another GGUF file)."""
+        if model not in (self.model, self.model_path.name):
+            raise ConfigError(f"model {model!r}: this llama.cpp server serves {self.model_path.name}; start "
+                              "another LlamaCppProvider(model_path=...) for another model")
+        return self
+
     def identity(self) -> Mapping[str, Any]:
         # The port changes every start; the answers depend on the weights, not on where they are served.
         return {"provider": "llama.cpp", "model": self.model_path.name, "bytes": self.model_path.stat().st_size,

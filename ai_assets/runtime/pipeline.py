@@ -172,8 +172,10 @@ class Pipeline:
     _held: list[tuple[Window, list[Any], list[str | None]]] = field(default_factory=list)
     _done_rows: int = 0
 
-    async def run(self, batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
-        """The output batches, in input order."""
+    async def run(self, batches: AsyncIterator[pa.RecordBatch],
+                  schema: pa.Schema | None = None) -> AsyncIterator[pa.RecordBatch]:
+        """The output batches, in input order; with the input's ``schema``, an empty input gives one empty batch
+        (so a stream always has a schema)."""
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
         limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account)
@@ -200,6 +202,8 @@ class Pipeline:
                             yield out
                     for out in self._flush_held(final=True):
                         yield out
+                    if self._done_rows == 0 and schema is not None and offset == 0:
+                        yield self._empty(schema)
                 finally:
                     await engine.close()
         finally:
@@ -259,6 +263,10 @@ class Pipeline:
         for job in self.task.jobs(to_send, plan.payloads):
             await engine.submit(job, on_outcome)
         return window
+
+    def _empty(self, schema: pa.Schema) -> pa.RecordBatch:
+        columns = self.task.columns([], [], final=True) or {}
+        return set_columns(pa.RecordBatch.from_pylist([], schema=schema), columns)
 
     def _count_rows(self, window: Window) -> None:
         plan = window.plan
@@ -437,8 +445,10 @@ def run_pipeline(data: Source, pipeline: Pipeline) -> Enriched | EnrichedStream:
     if isinstance(data, pa.Table):
         return run_sync(lambda: arun_table(data, pipeline))
 
+    schema = data.schema if isinstance(data, pa.RecordBatchReader) else None
+
     def stream() -> AsyncIterator[pa.RecordBatch]:
-        return pipeline.run(_aiter(windows(data, options.window_rows, options.window_bytes), blocking=True))
+        return pipeline.run(_aiter(windows(data, options.window_rows, options.window_bytes), blocking=True), schema)
 
     return EnrichedStream(iterate_sync(stream), pipeline.usage)
 
@@ -449,9 +459,5 @@ async def arun_table(table: pa.Table, pipeline: Pipeline) -> Enriched:
     pipeline.remember = True
     pipeline.total_rows = table.num_rows
     inputs = windows(table.to_batches(), options.window_rows, options.window_bytes)
-    out = [batch async for batch in pipeline.run(_aiter(inputs, blocking=False))]
-    if not out:
-        columns = pipeline.task.columns([], [], final=True) or {}
-        empty = pa.RecordBatch.from_pylist([], schema=table.schema)
-        return Enriched(pa.Table.from_batches([set_columns(empty, columns)]), pipeline.usage)
+    out = [batch async for batch in pipeline.run(_aiter(inputs, blocking=False), table.schema)]
     return Enriched(pa.Table.from_batches(out), pipeline.usage)

@@ -1,15 +1,21 @@
-"""What every table store shares: the partition column, safe key handling, and the store protocol.
+"""What every table store shares: the partition column, safe key handling, streams, and the store protocol.
 
 A partitioned table carries its partition key in the column ``_partition``: a write replaces exactly the
-partitions present in that column and nothing else; a read returns the column so downstream assets keep it.
+partitions of the run and nothing else; a read returns the column so downstream assets keep it. Every store
+writes a ``RecordBatchReader`` batch by batch and commits once at the end, and reads as a reader, so a partition
+never has to fit in memory.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import re
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +24,9 @@ from ai_assets.runtime.errors import ConfigError
 
 PARTITION_COLUMN = "_partition"
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
+MAX_NAME_CHARS = 160  # encoded key length in a file name; longer keys get a readable prefix and a digest
+DIGEST_MARK = "~~"
+Data: TypeAlias = "pa.Table | pa.RecordBatchReader"
 
 
 def encode_key(key: str) -> str:
@@ -29,6 +38,21 @@ def encode_key(key: str) -> str:
     if not key:
         raise ConfigError("partition key must not be empty")
     return "".join(ch if _SAFE.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode()) for ch in key)
+
+
+def file_key(key: str) -> str:
+    """A partition key as a bounded file-name part: ``encode_key`` when it is short enough, else a readable prefix
+    and a SHA-256 digest (the exact key is then kept inside the file). Always at most about 200 bytes."""
+    encoded = encode_key(key)
+    if len(encoded) <= MAX_NAME_CHARS:
+        return encoded
+    prefix = ""
+    for ch in key:
+        piece = encode_key(ch)
+        if len(prefix) + len(piece) > 96:
+            break
+        prefix += piece
+    return f"{prefix}{DIGEST_MARK}{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 def decode_key(encoded: str) -> str:
@@ -51,19 +75,28 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def partition_filter(keys: Sequence[str]) -> str:
-    return f"{PARTITION_COLUMN} IN ({', '.join(sql_literal(k) for k in keys)})"
+def partition_filter(keys: Sequence[str], column: str = PARTITION_COLUMN) -> str:
+    return f"{column} IN ({', '.join(sql_literal(k) for k in keys)})"
 
 
-def split_partitions(table: pa.Table) -> dict[str, pa.Table]:
-    """Rows grouped by ``_partition`` (the order of first appearance)."""
-    if PARTITION_COLUMN not in table.column_names:
-        raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; columns: {table.column_names}")
-    column = table.column(PARTITION_COLUMN)
+def partition_keys(batch: pa.RecordBatch | pa.Table) -> set[str]:
+    """The distinct ``_partition`` values of a batch (which must have the column and no nulls)."""
+    if PARTITION_COLUMN not in batch.column_names:
+        raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; columns: {batch.column_names}")
+    column = batch.column(PARTITION_COLUMN)
     if column.null_count:
         raise ConfigError(f"column {PARTITION_COLUMN!r} has {column.null_count} null value(s)")
-    keys = list(dict.fromkeys(column.to_pylist()))
-    return {key: table.filter(pc.equal(column, key)) for key in keys}
+    return {str(v) for v in pc.unique(column).to_pylist()}
+
+
+def split_partitions(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Table | pa.RecordBatch]:
+    """Rows grouped by ``_partition`` (the order of first appearance)."""
+    keys = partition_keys(table)
+    if len(keys) == 1:
+        return {keys.pop(): table}
+    column = table.column(PARTITION_COLUMN)
+    ordered = list(dict.fromkeys(column.to_pylist()))
+    return {key: table.filter(pc.equal(column, key)) for key in ordered}
 
 
 def with_partition(table: pa.Table, key: str) -> pa.Table:
@@ -72,6 +105,83 @@ def with_partition(table: pa.Table, key: str) -> pa.Table:
     if PARTITION_COLUMN in table.column_names:
         return table.set_column(table.column_names.index(PARTITION_COLUMN), PARTITION_COLUMN, values)
     return table.append_column(PARTITION_COLUMN, values)
+
+
+def as_reader(data: Data) -> pa.RecordBatchReader:
+    return data.to_reader() if isinstance(data, pa.Table) else data
+
+
+def map_reader(reader: pa.RecordBatchReader, schema: pa.Schema,
+               change: Callable[[pa.RecordBatch], pa.RecordBatch]) -> pa.RecordBatchReader:
+    """A reader whose batches are ``change(batch)``; the source reader is closed when this one ends or is closed."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with reader:
+            for batch in reader:
+                yield change(batch)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def stream_with_partition(reader: pa.RecordBatchReader, key: str) -> pa.RecordBatchReader:
+    """Every batch of ``reader`` with ``_partition`` set to ``key``."""
+    names = reader.schema.names
+    if PARTITION_COLUMN in names:
+        schema = reader.schema.set(names.index(PARTITION_COLUMN), pa.field(PARTITION_COLUMN, pa.string()))
+    else:
+        schema = reader.schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+
+    def change(batch: pa.RecordBatch) -> pa.RecordBatch:
+        values = pa.array([key] * batch.num_rows, pa.string())
+        if PARTITION_COLUMN in batch.schema.names:
+            return batch.set_column(batch.schema.names.index(PARTITION_COLUMN), PARTITION_COLUMN, values)
+        return batch.append_column(PARTITION_COLUMN, values)
+
+    return map_reader(reader, schema, change)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` in ``schema``'s column order and types; columns it lacks become nulls."""
+    arrays = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            column = batch.column(field.name)
+            arrays.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def chain_readers(schema: pa.Schema, readers: Iterator[pa.RecordBatchReader]) -> pa.RecordBatchReader:
+    """One reader over several, each batch conformed to ``schema``."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for reader in readers:
+            with reader:
+                for batch in reader:
+                    yield conform(batch, schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+_OPEN: weakref.WeakSet[pa.RecordBatchReader] = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def closed_at_exit(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Remember a reader backed by a native library's threads (delta-rs) and close it at interpreter exit if its
+    consumer never did: an open one can hang the exit (delta-rs #2184)."""
+    with _OPEN_LOCK:
+        _OPEN.add(reader)
+    return reader
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    with _OPEN_LOCK:
+        readers = list(_OPEN)
+    for reader in readers:
+        reader.close()
 
 
 @dataclass(frozen=True)
@@ -88,10 +198,15 @@ class TableStore(Protocol):
 
     uri: str
 
-    def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
-        """Replace ``partitions`` (each must appear in ``_partition``; a missing one becomes empty)."""
+    def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
+        """Replace ``partitions`` with ``data`` (a table or a reader, written batch by batch and committed once;
+        every row's ``_partition`` must be one of them, and one with no rows becomes empty)."""
         ...
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table: ...
+
+    def read_stream(self, partitions: Sequence[str] | None = None) -> pa.RecordBatchReader:
+        """The same rows as ``read``, in the same order, batch by batch."""
+        ...
 
     def partitions(self) -> list[str]: ...

@@ -2,8 +2,9 @@
 
 Rows are not physically partitioned by directory: keys may hold any character, and every write adds its own files,
 so replacing one partition rewrites no other partition's files. New columns merge into the schema. ``merge_on``
-turns the write into a MERGE upsert by key columns within the partition. A commit is atomic (files first, then
-one log entry); files left by a killed write are never referenced and go with ``vacuum()``.
+turns the write into a MERGE upsert by key columns within the partition; ``delete_missing`` also deletes the rows
+of the partition that the new data no longer has. A write streams a reader into one commit (files first, then one
+log entry); files left by a killed write are never referenced and go with ``vacuum()``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ai_assets.runtime.errors import MissingExtraError
-from ai_assets.storage.base import PARTITION_COLUMN, WriteResult, partition_filter, split_partitions
+from ai_assets.runtime.errors import ConfigError, MissingExtraError
+from ai_assets.storage.base import (
+    PARTITION_COLUMN,
+    Data,
+    WriteResult,
+    as_reader,
+    closed_at_exit,
+    map_reader,
+    partition_filter,
+    partition_keys,
+)
+
+READ_BATCH_ROWS = 65_536
 
 
 def _deltalake() -> Any:
@@ -25,29 +38,28 @@ def _deltalake() -> Any:
     return deltalake
 
 
-def restore_vectors(table: pa.Table) -> pa.Table:
-    """Delta has no fixed-size list type: give ``list<float32>`` columns whose lists all have one length back
-    their ``fixed_size_list<float32>[d]`` type, so embeddings read back as they were written."""
-    import pyarrow.compute as pc
-
-    for index, field in enumerate(table.schema):
+def vector_types(dataset: Any) -> dict[str, pa.DataType]:
+    """Delta has no fixed-size list type: the ``fixed_size_list<float32>[d]`` type of every ``list<float32>``
+    column whose first stored value has length ``d``, so embeddings read back as they were written."""
+    types = {}
+    for field in dataset.schema:
         if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
             continue
-        if field.type.value_type != pa.float32() or table.num_rows == 0:
+        if field.type.value_type != pa.float32():
             continue
-        lengths = pc.unique(pc.drop_null(pc.list_value_length(table.column(index)))).to_pylist()
-        if len(lengths) == 1 and lengths[0] > 0:
-            fixed = pa.list_(pa.field("item", pa.float32()), lengths[0])
-            table = table.set_column(index, field.name, table.column(index).cast(fixed))
-    return table
+        first = dataset.scanner(columns=[field.name], filter=pc.field(field.name).is_valid()).head(1)
+        if first.num_rows and len(first.column(0)[0]) > 0:
+            types[field.name] = pa.list_(pa.field("item", pa.float32()), len(first.column(0)[0]))
+    return types
 
 
 class DeltaStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None,
-                 merge_on: Sequence[str] | None = None) -> None:
+                 merge_on: Sequence[str] | None = None, delete_missing: bool = False) -> None:
         self.uri = uri.rstrip("/")
         self.storage_options = storage_options
         self.merge_on = list(merge_on or [])
+        self.delete_missing = delete_missing
 
     def _table(self) -> Any:
         dl = _deltalake()
@@ -55,27 +67,33 @@ class DeltaStore:
             return None
         return dl.DeltaTable(self.uri, storage_options=self.storage_options)
 
-    def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
+    def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
         dl = _deltalake()
+        reader = as_reader(data)
+        rows = [0]
         if partitions is None:
             existing = self._table()
-            dl.write_deltalake(self.uri, table, mode="overwrite", schema_mode="overwrite" if existing else None,
-                               storage_options=self.storage_options)
-            return WriteResult(self.uri, dl.DeltaTable(self.uri, storage_options=self.storage_options).version(),
-                               table.num_rows)
-        if table.num_rows:
-            split_partitions(table)  # validates the partition column
-        existing = self._table() or self._create(table.schema)
+            dl.write_deltalake(self.uri, _counted(reader, rows, None), mode="overwrite",
+                               schema_mode="overwrite" if existing else None, storage_options=self.storage_options)
+            return WriteResult(self.uri, self._table().version(), rows[0])
+        if PARTITION_COLUMN not in reader.schema.names:
+            raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
+                              f"columns: {reader.schema.names}")
+        existing = self._table() or self._create(reader.schema)
+        source = _counted(reader, rows, set(partitions))
         if self.merge_on:
             keys = [*self.merge_on, PARTITION_COLUMN]
-            (existing.merge(table, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
-                            target_alias="t", merge_schema=True)
-             .when_matched_update_all().when_not_matched_insert_all().execute())
+            merge = (existing.merge(source, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
+                                    target_alias="t", merge_schema=True)
+                     .when_matched_update_all().when_not_matched_insert_all())
+            if self.delete_missing:
+                merge = merge.when_not_matched_by_source_delete(
+                    predicate=partition_filter(partitions, f"t.{PARTITION_COLUMN}"))
+            merge.execute()
         else:
-            dl.write_deltalake(existing, table, mode="overwrite", predicate=partition_filter(partitions),
+            dl.write_deltalake(existing, source, mode="overwrite", predicate=partition_filter(partitions),
                                schema_mode="merge", storage_options=self.storage_options)
-        version = dl.DeltaTable(self.uri, storage_options=self.storage_options).version()
-        return WriteResult(self.uri, version, table.num_rows)
+        return WriteResult(self.uri, self._table().version(), rows[0])
 
     def _create(self, schema: pa.Schema) -> Any:
         """Create the table empty, so that concurrent first writers of different partitions cannot overwrite
@@ -89,15 +107,36 @@ class DeltaStore:
         return self._table()
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
+        with self.read_stream(partitions) as reader:
+            return reader.read_all()
+
+    def read_stream(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None,
+                    where: Any = None) -> pa.RecordBatchReader:
+        """Rows of ``partitions`` (all when None), optionally only ``columns`` and rows matching ``where`` (a
+        ``pyarrow.compute`` expression)."""
         table = self._table()
         if table is None:
             raise FileNotFoundError(f"no Delta table at {self.uri}")
         dataset = table.to_pyarrow_dataset()
-        if partitions is None:
-            return restore_vectors(dataset.to_table())
-        import pyarrow.compute as pc
+        condition = where
+        if partitions is not None:
+            wanted = pc.field(PARTITION_COLUMN).isin(list(partitions))
+            condition = wanted if condition is None else condition & wanted
+        vectors = vector_types(dataset)
+        scanner = dataset.scanner(columns=list(columns) if columns else None, filter=condition,
+                                  batch_size=READ_BATCH_ROWS)
+        inner = closed_at_exit(scanner.to_reader())
+        fields = [pa.field(f.name, vectors.get(f.name, f.type)) for f in inner.schema]
+        schema = pa.schema(fields)
 
-        return restore_vectors(dataset.to_table(filter=pc.field(PARTITION_COLUMN).isin(list(partitions))))
+        def restore(batch: pa.RecordBatch) -> pa.RecordBatch:
+            if not vectors:
+                return batch
+            return pa.RecordBatch.from_arrays(
+                [c.cast(vectors[n]) if n in vectors else c for n, c in zip(batch.schema.names, batch.columns,
+                                                                            strict=True)], schema=schema)
+
+        return map_reader(inner, schema, restore)
 
     def partitions(self) -> list[str]:
         table = self._table()
@@ -114,3 +153,18 @@ class DeltaStore:
         removed: list[str] = table.vacuum(retention_hours=retention_hours, enforce_retention_duration=False,
                                           dry_run=False)
         return removed
+
+
+def _counted(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None) -> pa.RecordBatchReader:
+    """``reader`` counting its rows into ``rows[0]`` and refusing rows of partitions outside ``allowed``."""
+
+    def check(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if allowed is not None and batch.num_rows:
+            stray = partition_keys(batch) - allowed
+            if stray:
+                raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
+                                  f"{sorted(allowed)}")
+        rows[0] += batch.num_rows
+        return batch
+
+    return map_reader(reader, reader.schema, check)

@@ -1,21 +1,34 @@
-"""LanceDB: one table per asset with ``_partition`` and a vector column.
+"""LanceDB: one table per asset with ``_partition``, a row number ``_row`` and (for embeddings) a vector column.
 
-A partition is replaced in one versioned commit: ``merge_insert`` on ``(_partition, _row)`` updates matching rows,
-inserts new ones and deletes the partition's rows missing from the new data. A vector index is built once the table
-passes ``index_after_rows``. Partition keys reach filters only as escaped SQL literals.
+A partition is replaced in one versioned commit: ``merge_insert`` on ``(_partition, _row)`` streams the new rows
+in, updates matching rows, inserts new ones and deletes the partition's rows missing from the new data. Reads give
+each partition's rows in ``_row`` order (LanceDB scans in no fixed order, so a partition is read in ranges of
+``_row``). A cosine vector index is built once the table passes ``index_after_rows``, and brought up to date
+(``optimize``) once more than ``reindex_after_rows`` rows are not in it. Partition keys reach filters only as
+escaped SQL literals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from ai_assets.runtime.errors import MissingExtraError
-from ai_assets.storage.base import PARTITION_COLUMN, WriteResult, partition_filter, split_partitions
+from ai_assets.runtime.errors import ConfigError, MissingExtraError
+from ai_assets.storage.base import (
+    PARTITION_COLUMN,
+    Data,
+    WriteResult,
+    as_reader,
+    map_reader,
+    partition_filter,
+    partition_keys,
+    sql_literal,
+)
 
 ROW_COLUMN = "_row"
+READ_RANGE_ROWS = 65_536
 
 
 def _lancedb() -> Any:
@@ -28,12 +41,14 @@ def _lancedb() -> Any:
 
 class LanceStore:
     def __init__(self, uri: str, table_name: str, *, vector_column: str | None = None,
-                 index_after_rows: int | None = None, storage_options: dict[str, str] | None = None) -> None:
+                 index_after_rows: int | None = None, reindex_after_rows: int = 10_000,
+                 storage_options: dict[str, str] | None = None) -> None:
         self.root = uri.rstrip("/")
         self.table_name = table_name
         self.uri = f"{self.root}/{table_name}.lance"
         self.vector_column = vector_column
         self.index_after_rows = index_after_rows
+        self.reindex_after_rows = reindex_after_rows
         self._db = _lancedb().connect(self.root, storage_options=storage_options)
 
     def _open(self) -> Any:
@@ -42,20 +57,26 @@ class LanceStore:
         except (FileNotFoundError, ValueError):
             return None
 
-    def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
+    def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
+        reader = as_reader(data)
+        rows = [0]
         if partitions is None:
-            handle = self._db.create_table(self.table_name, table, mode="overwrite", on_bad_vectors="null")
+            handle = self._db.create_table(self.table_name, _numbered(reader, rows, None), mode="overwrite",
+                                           on_bad_vectors="null")
         else:
-            data = _with_row_ids(table)
-            handle = self._open() or self._create(data.schema)
-            missing = [c for c in data.column_names if c not in handle.schema.names]
+            if PARTITION_COLUMN not in reader.schema.names:
+                raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
+                                  f"columns: {reader.schema.names}")
+            source = _numbered(reader, rows, set(partitions))
+            handle = self._open() or self._create(source.schema)
+            missing = [f for f in source.schema if f.name not in handle.schema.names]
             if missing:
-                handle.add_columns(pa.schema([data.schema.field(c) for c in missing]))
+                handle.add_columns(pa.schema(missing))
             (handle.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_matched_update_all()
              .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
-             .execute(data, on_bad_vectors="null"))
-        self._maybe_index(handle)
-        return WriteResult(self.uri, int(handle.version), table.num_rows)
+             .execute(source, on_bad_vectors="null"))
+        self._maintain_index(handle)
+        return WriteResult(self.uri, int(handle.version), rows[0])
 
     def _create(self, schema: pa.Schema) -> Any:
         """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced."""
@@ -67,41 +88,81 @@ class LanceStore:
                 raise
             return handle
 
-    def _maybe_index(self, handle: Any) -> None:
+    def _maintain_index(self, handle: Any) -> None:
+        """Build the vector index past ``index_after_rows``; fold new rows into it past ``reindex_after_rows``."""
         if not self.vector_column or self.index_after_rows is None:
             return
-        if handle.count_rows() < self.index_after_rows:
-            return
-        if any(self.vector_column in index.columns for index in handle.list_indices()):
-            return
-        from lancedb.index import IvfPq
+        index = next((i for i in handle.list_indices() if self.vector_column in i.columns), None)
+        if index is None:
+            if handle.count_rows() >= self.index_after_rows:
+                from lancedb.index import IvfPq
 
-        handle.create_index(self.vector_column, config=IvfPq(distance_type="cosine"))
+                handle.create_index(self.vector_column, config=IvfPq(distance_type="cosine"))
+            return
+        stats = handle.index_stats(index.name)
+        if stats is not None and stats.num_unindexed_rows > self.reindex_after_rows:
+            handle.optimize()
+
+    def unindexed_rows(self) -> int | None:
+        """Rows not yet in the vector index (None when there is no index)."""
+        handle = self._open()
+        if handle is None or not self.vector_column:
+            return None
+        index = next((i for i in handle.list_indices() if self.vector_column in i.columns), None)
+        return None if index is None else int(handle.index_stats(index.name).num_unindexed_rows)
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
+        return self.read_stream(partitions).read_all()
+
+    def read_stream(self, partitions: Sequence[str] | None = None) -> pa.RecordBatchReader:
         handle = self._open()
         if handle is None:
             raise FileNotFoundError(f"no LanceDB table {self.table_name!r} under {self.root}")
-        if partitions is None:
-            table = handle.to_arrow()
-        else:
-            table = handle.search().where(partition_filter(partitions)).limit(None).to_arrow()
-        if ROW_COLUMN in table.column_names:
-            table = table.sort_by([(PARTITION_COLUMN, "ascending"), (ROW_COLUMN, "ascending")])
-            table = table.drop_columns([ROW_COLUMN])
-        return table
+        schema = handle.schema
+        if ROW_COLUMN not in schema.names:  # an unpartitioned table, written once in order
+            return handle.search().limit(None).to_batches(READ_RANGE_ROWS)
+        keys = sorted(self.partitions()) if partitions is None else list(partitions)
+        out_schema = schema.remove(schema.get_field_index(ROW_COLUMN))
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for key in keys:
+                where = f"{PARTITION_COLUMN} = {sql_literal(key)}"
+                count = handle.count_rows(where)
+                for start in range(0, count, READ_RANGE_ROWS):
+                    part = (handle.search().where(f"{where} AND {ROW_COLUMN} >= {start} AND "
+                                                  f"{ROW_COLUMN} < {start + READ_RANGE_ROWS}")
+                            .limit(None).to_arrow().sort_by(ROW_COLUMN))
+                    yield from part.select(out_schema.names).cast(out_schema).to_batches()
+
+        return pa.RecordBatchReader.from_batches(out_schema, batches())
 
     def partitions(self) -> list[str]:
         handle = self._open()
         if handle is None or PARTITION_COLUMN not in handle.schema.names:
             return []
-        return sorted(set(handle.to_arrow().column(PARTITION_COLUMN).to_pylist()))
+        column = handle.search().select([PARTITION_COLUMN]).limit(None).to_arrow().column(PARTITION_COLUMN)
+        return sorted(set(column.to_pylist()))
 
 
-def _with_row_ids(table: pa.Table) -> pa.Table:
-    """A row number within each partition, the merge key beside ``_partition``."""
-    groups = split_partitions(table) if table.num_rows else {}
-    parts = [g.append_column(ROW_COLUMN, pa.array(range(g.num_rows), pa.int64())) for g in groups.values()]
-    if not parts:
-        return table.append_column(ROW_COLUMN, pa.array([], pa.int64()))
-    return pa.concat_tables(parts)
+def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None) -> pa.RecordBatchReader:
+    """``reader`` with ``_row`` numbering each partition's rows from 0, counting rows and refusing strays."""
+    next_row: dict[str, int] = {}
+    schema = reader.schema
+    if allowed is not None:
+        schema = schema.append(pa.field(ROW_COLUMN, pa.int64()))
+
+    def number(batch: pa.RecordBatch) -> pa.RecordBatch:
+        rows[0] += batch.num_rows
+        if allowed is None:
+            return batch
+        stray = partition_keys(batch) - allowed if batch.num_rows else set()
+        if stray:
+            raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
+                              f"{sorted(allowed)}")
+        numbers = []
+        for key in batch.column(PARTITION_COLUMN).to_pylist():
+            numbers.append(next_row.get(key, 0))
+            next_row[key] = numbers[-1] + 1
+        return batch.append_column(ROW_COLUMN, pa.array(numbers, pa.int64()))
+
+    return map_reader(reader, schema, number)

@@ -1,25 +1,36 @@
-"""Parquet: one file per partition, ``part=<encoded key>.parquet``, written to a temp file then renamed."""
+"""Parquet: one file per partition, ``part=<key>.parquet``, written batch by batch to a temp file then renamed.
+
+Key names are encoded so that ``..``, ``/`` and quotes can neither escape nor collide; a key too long for a file
+name gets a readable prefix and a digest, and its exact value is kept in the file's metadata.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ai_assets.runtime.errors import ConfigError
 from ai_assets.storage.base import (
+    DIGEST_MARK,
     PARTITION_COLUMN,
+    Data,
     WriteResult,
+    as_reader,
+    chain_readers,
     decode_key,
-    encode_key,
+    file_key,
     split_partitions,
-    with_partition,
+    stream_with_partition,
 )
 
 UNPARTITIONED = "data.parquet"
+KEY_METADATA = b"ai_assets.partition"
+READ_BATCH_ROWS = 65_536
 
 
 class ParquetStore:
@@ -30,52 +41,147 @@ class ParquetStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
 
     def path_for(self, key: str | None) -> str:
-        name = UNPARTITIONED if key is None else f"part={encode_key(key)}.parquet"
+        name = UNPARTITIONED if key is None else f"part={file_key(key)}.parquet"
         return f"{self.root}/{name}"
 
-    def write(self, table: pa.Table, partitions: Sequence[str] | None) -> WriteResult:
+    def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
+        reader = as_reader(data)
         self.fs.makedirs(self.root, exist_ok=True)
         if partitions is None:
-            self._atomic_write(table, self.path_for(None))
-            return WriteResult(self.uri, None, table.num_rows)
-        groups = split_partitions(table) if table.num_rows else {}
-        for key in partitions:
-            part = groups.get(key, table.schema.empty_table())
-            self._atomic_write(part.drop_columns([PARTITION_COLUMN]), self.path_for(key))
-        return WriteResult(self.uri, None, table.num_rows)
-
-    def _atomic_write(self, table: pa.Table, path: str) -> None:
-        temp = f"{self.root}/.tmp-{uuid.uuid4().hex}.parquet"
+            writer = _Part(self, None, reader.schema)
+            with reader:
+                try:
+                    rows = writer.write_all(reader)
+                except BaseException:
+                    writer.abort()
+                    raise
+            writer.commit()
+            return WriteResult(self.uri, None, rows)
+        wanted = set(partitions)
+        names = reader.schema.names
+        schema = reader.schema.remove(names.index(PARTITION_COLUMN)) if PARTITION_COLUMN in names else reader.schema
+        parts = {key: _Part(self, key, schema) for key in partitions}
+        rows = 0
         try:
-            with self.fs.open(temp, "wb") as handle:
-                pq.write_table(table, handle)
-            self.fs.mv(temp, path)  # rename(2) locally; object stores replace whole objects
-        finally:
-            if self.fs.exists(temp):
-                self.fs.rm(temp)
+            with reader:
+                for batch in reader:
+                    for key, part in split_partitions(batch).items():
+                        if key not in wanted:
+                            raise ConfigError(f"a row of partition {key!r} is not among this write's partitions "
+                                              f"{sorted(wanted)}")
+                        parts[key].write(part.drop_columns([PARTITION_COLUMN]))
+                        rows += part.num_rows
+            for part in parts.values():
+                part.close()
+        except BaseException:
+            for part in parts.values():
+                part.abort()
+            raise
+        for part in parts.values():
+            part.commit()  # rename(2) locally; object stores replace whole objects
+        return WriteResult(self.uri, None, rows)
 
     def partitions(self) -> list[str]:
         if not self.fs.exists(self.root):
             return []
         names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
-        return sorted(decode_key(n[len("part="):-len(".parquet")]) for n in names
-                      if n.startswith("part=") and n.endswith(".parquet"))
+        keys = []
+        for name in names:
+            if not (name.startswith("part=") and name.endswith(".parquet")):
+                continue
+            encoded = name[len("part="):-len(".parquet")]
+            keys.append(self._stored_key(f"{self.root}/{name}") if DIGEST_MARK in encoded else decode_key(encoded))
+        return sorted(keys)
+
+    def _stored_key(self, path: str) -> str:
+        with self.fs.open(path, "rb") as handle:
+            metadata = pq.read_schema(handle).metadata or {}
+        return str(metadata[KEY_METADATA].decode())
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
-        if partitions is None:
-            if self.fs.exists(self.path_for(None)):
-                return self._read(self.path_for(None))
-            partitions = self.partitions()
-        tables = []
-        for key in partitions:
+        return self.read_stream(partitions).read_all()
+
+    def read_stream(self, partitions: Sequence[str] | None = None) -> pa.RecordBatchReader:
+        if partitions is None and self.fs.exists(self.path_for(None)):
+            return self._open(self.path_for(None))
+        keys = self.partitions() if partitions is None else list(partitions)
+        paths = {}
+        for key in keys:
             path = self.path_for(key)
             if not self.fs.exists(path):
                 raise FileNotFoundError(f"partition {key!r} of {self.uri} has not been written ({path})")
-            tables.append(with_partition(self._read(path), key))
-        if not tables:
+            paths[key] = path
+        if not paths:
             raise FileNotFoundError(f"no data under {self.uri}")
-        return pa.concat_tables(tables, promote_options="default")
+        schemas = []
+        for path in paths.values():
+            with self.fs.open(path, "rb") as handle:
+                schemas.append(pq.read_schema(handle).remove_metadata())
+        schema = pa.unify_schemas(schemas, promote_options="default")
+        schema = schema.append(pa.field(PARTITION_COLUMN, pa.string()))
 
-    def _read(self, path: str) -> pa.Table:
-        with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle)
+        def readers() -> Iterator[pa.RecordBatchReader]:
+            for key, path in paths.items():
+                yield stream_with_partition(self._open(path), key)
+
+        return chain_readers(schema, readers())
+
+    def _open(self, path: str) -> pa.RecordBatchReader:
+        handle = self.fs.open(path, "rb")
+        parquet = pq.ParquetFile(handle)
+        schema = parquet.schema_arrow.remove_metadata()
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
+                    yield batch.replace_schema_metadata(None)
+            finally:
+                handle.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+class _Part:
+    """One partition's file while it is written: a temp file until ``commit`` renames it into place."""
+
+    def __init__(self, store: ParquetStore, key: str | None, schema: pa.Schema) -> None:
+        self.store = store
+        self.key = key
+        self.temp = f"{store.root}/.tmp-{uuid.uuid4().hex}.parquet"
+        metadata = {KEY_METADATA: key.encode()} if key is not None else {}
+        self.schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        self._handle: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._handle = self.store.fs.open(self.temp, "wb")
+            self._writer = pq.ParquetWriter(self._handle, self.schema)
+        return self._writer
+
+    def write(self, rows: pa.Table | pa.RecordBatch) -> None:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        self._open().write_table(table.replace_schema_metadata(self.schema.metadata))
+
+    def write_all(self, reader: pa.RecordBatchReader) -> int:
+        rows = 0
+        for batch in reader:
+            self.write(batch)
+            rows += batch.num_rows
+        self.close()
+        return rows
+
+    def close(self) -> None:
+        self._open().close()  # a partition with no rows still gets its (empty) file
+        self._handle.close()
+
+    def commit(self) -> None:
+        self.store.fs.mv(self.temp, self.store.path_for(self.key))
+
+    def abort(self) -> None:
+        try:
+            if self._handle is not None and not self._handle.closed:
+                self._handle.close()
+        finally:
+            if self.store.fs.exists(self.temp):
+                self.store.fs.rm(self.temp)
