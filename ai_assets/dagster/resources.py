@@ -5,16 +5,17 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
-from ai_assets.providers.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleProvider
+from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
 from ai_assets.runtime.cache import Cache, open_cache
+from ai_assets.runtime.ratelimit import RateLimit
 
 
 class StructuredMode(enum.Enum):
@@ -45,21 +46,45 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class OpenAICompatibleResource(ProviderResource):
-    """OpenAI or any OpenAI-compatible server (vLLM, LM Studio, Ollama, llama.cpp)."""
+    """OpenAI or any OpenAI-compatible server (Azure OpenAI, vLLM, LM Studio, Ollama, llama.cpp).
+
+    Like the openai SDK, it reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` when no key or base URL is set (pass
+    ``dg.EnvVar(...)`` to name another variable). ``rpm`` / ``tpm`` limit the whole account: with
+    ``rate_limit_store`` (Redis or Postgres URL, or ``file:///folder`` on one machine) every run and worker that
+    uses this account shares them; without it they hold per process."""
 
     model: str = Field(description="Chat model name, e.g. gpt-4o-mini")
-    base_url: str = Field(default=OPENAI_BASE_URL, description="The API's base URL, ending in /v1")
-    api_key: str | None = Field(default=None, description="The API key; pass dg.EnvVar('OPENAI_API_KEY')")
+    base_url: str | None = Field(default=None, description="The API's base URL, ending in /v1; default "
+                                                           "$OPENAI_BASE_URL, else https://api.openai.com/v1")
+    api_key: str | None = Field(default=None, description="The API key; pass dg.EnvVar('OPENAI_API_KEY'); default "
+                                                          "$OPENAI_API_KEY")
     embedding_model: str | None = Field(default=None, description="Embedding model for embed / classify")
     embedding_dimensions: int | None = Field(default=None, description="Ask for vectors of this size")
     mode: StructuredMode | None = Field(
         default=None, description="instructor mode for structured output; default TOOLS on OpenAI, "
                                   "JSON_SCHEMA elsewhere")
+    organization: str | None = Field(default=None, description="OpenAI organization (OpenAI-Organization header)")
+    project: str | None = Field(default=None, description="OpenAI project (OpenAI-Project header)")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
+    auth: Literal["bearer", "api-key"] = Field(
+        default="bearer", description="How the key is sent: 'bearer' (Authorization) or Azure's 'api-key' header")
+    rpm: float | None = Field(default=None, description="Requests a minute for the whole account")
+    tpm: float | None = Field(default=None, description="Tokens a minute for the whole account")
+    rate_limit_store: str | None = Field(
+        default=None, description="Where the account's limit lives, shared by every process: redis://..., "
+                                  "postgresql+psycopg2://... or file:///folder (default: this process only)")
+    account: str | None = Field(default=None, description="Name of the shared limit (default: derived from the "
+                                                          "endpoint and key)")
 
     def build_provider(self) -> OpenAICompatibleProvider:
+        limit = None
+        if self.rpm or self.tpm:
+            limit = RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
         return OpenAICompatibleProvider(
-            self.model, base_url=self.base_url, api_key=self.api_key or "", embedding_model=self.embedding_model,
-            embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None)
+            self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
+            embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None,
+            headers=self.headers, organization=self.organization, project=self.project, auth=self.auth,
+            rate_limit=limit)
 
 
 class LlamaCppResource(ProviderResource):

@@ -1,0 +1,86 @@
+"""Fault rules and statistics of the fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FaultKind = Literal["400", "401", "404", "429", "500", "502", "503", "timeout", "reset", "invalid_json",
+                    "schema_violation"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault rule. The first rule that matches a request decides its fate.
+
+    kind: an HTTP status to answer with, ``timeout`` (answer only after ``delay`` seconds), ``reset`` (drop the
+    connection), ``invalid_json`` or ``schema_violation`` (a 200 whose content breaks the requested format).
+    match: only prompts containing this substring; None matches every prompt.
+    rate: the share of distinct prompts affected: exactly ``round(rate * n)`` of the first n prompts seen.
+    attempts: affect only the first ``attempts`` requests of a prompt; None affects every request.
+    Batch API lines are matched the same way (an HTTP status becomes a failed line).
+    """
+
+    kind: FaultKind
+    match: str | None = None
+    rate: float = 1.0
+    attempts: int | None = 1
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    delay: float = 0.0
+
+    def matches(self, key: str, attempt: int) -> bool:
+        if self.match is not None and self.match not in key:
+            return False
+        return self.attempts is None or attempt <= self.attempts
+
+
+class Rule:
+    """A fault and its choice of prompts: each new prompt is picked when that keeps the share at ``rate``."""
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+        self.chosen: dict[str, bool] = {}
+        self.picked = 0
+
+    def applies(self, key: str, attempt: int) -> bool:
+        if not self.fault.matches(key, attempt):
+            return False
+        if key not in self.chosen:
+            pick = self.picked + 1 <= round(self.fault.rate * (len(self.chosen) + 1))
+            self.picked += pick
+            self.chosen[key] = pick
+        return self.chosen[key]
+
+
+@dataclass(frozen=True)
+class BatchBehaviour:
+    """How the fake Batch API behaves: ``delay`` seconds from creation to completion; ``expire_after`` answers
+    only that many lines, then expires the batch (the rest become ``batch_expired`` errors); ``fail_validation``
+    fails every new batch at validation."""
+
+    delay: float = 0.2
+    expire_after: int | None = None
+    fail_validation: bool = False
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    chat_requests: int = 0
+    responses_requests: int = 0
+    embedding_requests: int = 0
+    embedding_inputs: int = 0
+    faults_injected: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batch_lines: int = 0
+    by_key: dict[str, int] = field(default_factory=dict)
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    """(arrival time, tokens charged) of every chat, responses and embedding request."""
+    file_parts: list[dict[str, str]] = field(default_factory=list)
+    """Every file content part received: its type, filename and MIME type."""
