@@ -31,7 +31,7 @@ from ai_assets.functions.preprocess import Extract
 from ai_assets.storage.base import PARTITION_COLUMN
 from ai_assets.testing import FakeOpenAIServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BACKENDS = ["parquet", "delta", "lancedb"]
 HOSTILE = ["../../x", "a' OR '1'='1", 'x"', "a/b"]

@@ -19,6 +19,8 @@ from ai_assets import (
 from ai_assets.functions.classify import score_labels
 from ai_assets.testing import FakeOpenAIServer
 
+pytestmark = pytest.mark.slow
+
 TEXTS = ["The battery lasts for days.", "Screen cracked after one drop.", None, "",
          "The battery lasts for days."]
 

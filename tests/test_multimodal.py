@@ -35,6 +35,8 @@ from ai_assets import (
 )
 from ai_assets.testing import FakeOpenAIServer
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTS = ROOT / "data" / "images" / "products"
 EXAMPLES = ROOT / "data" / "images" / "examples"

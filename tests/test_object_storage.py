@@ -29,7 +29,7 @@ from ai_assets.dagster import (
 )
 from ai_assets.testing import FakeOpenAIServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "ai-assets"
 
 

@@ -20,6 +20,8 @@ from ai_assets import (
 )
 from ai_assets.testing import FakeOpenAIServer, Fault
 
+pytestmark = pytest.mark.slow
+
 
 class Tone(enum.Enum):
     CALM = "calm"

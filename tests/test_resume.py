@@ -31,6 +31,8 @@ from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer, Fault
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
@@ -65,7 +67,6 @@ def finish(process: subprocess.Popen[str]) -> None:
     assert process.returncode == 0, output[-4000:]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
     tmp_path: Path, server: FakeOpenAIServer
 ) -> None:
@@ -200,7 +201,6 @@ STORES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", list(STORES))
 def test_sigkill_during_a_write_keeps_the_previous_version(tmp_path: Path, backend: str) -> None:
     module, cls, args = STORES[backend]
@@ -232,7 +232,6 @@ def test_sigkill_during_a_write_keeps_the_previous_version(tmp_path: Path, backe
         assert DeltaStore(root).read(["p"]).num_rows == 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["delta", "lancedb"])
 def test_two_partitions_at_once_into_one_table(tmp_path: Path, server: FakeOpenAIServer, backend: str) -> None:
     write_rows(tmp_path / "src", "p1", 120)

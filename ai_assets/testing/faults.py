@@ -84,3 +84,11 @@ class ServerStats:
     """(arrival time, tokens charged) of every chat, responses and embedding request."""
     file_parts: list[dict[str, str]] = field(default_factory=list)
     """Every file content part received: its type, filename and MIME type."""
+    models: dict[str, int] = field(default_factory=dict)
+    """Requests per model named in the request body."""
+    embedding_batches: list[int] = field(default_factory=list)
+    """The number of inputs of every embedding request."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """The last value seen of the authentication and account headers (authorization, api-key, openai-*)."""
+    paths: dict[str, int] = field(default_factory=dict)
+    """Requests per endpoint path."""

@@ -240,6 +240,7 @@ class App:
         key = "\n".join(map(str, inputs))
         self.stats.embedding_requests += 1
         self.stats.embedding_inputs += len(inputs)
+        self.stats.embedding_batches.append(len(inputs))
         fault = self.fault_for(key, self.count(key))
         if fault is not None:
             return await self.fail(fault)

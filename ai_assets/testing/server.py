@@ -31,6 +31,7 @@ from ai_assets.testing.batches import BatchApi
 from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
 from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit
 
+TRACKED_HEADERS = ("authorization", "api-key")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -72,6 +73,11 @@ class _Server:
         data = json.loads(body) if body and not multipart else {}
         if path.startswith("/_admin/"):
             return self.admin(path.removeprefix("/_admin/"), data)
+        stats = app.stats
+        stats.paths[path] = stats.paths.get(path, 0) + 1
+        stats.headers.update({k: v for k, v in headers.items() if k in TRACKED_HEADERS or k.startswith("openai-")})
+        if isinstance(data, dict) and "model" in data:
+            stats.models[str(data["model"])] = stats.models.get(str(data["model"]), 0) + 1
         if path.endswith("/models"):
             return Reply(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
         if method == "POST" and path.endswith("/chat/completions"):
