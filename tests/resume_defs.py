@@ -29,6 +29,6 @@ io_managers = {"parquet": ParquetIOManager, "delta": DeltaIOManager, "lancedb": 
 
 defs = dg.Definitions(assets=[raw, answers], resources={
     "llm": OpenAICompatibleResource(model="fake", base_url=os.environ["OPENAI_BASE_URL"], api_key="sk-resume"),
-    "ai_cache": ResultCacheResource(path=OUT + "/cache.sqlite"),
+    "ai_cache": ResultCacheResource(path=os.environ.get("RESUME_JOURNAL", OUT + "/cache.sqlite")),
     "io_manager": io_managers[BACKEND](root=OUT + "/" + BACKEND),
 })

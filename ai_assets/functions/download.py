@@ -190,6 +190,9 @@ class DownloadTask:
     def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
         return [(job.key, outcome)]
 
+    def retry_alone(self, outcome: Outcome) -> bool:
+        return False  # one row a job
+
     def encode(self, value: Any) -> Any:
         return value
 

@@ -44,12 +44,19 @@ class VectorTask:
     def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
         return split_items(job, outcome)
 
-    def vector_column(self, values: list[Any], *, final: bool) -> pa.FixedSizeListArray | None:
+    def retry_alone(self, outcome: Outcome) -> bool:
+        """A local model's failed batch is run row by row; a remote batch only when the input was refused (a
+        batch that met only transient failures would cost its rows' attempts many times over)."""
+        return self.max_concurrency == 1 or not outcome.transient
+
+    def vector_column(self, values: list[Any], *, final: bool) -> pa.Array | None:
         if self.dim is None:
             first = next((v for v in values if v is not None), None)
-            if first is None and not final:
-                return None  # no vector yet to give the dimension: the pipeline holds the window
-            self.dim = len(first) if first is not None else 0
+            if first is None:
+                # No vector yet to give the dimension: the pipeline holds the window; at the end of a stream
+                # with no vector at all, the column's size is unknown, so its type is a variable-size list.
+                return pa.nulls(len(values), pa.list_(pa.float32())) if final else None
+            self.dim = len(first)
         wrong = next((len(v) for v in values if v is not None and len(v) != self.dim), None)
         if wrong is not None:
             raise ProviderError(f"{self.output_column}: the provider returned a vector of size {wrong} after "
@@ -119,7 +126,7 @@ class EmbedTextTask(VectorTask):
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         if isinstance(self.provider, TextEmbedder):
             embed = self.provider.embed_text
-            return local_connection(lambda texts: list(embed(texts)))
+            return local_connection(lambda texts: list(embed(texts)), self.provider)
         return self.provider.connect_embeddings(self.options.concurrency, self.options.timeout_s)
 
 

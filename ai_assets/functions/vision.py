@@ -83,7 +83,7 @@ class EmbedImageTask(VectorTask):
         return [next(vectors) if r is None else r for r in results]
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
-        return local_connection(self._embed)
+        return local_connection(self._embed, self.provider)
 
 
 class ClassifyImageTask(EmbedImageTask):

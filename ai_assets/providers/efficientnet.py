@@ -100,6 +100,8 @@ def load_efficientnet(device: str, fp16: bool) -> Any:
 class EfficientNetLite0Provider:
     """Image embeddings (1280-d) computed in this process; device cuda > mps > cpu, fp16 on CUDA."""
 
+    dimension = 1280
+
     def __init__(self, *, device: str | None = None, batch_size: int = 32, fp16: bool | None = None) -> None:
         self.device = pick_device(device)
         self.fp16 = self.device == "cuda" if fp16 is None else fp16
@@ -108,10 +110,12 @@ class EfficientNetLite0Provider:
     def __repr__(self) -> str:
         return f"EfficientNetLite0Provider(device={self.device!r})"
 
-    dimension = 1280
-
     def identity(self) -> Mapping[str, Any]:
         return {"provider": "efficientnet-lite0", "weights": "efficientnet-lite0-57934424", "fp16": self.fp16}
+
+    def load(self) -> None:
+        """Load the weights now (once per process), e.g. before timed requests."""
+        load_efficientnet(self.device, self.fp16)
 
     def embed_image(self, images: Sequence[Image]) -> np.ndarray[Any, np.dtype[np.float32]]:
         import torch

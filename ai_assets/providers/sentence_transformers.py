@@ -89,6 +89,10 @@ class SentenceTransformersProvider:
     def model(self) -> Any:
         return load_model(self.model_name, self.device, self.fp16)
 
+    def load(self) -> None:
+        """Load the model now (once per process), e.g. before timed requests."""
+        load_model(self.model_name, self.device, self.fp16)
+
     @property
     def dimension(self) -> int | None:
         """The vector size (loads the model once per process)."""

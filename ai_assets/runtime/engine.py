@@ -119,6 +119,8 @@ class Outcome:
     attempts: int = 0
     last_output: str | None = None
     usage: AttemptUsage = field(default_factory=AttemptUsage)
+    transient: bool = False
+    """The last failure was transient (retries ran out) rather than about the input."""
 
     @property
     def ok(self) -> bool:
@@ -148,7 +150,15 @@ class Engine:
     async def submit(self, job: Job, on_outcome: OnOutcome) -> None:
         """Start ``job`` once the window has room (back-pressure for the caller)."""
         await self.guard(self._window.acquire())
-        task = asyncio.ensure_future(self._run(job, on_outcome))
+        self._start(job, on_outcome, windowed=True)
+
+    def submit_now(self, job: Job, on_outcome: OnOutcome) -> None:
+        """Start ``job`` at once, beside the window (for the parts of a job that failed: never blocks a job's
+        own outcome handler on room it holds itself)."""
+        self._start(job, on_outcome, windowed=False)
+
+    def _start(self, job: Job, on_outcome: OnOutcome, *, windowed: bool) -> None:
+        task = asyncio.ensure_future(self._run(job, on_outcome, windowed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -173,7 +183,7 @@ class Engine:
         if self._failed.done():
             self._failed.exception()  # retrieved: no "exception never retrieved" warning at exit
 
-    async def _run(self, job: Job, on_outcome: OnOutcome) -> None:
+    async def _run(self, job: Job, on_outcome: OnOutcome, windowed: bool) -> None:
         try:
             await self._attempts(job, on_outcome)
         except asyncio.CancelledError:
@@ -182,7 +192,8 @@ class Engine:
             if not self._failed.done():
                 self._failed.set_exception(exc)
         finally:
-            self._window.release()
+            if windowed:
+                self._window.release()
 
     async def _attempts(self, job: Job, on_outcome: OnOutcome) -> None:
         """One job's attempts: the request, then retries and re-asks within ``options.retry.max_attempts``."""
@@ -210,10 +221,9 @@ class Engine:
                         recorded = True
         except STOPS_THE_RUN:
             raise
-        except InvalidOutputError as exc:
+        except (InvalidOutputError, TransientError, PermanentError) as exc:
             outcome.error = bounded(f"{type(exc).__name__}: {exc}", self.connection.secrets)
-        except (TransientError, PermanentError) as exc:
-            outcome.error = bounded(f"{type(exc).__name__}: {exc}", self.connection.secrets)
+            outcome.transient = isinstance(exc, TransientError)
         if not recorded:
             await on_outcome(job, outcome)
 

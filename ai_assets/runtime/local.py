@@ -2,8 +2,9 @@
 timeouts, retries, per-row errors, journal and progress apply to both.
 
 A job's inputs run as one batch on a worker thread (the event loop keeps planning the next window meanwhile). A
-run function may answer an input with ``ItemError`` (an image that does not decode); if the whole batch raises, its
-inputs are run one by one so that a bad input fails alone and the others keep their answers.
+run function may answer an input with ``ItemError`` (an image that does not decode). If the whole batch raises or
+times out, the row pipeline sends its inputs again one by one, each with its own timeout and retries, so that a bad
+input fails alone and the others keep their answers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai_assets.runtime.engine import Job, Outcome, Reply
-from ai_assets.runtime.errors import AttemptUsage, PermanentError, bounded
+from ai_assets.runtime.errors import AttemptUsage, PermanentError
 
 INPUTS = "inputs"
 
@@ -37,24 +38,20 @@ class LocalConnection:
         self._run = run
 
     async def send(self, request: dict[str, Any]) -> Reply:
-        items: list[Any] = request[INPUTS]
         try:
-            values = await asyncio.to_thread(self._run, items)
-        except Exception as exc:  # a model raises many types; isolate the input that caused it
-            if len(items) == 1:
-                raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
-            values = [await self._one(item) for item in items]
+            values = await asyncio.to_thread(self._run, request[INPUTS])
+        except Exception as exc:  # a model raises many types: the input's fault, not worth the same batch again
+            raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
         return Reply(list(values), AttemptUsage())
-
-    async def _one(self, item: Any) -> Any:
-        try:
-            return (await asyncio.to_thread(self._run, [item]))[0]
-        except Exception as exc:
-            return ItemError(bounded(f"{type(exc).__name__}: {exc}"))
 
 
 @asynccontextmanager
-async def local_connection(run: RunBatch) -> AsyncIterator[LocalConnection]:
+async def local_connection(run: RunBatch, provider: object = None) -> AsyncIterator[LocalConnection]:
+    """A connection to a local model; the provider's ``load()`` (if it has one) runs first, so loading the
+    weights does not count against the first request's timeout."""
+    load = getattr(provider, "load", None)
+    if callable(load):
+        await asyncio.to_thread(load)
     yield LocalConnection(run)
 
 

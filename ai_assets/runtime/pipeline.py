@@ -71,6 +71,11 @@ class Task(Protocol):
         """A job's outcome per row key (a batch job answers several)."""
         ...
 
+    def retry_alone(self, outcome: Outcome) -> bool:
+        """Whether the rows of a failed job of several rows are sent again one by one (so that one bad input
+        fails alone), rather than all failing with the job."""
+        ...
+
     def encode(self, value: Any) -> Any:
         """A value as the journal stores it (JSON-able)."""
         ...
@@ -167,6 +172,8 @@ class Pipeline:
     prices: Prices | None = None
     total_rows: int | None = None
     _inflight: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
+    _payloads: dict[str, Any] = field(default_factory=dict)
+    _engine: Engine | None = None
     _sent_by: dict[str, str] = field(default_factory=dict)
     _memory: dict[str, Outcome] = field(default_factory=dict)
     _held: list[tuple[Window, list[Any], list[str | None]]] = field(default_factory=list)
@@ -187,7 +194,7 @@ class Pipeline:
         pending: deque[Window] = deque()
         try:
             async with self.task.connect() as connection:
-                engine = Engine(connection, options, self.usage, limits, budget)
+                engine = self._engine = Engine(connection, options, self.usage, limits, budget)
                 try:
                     offset = 0
                     async for batch in batches:
@@ -249,6 +256,7 @@ class Pipeline:
                 continue
             future: asyncio.Future[Outcome] = loop.create_future()
             self._inflight[key] = future
+            self._payloads[key] = plan.payloads[key]
             window.waiting[key] = future
             self._sent_by[key] = first_group[key]
             to_send.append(key)
@@ -289,7 +297,19 @@ class Pipeline:
         return Outcome(error=hit.error) if final else None
 
     async def _record(self, job: Job, outcome: Outcome, writer: JournalWriter | None) -> None:
-        """A job's outcome: into the journal first, then to the windows waiting for it."""
+        """A job's outcome: into the journal first, then to the windows waiting for it. A failed job of several
+        rows may instead send each row again alone."""
+        if not outcome.ok and job.keys and len(job.keys) > 1 and self.task.retry_alone(outcome):
+            assert self._engine is not None
+
+            async def on_outcome(part: Job, result: Outcome) -> None:
+                await self._record(part, result, writer)
+
+            self.usage.retries += len(job.keys)
+            for key in job.keys:
+                for single in self.task.jobs([key], {key: self._payloads[key]}):
+                    self._engine.submit_now(single, on_outcome)
+            return
         parts = self.task.split(job, outcome)
         shares = _share(outcome.usage, len(parts))
         if self.group_column and parts:
@@ -304,6 +324,7 @@ class Pipeline:
             if group is not None and self.group_column:
                 self.usage.group(group).add_tokens(share)
             future = self._inflight.pop(key, None)
+            self._payloads.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(part)
             if self.remember:

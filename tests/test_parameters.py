@@ -1,0 +1,242 @@
+"""Every parameter does what it says: one test per setting that was accepted and then not honoured, read at the
+fake server (what it received) or in the stored tables."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from ai_assets import (
+    OpenAICompatibleProvider,
+    ResultCache,
+    RetryPolicy,
+    RowFailedError,
+    RunOptions,
+    SentenceTransformersProvider,
+    embed_text,
+    prompt,
+)
+from ai_assets.dagster import (
+    OpenAICompatibleResource,
+    ParquetIOManager,
+    ResultCacheResource,
+    ingest_asset,
+    prompt_asset,
+)
+from ai_assets.runtime.vectors import vectors_to_arrow
+from ai_assets.storage.base import with_partition
+from ai_assets.storage.delta import DeltaStore
+from ai_assets.storage.lance import LanceStore
+from ai_assets.testing import FakeOpenAIServer, Fault
+
+pytestmark = pytest.mark.slow
+
+
+class Answer(BaseModel):
+    word: str
+
+
+def source(tmp_path: Path, texts: Sequence[str]) -> Path:
+    path = tmp_path / "src.jsonl"
+    path.write_text("".join(f'{{"text": "{t}"}}\n' for t in texts))
+    return path
+
+
+def test_the_asset_s_model_is_the_model_the_requests_use(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    path = source(tmp_path, ["a", "b", "c"])
+    raw = ingest_asset("raw", path=str(path))
+    chosen = prompt_asset("chosen", raw, template="{text}", model="asset-model")
+    default = prompt_asset("default", raw, template="{text}")
+    cache = ResultCacheResource(path=str(tmp_path / "journal.sqlite"))
+    resources = {"llm": OpenAICompatibleResource(model="resource-model", base_url=server.base_url, api_key="k"),
+                 "ai_cache": cache, "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    assert dg.materialize([raw, chosen, default], resources=resources).success
+    assert server.stats().models == {"asset-model": 3, "resource-model": 3}
+    server.reset()
+    # The model is part of every key: switching it back and forth pays nothing twice, the journal keeps both.
+    assert dg.materialize([raw, chosen, default], resources=resources).success
+    assert server.stats().chat_requests == 0
+    other = prompt(pa.table({"text": ["a"]}), "{text}", model="call-model",
+                   provider=OpenAICompatibleProvider("resource-model", base_url=server.base_url, api_key="k"))
+    assert other.usage.requests == 1 and server.stats().models == {"call-model": 1}
+
+
+def test_the_resource_reads_openai_api_key_and_sends_account_headers(
+        tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    path = source(tmp_path, ["a"])
+    raw = ingest_asset("raw", path=str(path))
+    answers = prompt_asset("answers", raw, template="{text}", cache_key=None)
+    resource = OpenAICompatibleResource(model="m", base_url=server.base_url, organization="org-1", project="proj-1",
+                                        headers={"x-team": "search"})
+    result = dg.materialize([raw, answers], resources={"llm": resource,
+                                                       "io_manager": ParquetIOManager(root=str(tmp_path / "out"))})
+    assert result.success
+    headers = server.stats().headers
+    assert headers["authorization"] == "Bearer sk-from-the-environment"
+    assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
+    azure = OpenAICompatibleProvider("m", base_url=server.base_url, api_key="azure-key", auth="api-key")
+    prompt(pa.table({"text": ["b"]}), "{text}", provider=azure)
+    assert server.stats().headers["api-key"] == "azure-key"
+
+
+def test_the_base_url_comes_from_openai_base_url_like_the_sdk(server: FakeOpenAIServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    out = prompt(pa.table({"text": ["routed by the environment"]}), "{text}", provider=OpenAICompatibleProvider("m"))
+    assert out.table.column("response").to_pylist() == ["Answer to: routed by the environment"]
+    assert server.stats().chat_requests == 1
+
+
+def test_embedding_requests_are_split_to_the_endpoint_s_limits(server: FakeOpenAIServer) -> None:
+    texts = [f"text number {i}" for i in range(3000)]
+    llm = OpenAICompatibleProvider("m", base_url=server.base_url, api_key="k")
+    embed_text(pa.table({"t": texts}), "t", provider=llm, options=RunOptions(batch_size=3000))
+    assert sorted(server.stats().embedding_batches) == [952, 2048]  # at most 2,048 inputs a request
+    server.reset()
+    small = OpenAICompatibleProvider("m", base_url=server.base_url, api_key="k", max_request_tokens=20)
+    out = embed_text(pa.table({"t": texts[:50]}), "t", provider=small, options=RunOptions(batch_size=64))
+    assert max(server.stats().embedding_batches) == 5  # about 4 tokens a text, at most 20 tokens a request
+    assert out.table.column("embedding").null_count == 0
+
+
+class Flaky:
+    """A local embedder (any class with identity() and embed_text()) whose model fails on some inputs."""
+
+    def __init__(self, inner: SentenceTransformersProvider) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def identity(self) -> dict[str, str]:
+        return {"provider": "flaky-wrapper", "model": "minilm"}
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        if any("poison" in t for t in texts):
+            raise RuntimeError("the model choked on this input")
+        if any("slow" in t for t in texts):
+            time.sleep(2)
+        return self.inner.embed_text(texts)
+
+
+def test_local_embedders_honour_on_error_timeout_and_the_journal(tmp_path: Path) -> None:
+    flaky = Flaky(SentenceTransformersProvider(device="cpu"))
+    table = pa.table({"t": ["fine one", "poison pill", "fine two", "slow one"]})
+    options = RunOptions(on_error="null", timeout_s=0.5, retry=RetryPolicy(max_attempts=2, base_wait=0.01))
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    out = embed_text(table, "t", provider=flaky, options=options, cache=cache)
+    errors = out.table.column("embedding_error").to_pylist()
+    vectors = out.table.column("embedding").to_pylist()
+    assert vectors[0] is not None and vectors[2] is not None  # the batch's good rows keep their answers
+    assert "RuntimeError: the model choked" in errors[1] and vectors[1] is None
+    assert "no answer within 0.5s" in errors[3] and vectors[3] is None
+    with pytest.raises(RowFailedError, match="row 1 failed"):
+        embed_text(table.slice(0, 2), "t", provider=flaky, options=RunOptions(on_error="raise"),
+                   cache=ResultCache(tmp_path / "other.sqlite"))
+    again = embed_text(table.slice(0, 3), "t", provider=flaky, options=options, cache=cache)
+    assert again.usage.cache_hits == 2 and again.usage.sent_rows == 1  # only the failed row is tried again
+
+
+def test_row_failed_error_carries_the_tokens_of_every_attempt(server: FakeOpenAIServer,
+                                                               llm: OpenAICompatibleProvider) -> None:
+    server.set_faults(Fault("schema_violation", attempts=None))
+    with pytest.raises(RowFailedError) as caught:
+        prompt(pa.table({"text": ["never valid"]}), "{text}", provider=llm, return_format=Answer,
+               options=RunOptions(retry=RetryPolicy(max_attempts=3)))
+    billed = server.stats()
+    assert caught.value.attempts == 3
+    assert (caught.value.usage.prompt_tokens, caught.value.usage.completion_tokens) == \
+        (billed.prompt_tokens, billed.completion_tokens)
+    assert caught.value.usage.prompt_tokens > 0
+
+
+def test_a_step_retry_never_resends_a_row_that_used_up_its_attempts(tmp_path: Path,
+                                                                    server: FakeOpenAIServer) -> None:
+    """The rule: a row gets max_attempts requests per run. A retry of the same run (Dagster's RetryPolicy) reads the
+    failure from the journal instead of sending again; a new run sends it again."""
+    server.set_faults(Fault("500", match="poison", attempts=None))
+    path = source(tmp_path, ["fine", "poison"])
+    raw = ingest_asset("raw", path=str(path))
+    answers = prompt_asset("answers", raw, template="{text}", retry_policy=dg.RetryPolicy(max_retries=2),
+                           options=RunOptions(on_error="raise", retry=RetryPolicy(max_attempts=3, base_wait=0.01)))
+    resources = {"llm": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    result = dg.materialize([raw, answers], resources=resources, raise_on_error=False)
+    assert not result.success
+    step_attempts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert len(step_attempts) == 2  # Dagster retried the step twice
+    assert server.stats().by_key["poison"] == 3  # ...and the row still cost max_attempts, not 9
+    assert server.stats().by_key["fine"] == 1
+    dg.materialize([raw, answers], resources=resources, raise_on_error=False)
+    assert server.stats().by_key["poison"] == 6  # a new run tries it again, alone
+
+
+def test_delta_merge_can_delete_rows_that_left_the_partition(tmp_path: Path) -> None:
+    def rows(ids: list[int], partition: str) -> pa.Table:
+        return with_partition(pa.table({"id": ids, "v": [f"{partition}-{i}" for i in ids]}), partition)
+
+    for delete_missing, expected in ((False, [1, 2, 3]), (True, [1, 2])):
+        root = str(tmp_path / f"delete-{delete_missing}")
+        store = DeltaStore(root, merge_on=["id"], delete_missing=delete_missing)
+        store.write(rows([1, 2, 3], "p"), ["p"])
+        store.write(rows([7], "q"), ["q"])
+        store.write(rows([1, 2], "p"), ["p"])
+        assert sorted(store.read(["p"]).column("id").to_pylist()) == expected
+        assert store.read(["q"]).column("id").to_pylist() == [7]  # another partition is never touched
+
+
+def test_lancedb_folds_new_partitions_into_the_vector_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+
+    def vectors(n: int, partition: str) -> pa.Table:
+        return with_partition(pa.table({"v": vectors_to_arrow(list(rng.normal(size=(n, 16)).astype(np.float32)),
+                                                              16)}), partition)
+
+    store = LanceStore(str(tmp_path), "vectors", vector_column="v", index_after_rows=300, reindex_after_rows=100)
+    store.write(vectors(300, "a"), ["a"])
+    assert store.unindexed_rows() == 0
+    store.write(vectors(50, "b"), ["b"])
+    assert store.unindexed_rows() == 50  # below reindex_after_rows: left for later
+    store.write(vectors(120, "c"), ["c"])
+    assert store.unindexed_rows() == 0
+    table = store._open()
+    plan = table.search(rng.normal(size=16).astype(np.float32)).explain_plan(True)
+    assert "ANNSubIndex" in plan and "LanceScan" not in plan  # the query uses the index alone, no flat scan
+
+
+def test_a_concurrent_writer_sees_no_torn_journal_while_a_run_streams(tmp_path: Path, server: FakeOpenAIServer,
+                                                                       llm: OpenAICompatibleProvider) -> None:
+    """Readers of the SQLite journal during a run see whole entries only (each write is one transaction)."""
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        reader = ResultCache(tmp_path / "journal.sqlite")
+        while not stop.is_set():
+            seen.append(len(reader))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    server.set_latency(0.01)
+    try:
+        prompt(pa.table({"text": [f"row {i}" for i in range(300)]}), "{text}", provider=llm, cache=cache,
+               options=RunOptions(concurrency=16))
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == sorted(seen) and len(cache) == 300
