@@ -34,6 +34,7 @@ class VectorTask:
 
     output_column: str
     dim: int | None
+    max_concurrency: int | None
 
     def encode(self, value: Any) -> Any:
         return encode_vector(value)
