@@ -1,23 +1,41 @@
-"""Prompt throughput against the fake server at 100 ms latency, 64 requests in flight, N = 2,000.
+"""Prompt throughput against the fake server, one run, each figure the best of two interleaved measurements.
 
-Prints, from one run: ai_assets plain and structured rows/s, raw ``openai.AsyncOpenAI`` + semaphore rows/s, and
-the latency-bound limit 64 / 0.1 s = 640 rows/s, each as a ratio of that limit.
+* 100 ms latency, 64 in flight, N = 2,000 (limit 640 rows/s): raw ``openai.AsyncOpenAI`` + semaphore, ai_assets
+  plain and structured prompts, and a Dagster materialization ingest -> prompt -> Delta (the prompt step's time,
+  from its STEP_START to its STEP_SUCCESS: reading the input, the pipeline, and the Delta write);
+* 20 ms latency, 64 in flight, N = 6,000: ai_assets plain prompts vs a bare aiohttp client (bench/bare_client.py).
 
-    python bench/bench_prompt.py [--rows 2000] [--concurrency 64] [--latency 0.1]
+    python bench/bench_prompt.py [--rows 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 
+import dagster as dg
 import pyarrow as pa
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
+sys.path.insert(0, str(Path(__file__).parent))
+import bare_client
+
 from ai_assets import OpenAICompatibleProvider, RunOptions, prompt
+from ai_assets.dagster import (
+    DeltaIOManager,
+    OpenAICompatibleResource,
+    ParquetIOManager,
+    ResultCacheResource,
+    ingest_asset,
+    prompt_asset,
+)
 from ai_assets.testing import FakeOpenAIServer
 
 
@@ -43,33 +61,74 @@ async def raw_sdk(base_url: str, texts: list[str], concurrency: int) -> float:
     return len(texts) / elapsed
 
 
+def dagster_step(base_url: str, texts: list[str], concurrency: int) -> float:
+    """Rows a second of the prompt step of ingest -> prompt -> Delta, from Dagster's own step events."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with (folder / "p.jsonl").open("w") as handle:
+            handle.writelines(json.dumps({"text": t}) + "\n" for t in texts)
+        part = dg.StaticPartitionsDefinition(["p"])
+        raw = ingest_asset("raw", path=str(folder / "{partition}.jsonl"), partitions_def=part)
+        answers = prompt_asset("answers", raw, template="{text}", options=RunOptions(concurrency=concurrency),
+                               io_manager_key="delta", partitions_def=part)
+        result = dg.materialize([raw, answers], partition_key="p", resources={
+            "llm": OpenAICompatibleResource(model="bench", base_url=base_url, api_key="bench"),
+            "ai_cache": ResultCacheResource(path=str(folder / "journal.sqlite")),
+            "io_manager": ParquetIOManager(root=str(folder / "parquet")),
+            "delta": DeltaIOManager(root=str(folder / "delta"))})
+        assert result.success
+        times = {e.event_type_value: e.timestamp for e in result.all_events if e.step_key == "answers"
+                 and e.event_type_value in ("STEP_START", "STEP_SUCCESS")}
+        return len(texts) / (times["STEP_SUCCESS"] - times["STEP_START"])
+
+
+def best(results: dict[str, list[float]], name: str) -> float:
+    return max(results[name])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--latency", type=float, default=0.1)
     args = parser.parse_args()
-    limit = args.concurrency / args.latency
-    results: dict[str, float] = {}
-    with FakeOpenAIServer(latency=args.latency) as server:
+    n, c = args.rows, args.concurrency
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    with FakeOpenAIServer(latency=0.1) as server:
         llm = OpenAICompatibleProvider("bench", base_url=server.base_url, api_key="bench")
-        options = RunOptions(concurrency=args.concurrency)
+        options = RunOptions(concurrency=c)
         for run in range(2):  # every measurement twice, interleaved, best of two: the box is shared and noisy
-            texts = [f"run {run} review {i}: the battery is fine" for i in range(args.rows)]
+            texts = [f"run {run} review {i}: the battery is fine" for i in range(n)]
             table = pa.table({"text": texts})
-            results[f"raw openai.AsyncOpenAI + semaphore #{run}"] = asyncio.run(
-                raw_sdk(server.base_url, [f"sdk {t}" for t in texts], args.concurrency))
+            record("sdk", asyncio.run(raw_sdk(server.base_url, [f"sdk {t}" for t in texts], c)))
             started = time.perf_counter()  # the whole call: templates, requests, parsing, Arrow output
             prompt(table, "{text}", provider=llm, options=options)
-            results[f"ai_assets prompt (plain) #{run}"] = args.rows / (time.perf_counter() - started)
+            record("plain", n / (time.perf_counter() - started))
             started = time.perf_counter()
             prompt(table, "{text}", provider=llm, return_format=Extraction, options=options)
-            results[f"ai_assets prompt (structured) #{run}"] = args.rows / (time.perf_counter() - started)
-    print(f"N={args.rows} rows, {args.concurrency} in flight, {args.latency * 1000:.0f} ms latency; "
-          f"limit {limit:.0f} rows/s")
-    for name in ("raw openai.AsyncOpenAI + semaphore", "ai_assets prompt (plain)", "ai_assets prompt (structured)"):
-        best = max(results[f"{name} #0"], results[f"{name} #1"])
-        print(f"  {name:<38} {best:7.1f} rows/s  {best / limit:5.2f} of limit")
+            record("structured", n / (time.perf_counter() - started))
+            record("dagster", dagster_step(server.base_url, [f"dagster {t}" for t in texts], c))
+        server.set_latency(0.02)
+        fast_n = 3 * n
+        for run in range(2):
+            texts = [f"fast {run} review {i}: the screen is sharp" for i in range(fast_n)]
+            record("bare 20ms", asyncio.run(bare_client.chat(server.base_url, [f"bare {t}" for t in texts], c)))
+            started = time.perf_counter()
+            prompt(pa.table({"text": texts}), "{text}", provider=llm, options=options)
+            record("plain 20ms", fast_n / (time.perf_counter() - started))
+    limit = c / 0.1
+    print(f"N={n} rows, {c} in flight, 100 ms latency; limit {limit:.0f} rows/s")
+    for name, label in (("sdk", "raw openai.AsyncOpenAI + semaphore"), ("plain", "ai_assets prompt (plain)"),
+                        ("structured", "ai_assets prompt (structured)"),
+                        ("dagster", "Dagster ingest -> prompt -> Delta (step)")):
+        print(f"  {label:<42} {best(results, name):7.1f} rows/s  {best(results, name) / limit:5.2f} of limit")
+    print(f"N={3 * n} rows, {c} in flight, 20 ms latency; limit {c / 0.02:.0f} rows/s")
+    bare, ours = best(results, "bare 20ms"), best(results, "plain 20ms")
+    print(f"  {'bare aiohttp client':<42} {bare:7.1f} rows/s")
+    print(f"  {'ai_assets prompt (plain)':<42} {ours:7.1f} rows/s  {ours / bare:5.2f} of the bare client")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.pipeline import EnrichedStream, Progress
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.quality import VectorStats
+from ai_assets.runtime.spool import Spool
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.storage.base import PARTITION_COLUMN
-from ai_assets.storage.spool import Spool
 
 Upstream = dg.AssetsDefinition | dg.AssetKey | str
 

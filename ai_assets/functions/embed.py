@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ai_assets.functions.templates import column_texts
 from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_model
+from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError, ProviderError
@@ -123,6 +124,14 @@ class EmbedTextTask(VectorTask):
         assert isinstance(self.provider, RemoteTextEmbedder)
         request = self.provider.embedding_request([payloads[k] for k in keys])
         return Job(keys[0], request, TokenCost(tokens), keys=tuple(keys))
+
+    def batch_support(self) -> BatchSupport | None:
+        """Batch mode for a remote embedder with a Batch API (a local model has nothing to batch)."""
+        connect = getattr(self.provider, "connect_batches", None)
+        parser = getattr(self.provider, "embedding_connection", None)
+        if self.local or connect is None or parser is None:
+            return None
+        return BatchSupport("/v1/embeddings", parser(), connect)
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         if isinstance(self.provider, TextEmbedder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.templates import Part, render_content
 from ai_assets.providers.protocols import Prompter, with_model
+from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
@@ -42,13 +43,15 @@ class PromptParams:
 
     temperature: float | None = None
     max_output_tokens: int | None = None
+    api: Literal["chat", "responses"] | None = None
+    """Chat Completions or the Responses API for this call (default: the provider's)."""
     extra_body: Mapping[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     reasoning: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_request(self) -> dict[str, Any]:
-        out = {"temperature": self.temperature, "max_output_tokens": self.max_output_tokens,
+        out = {"temperature": self.temperature, "max_output_tokens": self.max_output_tokens, "api": self.api,
                "extra_body": dict(self.extra_body or {}), "tools": self.tools,
                "reasoning": dict(self.reasoning) if self.reasoning else None, **self.extra}
         return {k: v for k, v in out.items() if v not in (None, {}, [])}
@@ -115,8 +118,22 @@ class PromptTask:
                               self.struct)
         return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
 
+    def batch_support(self) -> BatchSupport | None:
+        """Batch mode over the provider's Batch API (OpenAI-compatible endpoints that have one)."""
+        connect = getattr(self.provider, "connect_batches", None)
+        parser = getattr(self.provider, "chat_connection", None)
+        if connect is None or parser is None:
+            return None
+        api = self.request_params.get("api") or getattr(self.provider, "api", "chat")
+        endpoint = "/v1/responses" if api == "responses" else "/v1/chat/completions"
+        return BatchSupport(endpoint, parser(self.return_format, None, api), connect)
+
     def connect(self) -> AbstractAsyncContextManager[Connection]:
-        return self.provider.connect(self.return_format, self.options.concurrency, self.options.timeout_s)
+        api = self.request_params.get("api")
+        if api is None:
+            return self.provider.connect(self.return_format, self.options.concurrency, self.options.timeout_s)
+        connect: Any = self.provider.connect  # providers that serve several APIs take api=
+        return connect(self.return_format, self.options.concurrency, self.options.timeout_s, api=api)  # type: ignore[no-any-return]
 
 
 @overload

@@ -19,8 +19,9 @@ from typing import Any, Self
 import instructor
 from pydantic import BaseModel
 
-from ai_assets.providers.openai_compatible import ChatConnection, OpenAICompatibleProvider
-from ai_assets.runtime.errors import ConfigError, MissingExtraError
+from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+from ai_assets.providers.openai_wire import ChatConnection
+from ai_assets.runtime.errors import ConfigError, MissingExtraError, NotSupportedError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IDLE_URL = "http://127.0.0.1:0/v1"
@@ -68,6 +69,8 @@ class LlamaCppProvider:
 
     def chat_request(self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
                      params: Mapping[str, Any]) -> dict[str, Any]:
+        if params.get("api") == "responses":
+            raise NotSupportedError(self, "the Responses API (api='responses')")
         return self.chat.chat_request(messages, response_model, params)
 
     @property
@@ -108,8 +111,10 @@ class LlamaCppProvider:
 
     @asynccontextmanager
     async def connect(
-        self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float
+        self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float, *, api: str | None = None
     ) -> AsyncIterator[ChatConnection]:
+        if api == "responses":
+            raise NotSupportedError(self, "the Responses API (api='responses')")
         self.start()
         async with self.chat.connect(response_model, min(concurrency, self.parallel), timeout_s) as connection:
             yield connection

@@ -7,8 +7,11 @@ CPU per request to reach only 0.77-0.86 of the latency-bound limit, where a bare
 writes the re-ask messages. Instructor's own retry loop is not used: ``ai_assets.runtime.engine`` owns retries.
 
 Like the openai SDK, the provider reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` when no key or base URL is
-given. Embeddings are asked for as base64 (4 bytes a float instead of ~20 characters of JSON) and split to the
-endpoint's limits: at most ``max_inputs`` texts and ``max_request_tokens`` tokens a request.
+given. Prompts go through Chat Completions or the Responses API (``api=``, per provider or per call through
+``PromptParams(api=...)``); structured output over Responses is ``text.format`` json_schema in strict form.
+Embeddings are asked for as base64 (4 bytes a float instead of ~20 characters of JSON) and split to the
+endpoint's limits: at most ``max_inputs`` texts and ``max_request_tokens`` tokens a request. The wire format lives
+in ``openai_wire``, the Batch API in ``openai_batch``.
 """
 
 from __future__ import annotations
@@ -24,29 +27,18 @@ from typing import Any, Literal, Self
 
 import aiohttp
 import instructor
-from instructor.processing.response import handle_reask_kwargs, handle_response_model, process_response
-from openai.types.chat import ChatCompletion
+from instructor.processing.response import handle_response_model
 from pydantic import BaseModel
 
-from ai_assets.runtime.engine import Reply
-from ai_assets.runtime.errors import (
-    AttemptUsage,
-    ConfigError,
-    FatalProviderError,
-    InvalidOutputError,
-    PermanentError,
-    TransientError,
-    bounded,
-)
+from ai_assets.providers.openai_batch import BatchClient
+from ai_assets.providers.openai_wire import ChatConnection, EmbeddingConnection, ResponsesConnection
+from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.ratelimit import RateLimit
-from ai_assets.runtime.retry import retry_after_seconds
-from ai_assets.runtime.vectors import decode_vector
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-_TRANSIENT_STATUS = {408, 409, 429}
-_FATAL_STATUS = {401, 403, 404}
 Auth = Literal["bearer", "api-key"]
 TokenParam = Literal["max_tokens", "max_completion_tokens"]
+Api = Literal["chat", "responses"]
 
 
 def default_mode(base_url: str) -> instructor.Mode:
@@ -81,6 +73,7 @@ class OpenAICompatibleProvider:
         rate_limit: RateLimit | None = None,
         max_inputs: int = 2048,
         max_request_tokens: int = 300_000,
+        api: Api = "chat",
     ) -> None:
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
@@ -99,6 +92,9 @@ class OpenAICompatibleProvider:
         self.rate_limit = rate_limit
         self.max_inputs = max_inputs
         self.max_request_tokens = max_request_tokens
+        if api not in ("chat", "responses"):
+            raise ConfigError(f"api must be 'chat' or 'responses', got {api!r}")
+        self.api: Api = api
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"
@@ -112,6 +108,13 @@ class OpenAICompatibleProvider:
     def identity(self) -> Mapping[str, Any]:
         return {"provider": "openai-compatible", "base_url": self.base_url, "model": self.model,
                 "mode": self.mode.value}
+
+    def api_for(self, params: Mapping[str, Any]) -> Api:
+        """The API a call uses: ``PromptParams(api=...)``, else the provider's."""
+        api = params.get("api") or self.api
+        if api not in ("chat", "responses"):
+            raise ConfigError(f"api must be 'chat' or 'responses', got {api!r}")
+        return "responses" if api == "responses" else "chat"
 
     def embedding_identity(self) -> Mapping[str, Any]:
         return {"provider": "openai-compatible", "base_url": self.base_url, "model": self.embedding_model,
@@ -134,6 +137,8 @@ class OpenAICompatibleProvider:
     def chat_request(
         self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        if self.api_for(params) == "responses":
+            return responses_request(self.model, messages, response_model, params)
         request: dict[str, Any] = {"model": self.model, **self._chat_params(params)}
         if response_model is None:
             request["messages"] = messages
@@ -153,7 +158,7 @@ class OpenAICompatibleProvider:
     def _chat_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Our portable names onto Chat Completions fields; ``extra_body`` merges into the body as the SDK does."""
         out = {k: v for k, v in params.items() if v is not None and k not in ("max_output_tokens", "extra_body",
-                                                                             "reasoning")}
+                                                                             "reasoning", "api")}
         reasoning = params.get("reasoning")
         if reasoning:
             unknown = sorted(set(reasoning) - {"effort"})
@@ -181,8 +186,9 @@ class OpenAICompatibleProvider:
 
     # -- connections ----------------------------------------------------------------------------------------
     @asynccontextmanager
-    async def _session(self, concurrency: int, timeout_s: float) -> AsyncIterator[aiohttp.ClientSession]:
-        headers = {"content-type": "application/json", **self._headers}
+    async def _session(self, concurrency: int, timeout_s: float,
+                       json_body: bool = True) -> AsyncIterator[aiohttp.ClientSession]:
+        headers = {**({"content-type": "application/json"} if json_body else {}), **self._headers}
         if self._api_key:
             headers["api-key" if self.auth == "api-key" else "authorization"] = (
                 self._api_key if self.auth == "api-key" else f"Bearer {self._api_key}")
@@ -195,15 +201,31 @@ class OpenAICompatibleProvider:
 
     @asynccontextmanager
     async def connect(
-        self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float
+        self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float, *, api: Api | None = None
     ) -> AsyncIterator[ChatConnection]:
         async with self._session(concurrency, timeout_s) as session:
-            yield ChatConnection(self, session, response_model)
+            yield self.chat_connection(response_model, session, api)
+
+    def chat_connection(self, response_model: type[BaseModel] | None, session: aiohttp.ClientSession | None = None,
+                        api: Api | None = None) -> ChatConnection:
+        """A connection for chat (or Responses) answers; without a session it only parses (Batch API lines)."""
+        kind = ResponsesConnection if (api or self.api) == "responses" else ChatConnection
+        return kind(self, session, response_model)
+
+    @asynccontextmanager
+    async def connect_batches(self, timeout_s: float = 300.0) -> AsyncIterator[BatchClient]:
+        """The Batch API (files and batches) of this endpoint."""
+        async with self._session(4, timeout_s, json_body=False) as session:
+            yield BatchClient(self.base_url, session, self.secrets)
 
     @asynccontextmanager
     async def connect_embeddings(self, concurrency: int, timeout_s: float) -> AsyncIterator[EmbeddingConnection]:
         async with self._session(concurrency, timeout_s) as session:
-            yield EmbeddingConnection(self, session)
+            yield self.embedding_connection(session)
+
+    def embedding_connection(self, session: aiohttp.ClientSession | None = None) -> EmbeddingConnection:
+        """A connection for embeddings; without a session it only parses (Batch API lines)."""
+        return EmbeddingConnection(self, session)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -217,101 +239,54 @@ def _prepared(response_model: type[BaseModel], mode: instructor.Mode, system_jso
     return dict(kwargs)
 
 
-class BaseConnection:
-    path = ""
-
-    def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession) -> None:
-        self.provider = provider
-        self.session = session
-        self.secrets: Sequence[str] = provider.secrets
-        self.url = f"{provider.base_url}{self.path}"
-
-    async def _post(self, request: dict[str, Any]) -> dict[str, Any]:
-        try:
-            async with self.session.post(self.url, data=json.dumps(request)) as response:
-                text = await response.text()
-                if response.status == 200:
-                    body: dict[str, Any] = json.loads(text)
-                    return body
-                raise http_error(response.status, f"HTTP {response.status} from {self.url}: "
-                                 f"{_error_message(text)}", response.headers, self.secrets)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise TransientError(f"{type(exc).__name__} talking to {self.url}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise TransientError(f"unreadable response body from {self.url}") from exc
-
-
-def http_error(status: int, message: str, headers: Mapping[str, str], secrets: Sequence[str]) -> Exception:
-    """The runtime's error type for an HTTP status: retried, failing the row, or stopping the run."""
-    message = bounded(message, secrets)
-    if status in _TRANSIENT_STATUS or (status >= 500 and status != 501):
-        return TransientError(message, retry_after=retry_after_seconds(headers))
-    if status in _FATAL_STATUS:
-        return FatalProviderError(message)
-    return PermanentError(message)
+def responses_request(model: str, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+                      params: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses API body: system messages become ``instructions``, content parts become ``input_*`` parts,
+    ``return_format`` becomes ``text.format`` json_schema (strict where the model allows), and ``reasoning`` and
+    built-in ``tools`` pass through whole."""
+    system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
+    request: dict[str, Any] = {
+        "model": model,
+        "input": [{"role": m["role"], "content": _responses_content(m["content"])} for m in messages
+                  if m.get("role") != "system"]}
+    if system:
+        request["instructions"] = system
+    if response_model is not None:
+        fmt = {"type": "json_schema", "name": response_model.__name__, **_schema(response_model)}
+        request["text"] = {"format": fmt}
+    for name in ("temperature", "max_output_tokens", "reasoning", "tools"):
+        if params.get(name) is not None:
+            request[name] = params[name]
+    request.update({k: v for k, v in params.items() if k not in ("temperature", "max_output_tokens", "reasoning",
+                                                                    "tools", "extra_body", "api")})
+    request.update(params.get("extra_body") or {})
+    return request
 
 
-class ChatConnection(BaseConnection):
-    path = "/chat/completions"
-
-    def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession,
-                 response_model: type[BaseModel] | None) -> None:
-        super().__init__(provider, session)
-        self.response_model = response_model
-
-    async def send(self, request: dict[str, Any]) -> Reply:
-        body = await self._post(request)
-        usage = _usage(body)
-        if self.response_model is None:
-            message = (body.get("choices") or [{}])[0].get("message") or {}
-            content = message.get("content")
-            if content is None and message.get("tool_calls"):
-                content = json.dumps(message["tool_calls"])
-            return Reply(content, usage)
-        completion = ChatCompletion.model_validate(body)
-        try:
-            parsed = process_response(completion, response_model=self.response_model, stream=False,
-                                      mode=self.provider.mode)
-        except Exception as exc:  # instructor raises ValidationError, JSONDecodeError or its own errors
-            raw = _raw_output(completion)
-            reask = handle_reask_kwargs(request, self.provider.mode, completion, exc)
-            raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}"), reask_request=reask, usage=usage,
-                                     raw=raw) from exc
-        return Reply(parsed.model_dump(mode="json"), usage)
+def _responses_content(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            parts.append({"type": "input_text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part["image_url"]
+            parts.append({"type": "input_image", "image_url": image["url"], "detail": image.get("detail", "auto")})
+        elif kind == "file":
+            parts.append({"type": "input_file", **part["file"]})
+        else:
+            parts.append(part)
+    return parts
 
 
-class EmbeddingConnection(BaseConnection):
-    path = "/embeddings"
+@lru_cache(maxsize=256)
+def _schema(response_model: type[BaseModel]) -> dict[str, Any]:
+    """The strict JSON schema OpenAI's structured outputs want, or the plain one where the model cannot be strict."""
+    from openai.lib._pydantic import to_strict_json_schema
 
-    async def send(self, request: dict[str, Any]) -> Reply:
-        body = await self._post(request)
-        data = sorted(body.get("data", []), key=lambda d: d["index"])
-        if len(data) != len(request["input"]):
-            raise TransientError(f"asked for {len(request['input'])} embeddings, got {len(data)}")
-        return Reply([decode_vector(d["embedding"]) for d in data], _usage(body))
-
-
-def _usage(body: Mapping[str, Any]) -> AttemptUsage:
-    usage = body.get("usage") or {}
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    return AttemptUsage(int(prompt or 0), int(completion or 0))
-
-
-def _raw_output(completion: ChatCompletion) -> str:
-    if not completion.choices:
-        return ""
-    message = completion.choices[0].message
-    if message.tool_calls:
-        return "".join(call.function.arguments for call in message.tool_calls if call.type == "function")
-    return message.content or ""
-
-
-def _error_message(text: str) -> str:
     try:
-        error = json.loads(text).get("error")
-    except (json.JSONDecodeError, AttributeError):
-        return text[:200]
-    if isinstance(error, Mapping):
-        return str(error.get("message", error))
-    return str(error)
+        return {"schema": to_strict_json_schema(response_model), "strict": True}
+    except Exception:  # a model strict mode cannot express: send its plain schema
+        return {"schema": response_model.model_json_schema(), "strict": False}

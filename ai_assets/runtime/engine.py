@@ -2,9 +2,12 @@
 
 Retry layering (one layer per kind of failure, so a row never costs more than ``RetryPolicy.max_attempts``):
 
-* Transport failures (408 / 429 / 5xx, timeouts, dropped connections) are retried **here only**, by tenacity, with
-  exponential backoff and full jitter, or exactly the server's ``Retry-After`` / ``retry-after-ms`` when it sends
-  one. Providers turn their SDK's own retries off and raise ``TransientError``.
+* Transport failures (408 / 429 / 5xx, timeouts, dropped connections) are retried **here only**, with exponential
+  backoff and full jitter, or exactly the server's ``Retry-After`` / ``retry-after-ms`` when it sends one
+  (``RetryPolicy.delay``). Providers turn their SDK's own retries off and raise ``TransientError``. The loop is
+  a dozen lines rather than tenacity's ``AsyncRetrying``: one of those per row held plain prompts at 5 ms latency
+  to 4,019 rows/s where this loop reaches 5,650 (N = 20,000, 64 in flight, one run each), all of it spent on the
+  rows that never retry.
 * Invalid output (JSON that does not parse or validate against the Pydantic model) is re-asked **here only**: the
   provider raises ``InvalidOutputError`` carrying the re-ask request instructor built; instructor's own retry loop
   is not used. Tokens of every attempt are added to the usage.
@@ -25,14 +28,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
-
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from typing import Any, Protocol, TypeVar
 
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.errors import (
     AttemptUsage,
-    ConfigError,
     FatalProviderError,
     InvalidOutputError,
     PermanentError,
@@ -40,50 +40,13 @@ from ai_assets.runtime.errors import (
     bounded,
 )
 from ai_assets.runtime.limits import Limits, TokenCost
-from ai_assets.runtime.retry import RetryPolicy
+from ai_assets.runtime.options import OnError, RunOptions
 from ai_assets.runtime.usage import Usage
 
-OnError = Literal["raise", "null"]
+__all__ = ["Connection", "Engine", "Job", "OnError", "Outcome", "Reply", "RunOptions"]
 WINDOW_PER_SLOT = 4
 MIN_WINDOW = 64
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a function talks to its provider. None of these change an answer, so none enter cache keys.
-
-    ``concurrency``: requests in flight. ``rpm`` / ``tpm``: this run's pace (any rate, exactly; a provider's
-    ``RateLimit`` paces a whole account). ``timeout_s``: per request. ``retry``: attempts per row and waits.
-    ``on_error``: ``"raise"`` fails the call on the first failed row; ``"null"`` gives it a null value and an error
-    text. ``batch_size``: inputs per embedding request (split further to the provider's limits).
-    ``retry_failed_rows``: a later run sends rows that failed before (a retry of the same run never does).
-    ``window_rows`` / ``window_bytes``: how much of a stream is alive at a time. ``max_cost`` (US dollars, with
-    ``prices``) / ``max_tokens``: stop sending once this run's spending reaches the cap."""
-
-    concurrency: int = 16
-    rpm: float | None = None
-    tpm: float | None = None
-    timeout_s: float = 120.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    on_error: OnError = "raise"
-    batch_size: int = 64
-    retry_failed_rows: bool = True
-    window_rows: int = 8192
-    window_bytes: int = 64 * 1024 * 1024
-    max_cost: float | None = None
-    max_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("concurrency", "batch_size", "window_rows", "window_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"RunOptions.{name} must be >= 1, got {getattr(self, name)}")
-        if self.on_error not in ("raise", "null"):
-            raise ConfigError(f"RunOptions.on_error must be 'raise' or 'null', got {self.on_error!r}")
-        for name in ("rpm", "tpm", "timeout_s", "max_cost", "max_tokens"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"RunOptions.{name} must be > 0, got {value}")
 
 
 @dataclass
@@ -149,7 +112,12 @@ class Engine:
 
     async def submit(self, job: Job, on_outcome: OnOutcome) -> None:
         """Start ``job`` once the window has room (back-pressure for the caller)."""
-        await self.guard(self._window.acquire())
+        if self._failed.done():
+            await self.guard(self._failed)
+        if self._window.locked():
+            await self.guard(self._window.acquire())
+        else:
+            await self._window.acquire()  # room now: no need to watch for a failure meanwhile
         self._start(job, on_outcome, windowed=True)
 
     def submit_now(self, job: Job, on_outcome: OnOutcome) -> None:
@@ -164,6 +132,9 @@ class Engine:
 
     async def guard(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``, unless the run stops first: then raise what stopped it."""
+        if isinstance(awaitable, asyncio.Future) and awaitable.done() and not self._failed.done():
+            done: T = awaitable.result()
+            return done
         waiting = asyncio.ensure_future(awaitable)
         watched: set[asyncio.Future[Any]] = {waiting, self._failed}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -176,7 +147,12 @@ class Engine:
         raise exc
 
     async def close(self) -> None:
-        """Cancel whatever still runs (after a failure) and wait for it to end."""
+        """Cancel whatever still runs (after a failure) and wait for it to end. A spending cap cancels nothing:
+        the requests already sent finish and their answers are journalled (they are paid for); the rest stop at
+        the cap."""
+        capped = self._failed.done() and isinstance(self._failed.exception(), BudgetExceededError)
+        if capped and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.options.timeout_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,19 +173,15 @@ class Engine:
 
     async def _attempts(self, job: Job, on_outcome: OnOutcome) -> None:
         """One job's attempts: the request, then retries and re-asks within ``options.retry.max_attempts``."""
-        options, usage = self.options, self.usage
-        policy = options.retry
+        policy = self.options.retry
         outcome = Outcome()
         request = job.request
-        recorded = False
-        retrying = AsyncRetrying(stop=stop_after_attempt(policy.max_attempts), wait=policy.wait,
-                                 retry=retry_if_exception_type((TransientError, InvalidOutputError)), reraise=True)
         try:
-            async for attempt in retrying:
-                with attempt:
-                    outcome.attempts += 1
-                    if outcome.attempts > 1:
-                        usage.retries += 1
+            for number in range(1, policy.max_attempts + 1):
+                outcome.attempts = number
+                if number > 1:
+                    self.usage.retries += 1
+                try:
                     async with self.limits.slot(job.cost):
                         try:
                             reply = await self._send(request, job, outcome)
@@ -217,15 +189,18 @@ class Engine:
                             request = exc.reask_request
                             raise
                         outcome.value = reply.value
-                        await on_outcome(job, outcome)
-                        recorded = True
+                        await on_outcome(job, outcome)  # durable before the slot is given back
+                        return
+                except (TransientError, InvalidOutputError) as exc:
+                    if number == policy.max_attempts:
+                        raise
+                    await asyncio.sleep(policy.delay(number, exc))  # outside the slot
         except STOPS_THE_RUN:
             raise
         except (InvalidOutputError, TransientError, PermanentError) as exc:
             outcome.error = bounded(f"{type(exc).__name__}: {exc}", self.connection.secrets)
             outcome.transient = isinstance(exc, TransientError)
-        if not recorded:
-            await on_outcome(job, outcome)
+        await on_outcome(job, outcome)
 
     async def _send(self, request: dict[str, Any], job: Job, outcome: Outcome) -> Reply:
         """One request inside its slot, with its usage counted (also for an answer that must be re-asked)."""

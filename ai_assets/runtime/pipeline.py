@@ -34,7 +34,7 @@ from ai_assets.runtime.budget import Budget
 from ai_assets.runtime.cache import Cache, CachedResult, Entry
 from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.engine import Connection, Engine, Job, Outcome, RunOptions
-from ai_assets.runtime.errors import AttemptUsage, RowFailedError, Skip
+from ai_assets.runtime.errors import AttemptUsage, ConfigError, RowFailedError, Skip
 from ai_assets.runtime.limits import Limits
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.sync import iterate_sync, run_sync
@@ -183,6 +183,10 @@ class Pipeline:
                   schema: pa.Schema | None = None) -> AsyncIterator[pa.RecordBatch]:
         """The output batches, in input order; with the input's ``schema``, an empty input gives one empty batch
         (so a stream always has a schema)."""
+        if self.options.mode == "batch":
+            async for out in self._run_batch(batches, schema):
+                yield out
+            return
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
         limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account)
@@ -221,13 +225,63 @@ class Pipeline:
                 await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
             self.usage.elapsed_s += time.perf_counter() - started
 
-    async def _open(self, batch: pa.RecordBatch, offset: int, engine: Engine,
-                    writer: JournalWriter | None) -> Window:
+    async def _run_batch(self, batches: AsyncIterator[pa.RecordBatch],
+                         schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+        """Batch mode (``ai_assets.runtime.batch``): answers through the provider's Batch API."""
+        from ai_assets.runtime.batch import BatchRun
+
+        support = getattr(self.task, "batch_support", lambda: None)()
+        if support is None:
+            raise ConfigError(f"batch mode is not available for {type(self.task).__name__} with this provider: it "
+                              "needs an OpenAI-compatible endpoint with the Batch API")
+        if self.cache is None:
+            raise ConfigError("batch mode needs a journal (cache=...): it keeps the batch ids, so that a run never "
+                              "submits twice, and the answers as they are read")
+        self.usage.batch = True
+        writer = JournalWriter(self.cache)
+        started = time.perf_counter()
+        try:
+            async for out in BatchRun(self, support, writer).run(batches, schema):
+                yield out
+        finally:
+            await asyncio.to_thread(writer.close)
+            await asyncio.to_thread(self.cache.flush)
+            self.usage.elapsed_s += time.perf_counter() - started
+
+    async def assemble(self, reader: pa.RecordBatchReader, schema: pa.Schema | None
+                       ) -> AsyncIterator[pa.RecordBatch]:
+        """Output windows of ``reader`` with every answer read from the journal (batch mode's second pass)."""
+        assert self.cache is not None
+        offset = 0
+        source = windows(reader, self.options.window_rows, self.options.window_bytes)
+        async for batch in _aiter(source, blocking=True):
+            window = self._window(batch, offset)
+            offset += batch.num_rows
+            keys = list(dict.fromkeys(k for k in window.plan.keys if k is not None))
+            hits = await asyncio.to_thread(self.cache.get_many, keys, include_errors=True)
+            for key in keys:
+                known = self.known_from_journal(hits.get(key), final=True)
+                window.known[key] = known or Outcome(error="the batch gave no answer for this row")
+            for out in self._complete(window, window.known):
+                yield out
+        for out in self._flush_held(final=True):
+            yield out
+        if self._done_rows == 0 and schema is not None and offset == 0:
+            yield self._empty(schema)
+
+    def _window(self, batch: pa.RecordBatch, offset: int) -> Window:
         plan = self.task.plan(batch)
         groups = ([str(g) for g in batch.column(self.group_column).to_pylist()]
                   if self.group_column and self.group_column in batch.schema.names else None)
         window = Window(batch, plan, offset, groups)
         self._count_rows(window)
+        return window
+
+    async def _open(self, batch: pa.RecordBatch, offset: int, engine: Engine,
+                    writer: JournalWriter | None) -> Window:
+        window = self._window(batch, offset)
+        plan = window.plan
+        groups = window.groups
         first_group: dict[str, str] = {}
         for row, key in enumerate(plan.keys):
             if key is not None and key not in first_group:
@@ -247,7 +301,7 @@ class Pipeline:
         to_send = []
         loop = asyncio.get_running_loop()
         for key in lookup:
-            known = self._from_journal(hits.get(key))
+            known = self.known_from_journal(hits.get(key))
             if known is not None:
                 window.known[key] = known
                 self.usage.cache_hits += 1
@@ -287,14 +341,15 @@ class Pipeline:
                 counts.rows += 1
                 counts.skipped += key is None
 
-    def _from_journal(self, hit: CachedResult | None) -> Outcome | None:
-        """A journal entry as a known outcome, or None when the row must be sent."""
+    def known_from_journal(self, hit: CachedResult | None, *, final: bool = False) -> Outcome | None:
+        """A journal entry as a known outcome, or None when the row must be sent. A failure is known when
+        failures are final, or when this run recorded it (or ``final``: nothing will be sent any more)."""
         if hit is None:
             return None
         if hit.error is None:
-            return Outcome(self.task.decode(hit.value))
-        final = not self.options.retry_failed_rows or (self.run_id is not None and hit.run == self.run_id)
-        return Outcome(error=hit.error) if final else None
+            return Outcome(self.task.decode(hit.value), usage=AttemptUsage(hit.tokens_in, hit.tokens_out))
+        known = final or not self.options.retry_failed_rows or (self.run_id is not None and hit.run == self.run_id)
+        return Outcome(error=hit.error) if known else None
 
     async def _record(self, job: Job, outcome: Outcome, writer: JournalWriter | None) -> None:
         """A job's outcome: into the journal first, then to the windows waiting for it. A failed job of several
@@ -334,6 +389,10 @@ class Pipeline:
         outcomes = dict(window.known)
         for key, future in window.waiting.items():
             outcomes[key] = await engine.guard(future)
+        return self._complete(window, outcomes)
+
+    def _complete(self, window: Window, outcomes: Mapping[str, Outcome]) -> list[pa.RecordBatch]:
+        """The window's values and errors in row order (raising on a failed row with on_error="raise")."""
         values: list[Any] = []
         errors: list[str | None] = []
         for row, (row_key, skip) in enumerate(zip(window.plan.keys, window.plan.skips, strict=True)):

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from tenacity import RetryCallState
-
 from ai_assets.runtime.errors import InvalidOutputError, TransientError
 
 RETRY_AFTER_MARGIN_S = 0.01
@@ -27,16 +25,15 @@ class RetryPolicy:
     base_wait: float = 0.5
     max_wait: float = 30.0
 
-    def wait(self, state: RetryCallState) -> float:
-        """tenacity ``wait`` callback."""
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, InvalidOutputError):
+    def delay(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after attempt number ``attempt`` failed with ``error``."""
+        if isinstance(error, InvalidOutputError):
             return 0.0
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
+        if isinstance(error, TransientError) and error.retry_after is not None:
             # Never sooner than the server asked: event loops fire timers up to a clock tick early, hence the
             # margin; the jitter spreads the rows a 429 burst throttled together.
-            return exc.retry_after * (1 + random.uniform(0, RETRY_AFTER_JITTER)) + RETRY_AFTER_MARGIN_S
-        ceiling = min(self.max_wait, self.base_wait * 2 ** (state.attempt_number - 1))
+            return error.retry_after * (1 + random.uniform(0, RETRY_AFTER_JITTER)) + RETRY_AFTER_MARGIN_S
+        ceiling = min(self.max_wait, self.base_wait * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)
 
 

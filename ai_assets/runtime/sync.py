@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -111,9 +112,11 @@ def iterate_sync(make: Callable[[], AsyncIterator[T]], *, ahead: int = 2) -> Ite
                 if item[1] is not None:
                     raise item[1]
                 return
-            loop.call_soon_threadsafe(state["space"].release)
+            with contextlib.suppress(RuntimeError):  # the stream may have ended and closed its loop already
+                loop.call_soon_threadsafe(state["space"].release)
             yield item
     finally:
         if not finished and thread.is_alive():
-            loop.call_soon_threadsafe(state["task"].cancel)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(state["task"].cancel)
         thread.join()

@@ -1,0 +1,305 @@
+"""Batch mode: the rows the journal does not answer go to the provider's Batch API at its discount (half price at
+OpenAI) instead of live requests, with the same journal, keys, partitions and output columns.
+
+The run, for one call (one Dagster partition or range):
+
+1. The input streams by once: each window is planned and looked up as in live mode, and spooled to a local file
+   for the second pass. Rows that need an answer become JSONL request lines (``custom_id`` = the job's key), cut
+   into files of at most ``max_requests`` lines and ``max_bytes`` bytes; each file is uploaded and a batch created.
+2. **Never submitting twice**: before a batch is created, every row of its file is recorded in the journal as
+   pending with the file's id; the batch is created with that file id in its metadata; then the rows are recorded
+   with the batch id. A run killed, retried or re-launched finds those records and polls the same batches
+   instead of paying again (a run killed between the two records finds its batch by file id).
+3. The asset waits: batches are polled every ``poll_s`` with progress, up to ``max_wait_s`` per run (then the run
+   fails with ``BatchPendingError``; the next run resumes polling). Output and error files are joined back on
+   ``custom_id`` (their order is not the input's) and every answer goes into the journal as it is read. A failed
+   line is a row error; lines of an expired batch are resubmitted (``on_expired="resubmit"``) or become errors.
+   Invalid structured output cannot be re-asked inside a batch: it is a row error, retried by the next run.
+4. The spooled input streams by again and each window is assembled from the journal, in input order.
+
+Why the asset polls rather than a sensor completing the partition later: a partition then materializes in one
+run, exactly as in live mode, so retries, backfills, asset checks and downstream assets need nothing new; a long
+wait holds a run slot (give batch assets a pool of their own) but no API capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pyarrow as pa
+
+from ai_assets.runtime.cache import CachedResult, Entry
+from ai_assets.runtime.engine import Job, Outcome, Reply
+from ai_assets.runtime.errors import AIAssetsError, bounded
+from ai_assets.runtime.spool import Spool
+
+if TYPE_CHECKING:
+    from ai_assets.runtime.pipeline import JournalWriter, Pipeline
+
+PENDING = "batch-pending:"
+TERMINAL = ("completed", "expired", "cancelled", "failed")
+logger = logging.getLogger(__name__)
+
+
+class BatchPendingError(AIAssetsError):
+    """The run waited ``max_wait_s`` and batches are still running: run again to resume polling them."""
+
+
+class Parser(Protocol):
+    def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply: ...
+
+
+class BatchClient(Protocol):
+    async def upload(self, filename: str, payload: bytes) -> str: ...
+
+    async def create(self, file_id: str, endpoint: str, metadata: Mapping[str, str]) -> dict[str, Any]: ...
+
+    async def retrieve(self, batch_id: str) -> dict[str, Any]: ...
+
+    async def find(self, file_id: str) -> dict[str, Any] | None: ...
+
+    async def content(self, file_id: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class BatchSupport:
+    """What a task gives batch mode: the endpoint its lines go to, how a line's answer is parsed, and the API."""
+
+    endpoint: str
+    parser: Parser
+    connect: Callable[[], AbstractAsyncContextManager[BatchClient]]
+
+
+class Ledger:
+    """``custom_id`` -> the row keys a line answers and its request, in a temporary SQLite file (a million rows
+    pending cost no memory)."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="ai_assets-batch-")
+        self._db = sqlite3.connect(Path(self._folder.name) / "ledger.sqlite")
+        self._db.execute("CREATE TABLE lines (custom_id TEXT PRIMARY KEY, keys TEXT, request TEXT)")
+
+    def add(self, custom_id: str, keys: Sequence[str], request: Mapping[str, Any] | None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)",
+                         (custom_id, json.dumps(list(keys)), None if request is None else json.dumps(request)))
+
+    def get(self, custom_id: str) -> tuple[list[str], dict[str, Any] | None]:
+        row = self._db.execute("SELECT keys, request FROM lines WHERE custom_id = ?", (custom_id,)).fetchone()
+        if row is None:
+            return [], None
+        return json.loads(row[0]), None if row[1] is None else json.loads(row[1])
+
+    def close(self) -> None:
+        self._db.close()
+        self._folder.cleanup()
+
+
+class BatchRun:
+    def __init__(self, pipeline: Pipeline, support: BatchSupport, writer: JournalWriter) -> None:
+        self.pipeline = pipeline
+        self.task = pipeline.task
+        self.options = pipeline.options.batch
+        self.support = support
+        self.writer = writer
+        self.ledger = Ledger()
+        self._client: BatchClient | None = None
+        self.batches: set[str] = set()
+        self.finished: set[str] = set()
+        self.lines: list[str] = []
+        self.line_keys: list[list[str]] = []
+        self.size = 0
+        self.awaiting = 0
+        self.answered = 0
+
+    async def run(self, batches: AsyncIterator[pa.RecordBatch], schema: pa.Schema | None
+                  ) -> AsyncIterator[pa.RecordBatch]:
+        spool = Spool()
+        try:
+            async with self.support.connect() as client:
+                self._client = client
+                input_schema = schema
+                async for batch in batches:
+                    input_schema = input_schema or batch.schema
+                    await asyncio.to_thread(spool.write, batch)
+                    await self._collect(batch)
+                await self._submit()
+                await self._wait()
+            async for out in self.pipeline.assemble(spool.reader(input_schema), input_schema):
+                yield out
+        finally:
+            self.ledger.close()
+
+    @property
+    def client(self) -> BatchClient:
+        assert self._client is not None, "the Batch API is used only while the run is connected"
+        return self._client
+
+    # -- pass 1: what needs an answer, and submitting it ---------------------------------------------------
+    async def _collect(self, batch: pa.RecordBatch) -> None:
+        plan = self.task.plan(batch)
+        keys = list(dict.fromkeys(k for k in plan.keys if k is not None))
+        if not keys:
+            return
+        cache = self.pipeline.cache
+        assert cache is not None
+        hits = await asyncio.to_thread(cache.get_many, [*keys, *(PENDING + k for k in keys)], include_errors=True)
+        fresh = []
+        for key in keys:
+            if self.pipeline.known_from_journal(hits.get(key)) is not None:
+                continue
+            pending = hits.get(PENDING + key)
+            if pending is not None and await self._resume(key, pending):
+                continue
+            fresh.append(key)
+        for job in self.task.jobs(fresh, plan.payloads):
+            await self._add_line(job)
+
+    async def _resume(self, key: str, pending: CachedResult) -> bool:
+        """Whether ``key`` is still answered by a batch recorded earlier (polled again, never resubmitted)."""
+        record: dict[str, Any] = pending.value or {}
+        batch_id = record.get("batch")
+        if batch_id is None and record.get("file"):
+            found = await self.client.find(str(record["file"]))
+            if found is None:
+                created = await self.client.create(str(record["file"]), self.support.endpoint,
+                                                   {"ai_assets_file": str(record["file"])})
+                found = created
+            batch_id = found["id"]
+        if batch_id is None:
+            return False
+        if batch_id not in self.batches:
+            state = await self.client.retrieve(str(batch_id))
+            if state["status"] == "failed" or (state["status"] in TERMINAL and not state.get("output_file_id")
+                                               and not state.get("error_file_id")):
+                return False  # nothing will come of it: submit the row again
+            self.batches.add(str(batch_id))
+        keys, _ = self.ledger.get(record["custom_id"])
+        self.ledger.add(record["custom_id"], sorted({*keys, key}), None)
+        self.awaiting += 1
+        return True
+
+    async def _add_line(self, job: Job) -> None:
+        line = json.dumps({"custom_id": job.key, "method": "POST", "url": self.support.endpoint,
+                           "body": job.request}, separators=(",", ":"))
+        if self.lines and (len(self.lines) >= self.options.max_requests
+                           or self.size + len(line) + 1 > self.options.max_bytes):
+            await self._submit()
+        keys = list(job.keys or (job.key,))
+        self.ledger.add(job.key, keys, job.request)
+        self.lines.append(line)
+        self.line_keys.append(keys)
+        self.size += len(line) + 1
+        self.awaiting += len(keys)
+
+    async def _submit(self) -> None:
+        if not self.lines:
+            return
+        payload = ("\n".join(self.lines) + "\n").encode()
+        file_id = await self.client.upload(f"ai_assets-{int(time.time())}.jsonl", payload)
+        await self._mark(file_id, None)  # durable before the batch exists: a kill now leaves a findable file
+        created = await self.client.create(file_id, self.support.endpoint, {"ai_assets_file": file_id})
+        self.batches.add(str(created["id"]))
+        await self._mark(file_id, str(created["id"]))
+        self.pipeline.usage.sent_rows += sum(len(k) for k in self.line_keys)
+        logger.info("submitted batch %s: %d requests", created["id"], len(self.lines))
+        self.lines, self.line_keys, self.size = [], [], 0
+
+    async def _mark(self, file_id: str, batch_id: str | None) -> None:
+        entries: list[Entry] = []
+        for line, keys in zip(self.lines, self.line_keys, strict=True):
+            record = {"file": file_id, "batch": batch_id, "custom_id": json.loads(line)["custom_id"]}
+            entries.extend(Entry(PENDING + key, record) for key in keys)
+        await self.writer.write(entries)
+
+    # -- waiting and reading the answers -------------------------------------------------------------------
+    async def _wait(self) -> None:
+        deadline = time.monotonic() + self.options.max_wait_s
+        open_batches = set(self.batches)
+        while open_batches:
+            for batch_id in sorted(open_batches):
+                state = await self.client.retrieve(batch_id)
+                if state["status"] in TERMINAL:
+                    open_batches.discard(batch_id)
+                    resubmit = await self._read(state)
+                    if resubmit:
+                        for job in resubmit:
+                            await self._add_line(job)
+                        await self._submit()
+                        open_batches |= self.batches - self.finished
+            if self.pipeline.progress is not None:
+                self.pipeline.progress(self.answered, self.awaiting)
+            if not open_batches:
+                return
+            if time.monotonic() > deadline:
+                raise BatchPendingError(
+                    f"batch(es) {sorted(open_batches)} still running after max_wait_s={self.options.max_wait_s:g}; "
+                    "run again to resume polling them (nothing is submitted twice)")
+            await asyncio.sleep(self.options.poll_s)
+
+    async def _read(self, state: Mapping[str, Any]) -> list[Job]:
+        """Answers and failures of a finished batch into the journal; the jobs to resubmit (expired lines)."""
+        self.finished.add(str(state["id"]))
+        if state["status"] == "failed":
+            reason = bounded(json.dumps((state.get("errors") or {}).get("data", []))[:200])
+            failures = [(line_keys, f"batch {state['id']} failed validation: {reason}")
+                        for line_keys in await self._keys_of_batch(state)]
+            await self._write_failures(failures)
+            return []
+        resubmit: list[Job] = []
+        for file_key in ("output_file_id", "error_file_id"):
+            if not state.get(file_key):
+                continue
+            data = await self.client.content(str(state[file_key]))
+            entries: list[Entry] = []
+            for text in data.decode().splitlines():
+                if text.strip():
+                    resubmit.extend(self._line(json.loads(text), entries))
+            await self.writer.write(entries)
+        return resubmit
+
+    async def _keys_of_batch(self, state: Mapping[str, Any]) -> list[list[str]]:
+        data = await self.client.content(str(state["input_file_id"]))
+        return [self.ledger.get(json.loads(t)["custom_id"])[0] for t in data.decode().splitlines() if t.strip()]
+
+    async def _write_failures(self, failures: list[tuple[list[str], str]]) -> None:
+        run = self.pipeline.run_id
+        await self.writer.write([Entry(key, error=error, run=run) for keys, error in failures for key in keys])
+
+    def _line(self, line: Mapping[str, Any], entries: list[Entry]) -> list[Job]:
+        keys, request = self.ledger.get(str(line["custom_id"]))
+        if not keys:
+            return []  # a line of a batch some other run submitted for rows this run does not read
+        response, error = line.get("response") or {}, line.get("error") or {}
+        job = Job(str(line["custom_id"]), request or {}, keys=tuple(keys))
+        if error.get("code") == "batch_expired" and self.options.on_expired == "resubmit" and request is not None:
+            return [job]
+        usage = self.pipeline.usage
+        if response.get("status_code") == 200:
+            try:
+                reply = self.support.parser.parse(request or {}, response["body"])
+                outcome = Outcome(reply.value, attempts=1, usage=reply.usage)
+            except Exception as exc:  # invalid output: no re-ask inside a batch
+                outcome = Outcome(error=bounded(f"{type(exc).__name__} in the batch answer: {exc}"), attempts=1)
+            usage.requests += 1
+            usage.add_tokens(outcome.usage)
+        else:
+            message = (response.get("body") or {}).get("error", {}).get("message") if response else None
+            code = response.get("status_code") if response else error.get("code")
+            outcome = Outcome(error=bounded(f"batch line failed ({code}): {message or error.get('message')}"),
+                              attempts=1)
+        for key, part in self.task.split(job, outcome):
+            entries.append(Entry(key, self.task.encode(part.value) if part.ok else None, part.error,
+                                 None if part.ok else self.pipeline.run_id, part.usage.prompt_tokens,
+                                 part.usage.completion_tokens))
+            self.answered += 1
+        return []

@@ -1,0 +1,188 @@
+"""Batch mode and spending caps, counted at the fake server (files, batches, lines, live requests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from ai_assets import (
+    BudgetExceededError,
+    OpenAICompatibleProvider,
+    Prices,
+    PromptParams,
+    ResultCache,
+    RunOptions,
+    embed_text,
+    prompt,
+)
+from ai_assets.runtime.batch import PENDING
+from ai_assets.runtime.cache import Entry, cache_key
+from ai_assets.runtime.options import BatchOptions
+from ai_assets.testing import BatchBehaviour, FakeOpenAIServer, Fault
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Review(BaseModel):
+    sentiment: str
+    stars: int
+
+
+def rows(n: int, tag: str = "row") -> pa.Table:
+    return pa.table({"id": list(range(n)), "text": [f"{tag} {i}" for i in range(n)]})
+
+
+def batch_options(**batch: object) -> RunOptions:
+    return RunOptions(mode="batch", on_error="null", batch=BatchOptions(poll_s=0.05, **batch))  # type: ignore[arg-type]
+
+
+def test_a_partition_is_split_into_batches_and_answered_exactly_once(
+        tmp_path: Path, server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    out = prompt(rows(1_200), "{text}", provider=llm, return_format=Review, cache=cache,
+                 options=batch_options(max_requests=500))
+    stats = server.stats()
+    assert (stats.files_uploaded, stats.batches_created, stats.batch_lines) == (3, 3, 1_200)
+    assert stats.chat_requests == 1_200 and stats.requests == 1_200  # every one a batch line, none sent live
+    assert stats.paths.get("/v1/chat/completions", 0) == 0
+    assert out.table.column("response").null_count == 0 and out.usage.batch
+    assert out.table.column("id").to_pylist() == list(range(1_200))  # input order, though outputs come reversed
+    assert out.usage.prompt_tokens == stats.prompt_tokens
+    server.reset()
+    again = prompt(rows(1_200), "{text}", provider=llm, return_format=Review, cache=cache,
+                   options=batch_options(max_requests=500))
+    assert server.stats().batches_created == 0 and again.table.equals(out.table)
+
+
+def test_live_and_batch_give_the_same_table(tmp_path: Path, llm: OpenAICompatibleProvider) -> None:
+    live = prompt(rows(50), "{text}", provider=llm, return_format=Review, cache=ResultCache(tmp_path / "a.sqlite"))
+    batch = prompt(rows(50), "{text}", provider=llm, return_format=Review, cache=ResultCache(tmp_path / "b.sqlite"),
+                   options=batch_options())
+    assert batch.table.equals(live.table)
+    vectors_live = embed_text(rows(30), "text", provider=llm, cache=ResultCache(tmp_path / "c.sqlite"))
+    vectors_batch = embed_text(rows(30), "text", provider=llm, cache=ResultCache(tmp_path / "d.sqlite"),
+                               options=batch_options())
+    assert vectors_batch.table.equals(vectors_live.table)
+
+
+SUBMITTER = """
+import sys
+import pyarrow as pa
+from ai_assets import OpenAICompatibleProvider, ResultCache, RunOptions, prompt
+from ai_assets.runtime.options import BatchOptions
+llm = OpenAICompatibleProvider("fake-model", base_url=sys.argv[1], api_key="k")
+table = pa.table({"id": list(range(1200)), "text": [f"row {i}" for i in range(1200)]})
+prompt(table, "{text}", provider=llm, cache=ResultCache(sys.argv[2]),
+       options=RunOptions(mode="batch", batch=BatchOptions(max_requests=500, poll_s=0.05)))
+"""
+
+
+def test_a_run_killed_after_submitting_resumes_the_same_batches(tmp_path: Path, server: FakeOpenAIServer,
+                                                                llm: OpenAICompatibleProvider) -> None:
+    server.set_batches(BatchBehaviour(delay=6.0))
+    journal = tmp_path / "journal.sqlite"
+    run = subprocess.Popen([sys.executable, "-c", SUBMITTER, server.base_url, str(journal)], cwd=ROOT,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while server.stats().batches_created < 3:
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # submitted, not answered yet: what it paid for is on the server
+    run.wait()
+    server.set_batches(BatchBehaviour(delay=0.2))
+    out = prompt(rows(1_200), "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
+    stats = server.stats()
+    assert (stats.files_uploaded, stats.batches_created) == (3, 3)  # nothing submitted again
+    assert stats.batch_lines == 1_200 and out.table.column("response").null_count == 0
+
+
+def test_a_run_killed_between_upload_and_batch_finds_its_file(tmp_path: Path, server: FakeOpenAIServer,
+                                                              llm: OpenAICompatibleProvider) -> None:
+    """The narrowest window: the file is uploaded and recorded, the batch never created. The next run creates the
+    batch from that file instead of uploading again."""
+    import asyncio
+
+    table = rows(20)
+    identity = llm.identity()
+    lines, entries = [], []
+    for text in table.column("text").to_pylist():
+        request = llm.chat_request([{"role": "user", "content": text}], None, {})
+        key = cache_key(identity, request)
+        lines.append(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                                 "body": request}))
+        entries.append((key, request))
+
+    async def upload() -> str:
+        async with llm.connect_batches() as client:
+            return await client.upload("orphan.jsonl", ("\n".join(lines) + "\n").encode())
+
+    file_id = asyncio.run(upload())
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    cache.put_many([Entry(PENDING + key, {"file": file_id, "batch": None, "custom_id": key}) for key, _ in entries])
+    out = prompt(table, "{text}", provider=llm, cache=cache, options=batch_options())
+    stats = server.stats()
+    assert (stats.files_uploaded, stats.batches_created, stats.batch_lines) == (1, 1, 20)
+    assert out.table.column("response").null_count == 0
+
+
+def test_failed_lines_become_row_errors_and_expired_lines_are_resubmitted(
+        tmp_path: Path, server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    server.set_faults(Fault("400", match="bad", attempts=None))
+    server.set_batches(BatchBehaviour(expire_after=60))
+    table = pa.table({"text": [f"{'bad' if i % 10 == 0 else 'good'} {i}" for i in range(100)]})
+    out = prompt(table, "{text}", provider=llm, cache=ResultCache(tmp_path / "a.sqlite"), options=batch_options())
+    errors = out.table.column("response_error").to_pylist()
+    assert all((e is not None) == (i % 10 == 0) for i, e in enumerate(errors))
+    assert "batch line failed (400)" in errors[0]
+    assert server.stats().batches_created >= 2  # the expired batch's unanswered lines went again
+
+    server.reset()
+    server.set_batches(BatchBehaviour(expire_after=60))
+    kept = prompt(rows(100, "other"), "{text}", provider=llm, cache=ResultCache(tmp_path / "b.sqlite"),
+                  options=batch_options(on_expired="error"))
+    expired = kept.table.column("response_error").to_pylist()
+    assert sum(1 for e in expired if e and "batch_expired" in e) == 40 and server.stats().batches_created == 1
+
+
+def test_a_batch_that_fails_validation_fails_its_rows(tmp_path: Path, server: FakeOpenAIServer,
+                                                      llm: OpenAICompatibleProvider) -> None:
+    server.set_batches(BatchBehaviour(fail_validation=True))
+    out = prompt(rows(10), "{text}", provider=llm, cache=ResultCache(tmp_path / "a.sqlite"), options=batch_options())
+    errors = out.table.column("response_error").to_pylist()
+    assert all("failed validation" in (e or "") for e in errors)
+    server.set_batches(BatchBehaviour())
+    again = prompt(rows(10), "{text}", provider=llm, cache=ResultCache(tmp_path / "a.sqlite"),
+                   options=batch_options())
+    assert again.table.column("response").null_count == 0  # a new run submits the rows again
+
+
+def test_a_budget_cap_stops_the_run_and_the_next_run_goes_on(tmp_path: Path, server: FakeOpenAIServer,
+                                                              llm: OpenAICompatibleProvider) -> None:
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    table = rows(400, "a rather long review text that costs some tokens")
+    prices = Prices(1.0, 4.0)
+    params = PromptParams(max_output_tokens=16)
+    options = RunOptions(concurrency=8, max_cost=0.002, on_error="null")
+    with pytest.raises(BudgetExceededError) as caught:
+        prompt(table, "{text}", provider=llm, cache=cache, options=options, prices=prices, params=params)
+    message = str(caught.value)
+    assert "max_cost=$0.0020" in message and "this run spent" in message and "raise the cap" in message
+    sent = server.stats().chat_requests
+    billed = prices.cost(server.stats().prompt_tokens, server.stats().completion_tokens)
+    assert 0 < sent < 400 and billed <= 0.002  # estimates reserve the whole output cap: never past the cap
+    assert len(cache) == sent  # every answer paid for is in the journal
+    server.reset()
+    done = prompt(table, "{text}", provider=llm, cache=cache, options=RunOptions(concurrency=8), prices=prices,
+                  params=params)
+    assert server.stats().chat_requests == 400 - sent  # the rest only
+    assert done.table.column("response").null_count == 0
