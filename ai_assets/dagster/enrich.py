@@ -9,7 +9,7 @@ cost go into each partition's own materialization, also when one run covers a ra
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Unpack
 
 import dagster as dg
@@ -21,6 +21,7 @@ from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstr
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.io_managers import VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
+from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
@@ -49,6 +50,13 @@ class Call:
     progress: Progress
     run_id: str
     group_column: str | None
+
+    def common(self, options: RunOptions | None, default: RunOptions | None = None) -> dict[str, Any]:
+        """The keyword arguments every function takes from the asset: options (in estimate mode while
+        ``python -m ai_assets.dagster.estimate`` runs the asset), journal, progress, run id and group column."""
+        chosen = options or default or RunOptions()
+        return {"options": replace(chosen, mode="estimate") if estimating() else chosen, "cache": self.cache,
+                "progress": self.progress, "run_id": self.run_id, "group_column": self.group_column}
 
 
 Run = Callable[[pa.RecordBatchReader, Call], EnrichedStream]
@@ -151,9 +159,8 @@ def prompt_asset(
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         return prompt(data, template, provider=call.provider, return_format=return_format,
-                      system_message=system_message, output_column=output_column, params=params, options=options,
-                      cache=call.cache, progress=call.progress, prices=prices, run_id=call.run_id,
-                      group_column=call.group_column)
+                      system_message=system_message, output_column=output_column, params=params, prices=prices,
+                      **call.common(options))
 
     checks = [error_rate_check(output_column, max_error_rate)]
     if return_format is not None:
@@ -169,7 +176,7 @@ def _embedding_prices(prices: Prices | None) -> PriceOf:
     def price_of(provider: Any) -> Prices | None:
         if prices is not None:
             return prices
-        return prices_for(provider, embeddings=True) if isinstance(provider, RemoteTextEmbedder) else None
+        return prices_for(provider, embeddings=isinstance(provider, RemoteTextEmbedder))
 
     return price_of
 
@@ -199,9 +206,8 @@ def embed_asset(
     version = fingerprint(kind="embed", column=column, model=model, output=output_column)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
-        return embed_text(data, column, provider=call.provider, output_column=output_column, options=options,
-                          cache=call.cache, progress=call.progress, prices=prices, run_id=call.run_id,
-                          group_column=call.group_column)
+        return embed_text(data, column, provider=call.provider, output_column=output_column, prices=prices,
+                          **call.common(options))
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
                          price_of=_embedding_prices(prices), code_version=version,
@@ -242,8 +248,7 @@ def classify_asset(
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_text(data, column, described, provider=call.provider, method=method,
-                            output_column=output_column, options=options, cache=call.cache, progress=call.progress,
-                            prices=prices, run_id=call.run_id, group_column=call.group_column)
+                            output_column=output_column, prices=prices, **call.common(options))
         assert isinstance(out, EnrichedStream)
         return out
 
@@ -282,13 +287,13 @@ def embed_image_asset(
     version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
-        out = embed_image(data, column, provider=call.provider, output_column=output_column, options=options,
-                          cache=call.cache, progress=call.progress, run_id=call.run_id, group_column=call.group_column)
+        out = embed_image(data, column, provider=call.provider, output_column=output_column,
+                          **call.common(options, RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=lambda provider: None, code_version=version,
+                         price_of=prices_for, code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
                          vector_column=output_column, asset_args=asset_args,
                          description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
@@ -320,13 +325,12 @@ def classify_image_asset(
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_image(data, column, described, provider=call.provider, output_column=output_column,
-                             options=options, cache=call.cache, progress=call.progress, run_id=call.run_id,
-                             group_column=call.group_column)
+                             **call.common(options, RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=lambda provider: None, code_version=version,
+                         price_of=prices_for, code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
                          description=describe_classify(upstream_key(upstream), column, list(described),

@@ -42,6 +42,11 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
         metadata["ai/estimated_cost_usd"] = dg.MetadataValue.float(round(usage.cost(prices), 6))
     if usage.batch:
         metadata["ai/mode"] = "batch"
+    if usage.estimated:
+        metadata["ai/mode"] = "estimate"
+        if prices is not None:
+            batch = prices.cost(usage.prompt_tokens, usage.completion_tokens, batch=True)
+            metadata["ai/estimated_cost_batch_usd"] = dg.MetadataValue.float(round(batch, 6))
     return metadata
 
 

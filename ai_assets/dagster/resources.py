@@ -95,7 +95,7 @@ class LlamaCppResource(ProviderResource):
     context: int = Field(default=2048, description="Context tokens per slot")
 
     def build_provider(self) -> LlamaCppProvider:
-        return LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context).start()
+        return LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context)  # starts on first use
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._provider is not None:

@@ -135,7 +135,7 @@ def classify_text(
             raise NotSupportedError(provider, "classify_text(method='embedding')")
         task = ClassifyTextTask(column, provider, output_column, options)
         task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature)
-        chosen = prices or (None if task.local else prices_for(provider, embeddings=True))
+        chosen = prices or prices_for(provider, embeddings=not task.local)
     pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
                         prices=chosen)
     return run_pipeline(table, pipeline)

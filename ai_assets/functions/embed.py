@@ -183,5 +183,5 @@ def embed_text(
     task = EmbedTextTask(column, provider, output_column, options)
     remote = not task.local
     pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                        prices=prices or (prices_for(provider, embeddings=True) if remote else None))
+                        prices=prices or prices_for(provider, embeddings=remote))
     return run_pipeline(table, pipeline)

@@ -17,6 +17,7 @@ from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
+from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
 from ai_assets.runtime.pipeline import (
     Enriched,
     EnrichedStream,
@@ -117,6 +118,19 @@ class PromptTask:
             column = pa.array([None if v is None else to_python(model.model_validate(v)) for v in values],
                               self.struct)
         return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+    def family(self) -> str:
+        """What makes two requests the same kind (all but the row's content): the estimate's calibration key."""
+        schema = self.return_format.model_json_schema() if self.return_format is not None else None
+        return cache_key(self.identity, {"template": repr(self.template), "system": self.system_message,
+                                         "schema": schema, "params": self.request_params})
+
+    def expected_output_tokens(self) -> float:
+        """An answer's tokens before any history: sized from the schema, or half the output cap, or 128."""
+        if self.return_format is not None:
+            return float(schema_tokens(self.return_format.model_json_schema()))
+        cap = self.request_params.get("max_output_tokens")
+        return cap / 2 if cap else float(FREE_TEXT_TOKENS)
 
     def batch_support(self) -> BatchSupport | None:
         """Batch mode over the provider's Batch API (OpenAI-compatible endpoints that have one)."""

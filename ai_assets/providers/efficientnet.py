@@ -16,6 +16,7 @@ import numpy as np
 
 from ai_assets.providers.sentence_transformers import pick_device
 from ai_assets.runtime.errors import MissingExtraError
+from ai_assets.runtime.prices import FREE
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -99,6 +100,8 @@ def load_efficientnet(device: str, fp16: bool) -> Any:
 
 class EfficientNetLite0Provider:
     """Image embeddings (1280-d) computed in this process; device cuda > mps > cpu, fp16 on CUDA."""
+
+    prices = FREE
 
     dimension = 1280
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 from ai_assets.providers.openai_wire import ChatConnection
 from ai_assets.runtime.errors import ConfigError, MissingExtraError, NotSupportedError
+from ai_assets.runtime.prices import FREE
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IDLE_URL = "http://127.0.0.1:0/v1"
@@ -37,6 +38,8 @@ def smollm2_path() -> Path:
 
 class LlamaCppProvider:
     """A GGUF model served in-process by llama.cpp; ``parallel`` requests are decoded together."""
+
+    prices = FREE
 
     def __init__(self, model_path: str | Path | None = None, *, parallel: int = 4, context: int = 4096,
                  threads: int | None = None) -> None:

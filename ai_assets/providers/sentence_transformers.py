@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ai_assets.runtime.errors import MissingExtraError
+from ai_assets.runtime.prices import FREE
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -64,6 +65,8 @@ def load_model(name: str, device: str, fp16: bool) -> Any:
 
 class SentenceTransformersProvider:
     """Text (and, for CLIP-class models, image) embeddings computed in this process."""
+
+    prices = FREE
 
     def __init__(self, model: str | Path | None = None, *, device: str | None = None, batch_size: int = 64,
                  fp16: bool | None = None, normalize: bool = True) -> None:

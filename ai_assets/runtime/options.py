@@ -40,7 +40,8 @@ class RunOptions:
     ``window_rows`` / ``window_bytes``: how much of a stream is alive at a time. ``max_cost`` (US dollars, with
     ``prices``) / ``max_tokens``: stop sending once this run's spending reaches the cap. ``mode="batch"``: send
     through the provider's Batch API (``batch`` sets its file sizes, polling and expiry; see
-    ``ai_assets.runtime.batch``)."""
+    ``ai_assets.runtime.batch``); ``mode="estimate"``: send nothing, count and price what would be sent (see
+    ``ai_assets.runtime.estimate``)."""
 
     concurrency: int = 16
     rpm: float | None = None
@@ -54,12 +55,12 @@ class RunOptions:
     window_bytes: int = 64 * 1024 * 1024
     max_cost: float | None = None
     max_tokens: int | None = None
-    mode: Literal["live", "batch"] = "live"
+    mode: Literal["live", "batch", "estimate"] = "live"
     batch: BatchOptions = field(default_factory=BatchOptions)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("live", "batch"):
-            raise ConfigError(f"RunOptions.mode must be 'live' or 'batch', got {self.mode!r}")
+        if self.mode not in ("live", "batch", "estimate"):
+            raise ConfigError(f"RunOptions.mode must be 'live', 'batch' or 'estimate', got {self.mode!r}")
         for name in ("concurrency", "batch_size", "window_rows", "window_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RunOptions.{name} must be >= 1, got {getattr(self, name)}")

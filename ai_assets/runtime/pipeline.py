@@ -35,6 +35,7 @@ from ai_assets.runtime.cache import Cache, CachedResult, Entry
 from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.engine import Connection, Engine, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, ConfigError, RowFailedError, Skip
+from ai_assets.runtime.estimate import Calibration, save_calibration
 from ai_assets.runtime.limits import Limits
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.sync import iterate_sync, run_sync
@@ -177,6 +178,7 @@ class Pipeline:
     _sent_by: dict[str, str] = field(default_factory=dict)
     _memory: dict[str, Outcome] = field(default_factory=dict)
     _held: list[tuple[Window, list[Any], list[str | None]]] = field(default_factory=list)
+    _learned: Calibration = field(default_factory=Calibration)
     _done_rows: int = 0
 
     async def run(self, batches: AsyncIterator[pa.RecordBatch],
@@ -186,6 +188,14 @@ class Pipeline:
         if self.options.mode == "batch":
             async for out in self._run_batch(batches, schema):
                 yield out
+            return
+        if self.options.mode == "estimate":
+            from ai_assets.runtime.estimate import EstimateRun
+
+            started = time.perf_counter()
+            async for out in EstimateRun(self).run(batches, schema):
+                yield out
+            self.usage.elapsed_s += time.perf_counter() - started
             return
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
@@ -222,6 +232,9 @@ class Pipeline:
                 future.cancel()
             if writer is not None:
                 await asyncio.to_thread(writer.close)
+                family = getattr(self.task, "family", lambda: None)()
+                if family:
+                    await asyncio.to_thread(save_calibration, self.cache, family, self._learned)  # type: ignore[arg-type]
                 await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
             self.usage.elapsed_s += time.perf_counter() - started
 
@@ -367,6 +380,8 @@ class Pipeline:
             return
         parts = self.task.split(job, outcome)
         shares = _share(outcome.usage, len(parts))
+        if outcome.ok and outcome.attempts == 1:
+            self._learned.add(job.cost.prompt, outcome.usage.prompt_tokens, outcome.usage.completion_tokens, len(parts))
         if self.group_column and parts:
             self.usage.group(self._sent_by.get(parts[0][0], "")).requests += outcome.attempts
         if writer is not None:

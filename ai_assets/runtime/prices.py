@@ -43,8 +43,16 @@ def lookup(model: str) -> Prices | None:
     return None
 
 
+FREE = Prices(0.0, 0.0, batch_discount=0.0)
+"""A model in this process: no API bill (its cost is the machine's)."""
+
+
 def prices_for(provider: Any, *, embeddings: bool = False) -> Prices | None:
-    """The built-in prices of a provider's chat (or embedding) model, if it has any."""
+    """The prices of a provider: its own (``FREE`` for a local model), else the built-in ones of its chat (or
+    embedding) model, if any."""
+    own = getattr(provider, "prices", None)
+    if isinstance(own, Prices):
+        return own
     identity = provider.embedding_identity() if embeddings else provider.identity()
     model = identity.get("model")
     return lookup(str(model)) if model else None

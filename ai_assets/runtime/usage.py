@@ -51,6 +51,8 @@ class Usage:
     elapsed_s: float = 0.0
     batch: bool = False
     """Answered through the Batch API (priced at its discount)."""
+    estimated: bool = False
+    """An estimate (``mode="estimate"``): nothing was sent; tokens are what sending would cost."""
     groups: dict[str, Usage] = field(default_factory=dict, repr=False)
     _latencies: list[float] = field(default_factory=list, repr=False)
     _latency_count: int = field(default=0, repr=False)
@@ -78,7 +80,7 @@ class Usage:
     def group(self, name: str) -> Usage:
         """The usage of one group (created on first use)."""
         if name not in self.groups:
-            self.groups[name] = Usage(batch=self.batch)
+            self.groups[name] = Usage(batch=self.batch, estimated=self.estimated)
         return self.groups[name]
 
     @property
