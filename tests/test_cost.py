@@ -84,7 +84,7 @@ def test_estimate_then_single_run_backfill_with_cost_per_partition(tmp_path: Pat
             assert materialization is not None and materialization.partition is not None
             latest[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
     assert sorted(latest) == ["d1", "d2", "d3"]
-    for partition, metadata in latest.items():  # every partition its own usage and cost, in one run
+    for metadata in latest.values():  # every partition its own usage and cost, in one run
         assert "ai/estimated_cost_usd" in metadata and metadata["ai/rows_in"] == 120
     assert latest["d1"]["ai/tokens_in"] == 0 and latest["d1"]["ai/rows_from_cache"] == 120
     assert sum(int(latest[p]["ai/tokens_in"]) for p in ("d2", "d3")) == measured.prompt_tokens  # type: ignore[call-overload]
