@@ -9,8 +9,11 @@ from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.files import extract_text
 from ai_assets.functions.images import ImageSpec, decode_images
+from ai_assets.functions.ingest import read_source, stream_source
 from ai_assets.functions.prompt import PromptParams, aprompt, prompt
-from ai_assets.functions.templates import ImageColumn
+from ai_assets.functions.table_sources import DeltaSource, LanceSource
+from ai_assets.functions.tasks import analyze_sentiment, extract, fix_grammar, mask, similarity, summarize, translate
+from ai_assets.functions.templates import FileColumn, ImageColumn
 from ai_assets.functions.vision import classify_image, embed_image
 from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
@@ -29,6 +32,7 @@ from ai_assets.runtime.errors import (
     NotSupportedError,
     RowFailedError,
 )
+from ai_assets.runtime.options import BatchOptions
 from ai_assets.runtime.pipeline import Enriched, EnrichedStream
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.retry import RetryPolicy
@@ -36,15 +40,19 @@ from ai_assets.runtime.usage import Prices, Usage
 
 __all__ = [
     "AIAssetsError",
+    "BatchOptions",
     "BudgetExceededError",
     "Cache",
     "ConfigError",
+    "DeltaSource",
     "DownloadPolicy",
     "EfficientNetLite0Provider",
     "Enriched",
     "EnrichedStream",
+    "FileColumn",
     "ImageColumn",
     "ImageSpec",
+    "LanceSource",
     "LlamaCppProvider",
     "MissingExtraError",
     "NotSupportedError",
@@ -60,6 +68,7 @@ __all__ = [
     "RunOptions",
     "SentenceTransformersProvider",
     "Usage",
+    "analyze_sentiment",
     "aprompt",
     "classify_image",
     "classify_text",
@@ -67,7 +76,15 @@ __all__ = [
     "download",
     "embed_image",
     "embed_text",
+    "extract",
     "extract_text",
+    "fix_grammar",
+    "mask",
     "open_cache",
     "prompt",
+    "read_source",
+    "similarity",
+    "stream_source",
+    "summarize",
+    "translate",
 ]

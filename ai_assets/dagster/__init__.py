@@ -28,6 +28,15 @@ from ai_assets.dagster.sources import (
     ingest_asset,
     preprocess_asset,
 )
+from ai_assets.dagster.tasks import (
+    extract_asset,
+    fix_grammar_asset,
+    mask_asset,
+    sentiment_asset,
+    similarity_asset,
+    summarize_asset,
+    translate_asset,
+)
 
 __all__ = [
     "AssetArgs",
@@ -45,10 +54,17 @@ __all__ = [
     "download_asset",
     "embed_asset",
     "embed_image_asset",
+    "extract_asset",
     "extract_text_asset",
+    "fix_grammar_asset",
     "ingest_asset",
     "landing_folder_sensor",
+    "mask_asset",
     "partitioned_schedule",
     "preprocess_asset",
     "prompt_asset",
+    "sentiment_asset",
+    "similarity_asset",
+    "summarize_asset",
+    "translate_asset",
 ]

@@ -231,11 +231,13 @@ def classify_asset(
     model: str | None = None,
     prices: Prices | None = None,
     max_error_rate: float = 0.05,
+    top_k: int | None = None,
+    threshold: float | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
     adding a ``{label, score}`` struct column: by embedding similarity with an embedder, by a constrained answer
-    with an LLM.
+    with an LLM. With ``top_k`` / ``threshold`` it is multi-label: a list of the labels that apply, best first.
 
         topics = classify_asset("review_topics", clean, column="text",
                                 labels={"battery": "battery life and charging", "screen": "the display"},
@@ -244,11 +246,12 @@ def classify_asset(
     output_column = output_column or name
     described = label_descriptions(labels)
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
-                          output=output_column)
+                          output=output_column, top_k=top_k, threshold=threshold)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_text(data, column, described, provider=call.provider, method=method,
-                            output_column=output_column, prices=prices, **call.common(options))
+                            output_column=output_column, prices=prices, top_k=top_k, threshold=threshold,
+                            **call.common(options))
         assert isinstance(out, EnrichedStream)
         return out
 

@@ -8,6 +8,7 @@ confidence. ``LabelScorer`` is the one label-scoring path, shared with image cla
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,8 @@ from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.usage import Prices
 
 CLASSIFICATION = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
+LABELS = pa.list_(CLASSIFICATION)
+"""Multi-label output (``top_k`` / ``threshold``): the labels that apply, best first."""
 Method = Literal["embedding", "llm"]
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -58,23 +61,50 @@ def label_probabilities(vectors: Matrix, label_vectors: Matrix, temperature: flo
     return probs
 
 
-class LabelScorer:
-    """Rows of vectors (None for missing) -> the ``{label, score}`` column, against fixed label vectors."""
+@dataclass(frozen=True)
+class MultiLabel:
+    """Multi-label output: at most ``top_k`` labels, each scoring at least ``threshold``, best first."""
 
-    def __init__(self, names: Sequence[str], anchors: Matrix, temperature: float) -> None:
+    top_k: int | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ConfigError(f"threshold must be between 0 and 1, got {self.threshold}")
+
+    def pick(self, scored: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
+        ordered = sorted(scored, key=lambda pair: (-pair[1], pair[0]))
+        kept = [p for p in ordered if self.threshold is None or p[1] >= self.threshold]
+        return [{"label": label, "score": score} for label, score in kept[:self.top_k]]
+
+
+class LabelScorer:
+    """Rows of vectors (None for missing) -> the ``{label, score}`` column (or, multi-label, the list of labels
+    that apply), against fixed label vectors."""
+
+    def __init__(self, names: Sequence[str], anchors: Matrix, temperature: float,
+                 multi: MultiLabel | None = None) -> None:
         self.names = list(names)
         self.anchors = anchors
         self.temperature = temperature
+        self.multi = multi
 
     def column(self, values: Sequence[Any]) -> pa.Array:
         present = [i for i, v in enumerate(values) if v is not None]
-        results: list[dict[str, Any] | None] = [None] * len(values)
+        results: list[Any] = [None] * len(values)
         if present:
-            best, scores = score_labels(np.asarray([values[i] for i in present], np.float32), self.anchors,
-                                        self.names, self.temperature)
+            matrix = np.asarray([values[i] for i in present], np.float32)
+            if self.multi is not None:
+                probs = label_probabilities(matrix, self.anchors, self.temperature)
+                for row, i in enumerate(present):
+                    results[i] = self.multi.pick(list(zip(self.names, map(float, probs[row]), strict=True)))
+                return pa.array(results, LABELS)
+            best, scores = score_labels(matrix, self.anchors, self.names, self.temperature)
             for i, label, score in zip(present, best, scores, strict=True):
                 results[i] = {"label": label, "score": score}
-        return pa.array(results, CLASSIFICATION)
+        return pa.array(results, LABELS if self.multi is not None else CLASSIFICATION)
 
 
 class ClassifyTextTask(EmbedTextTask):
@@ -88,12 +118,21 @@ class ClassifyTextTask(EmbedTextTask):
 
 
 class ClassifyLLMTask(PromptTask):
-    """A ``Literal`` label and a confidence from a chat model, as ``{label, score}``."""
+    """A ``Literal`` label and a confidence from a chat model, as ``{label, score}`` (multi-label: a score for
+    each label that applies, as the list of those kept)."""
+
+    multi: MultiLabel | None = None
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
-        labels = [None if v is None else {"label": v["label"], "score": v["confidence"]} for v in values]
-        return {self.output_column: pa.array(labels, CLASSIFICATION),
-                f"{self.output_column}_error": pa.array(errors, pa.string())}
+        if self.multi is not None:
+            multi = self.multi
+            picked = [None if v is None else multi.pick([(x["label"], float(x["score"])) for x in v["labels"]])
+                      for v in values]
+            column = pa.array(picked, LABELS)
+        else:
+            column = pa.array([None if v is None else {"label": v["label"], "score": v["confidence"]}
+                               for v in values], CLASSIFICATION)
+        return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
 
 
 def classify_text(
@@ -112,13 +151,19 @@ def classify_text(
     prices: Prices | None = None,
     run_id: str | None = None,
     group_column: str | None = None,
+    top_k: int | None = None,
+    threshold: float | None = None,
 ) -> Enriched | EnrichedStream:
-    """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``).
+    """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``): a
+    ``{label, score}`` struct column. With ``top_k`` and/or ``threshold`` it is multi-label: a list of the labels
+    that apply, best first (at most ``top_k``, each scoring at least ``threshold``).
 
-    ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders. A table gives a table
-    back, a reader a stream (see ``prompt``).
+    ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders. With an embedder a
+    score is the softmax over the cosine similarities to the labels; with an LLM it is the model's confidence. A
+    table gives a table back, a reader a stream (see ``prompt``).
     """
     described = label_descriptions(labels)
+    multi = MultiLabel(top_k, threshold) if top_k is not None or threshold is not None else None
     provider = with_model(provider, model)
     options = options or RunOptions()
     if method is None:
@@ -127,14 +172,17 @@ def classify_text(
     if method == "llm":
         if not isinstance(provider, Prompter):
             raise NotSupportedError(provider, "classify_text(method='llm')")
-        task = ClassifyLLMTask("{" + column + "}", provider, _choice_model(tuple(described)),
-                               _llm_system_message(described), output_column, PromptParams(temperature=0.0), options)
+        choice = _choice_model(tuple(described)) if multi is None else _multi_model(tuple(described))
+        task = ClassifyLLMTask("{" + column + "}", provider, choice, _llm_system_message(described, multi),
+                               output_column, PromptParams(temperature=0.0), options)
+        task.multi = multi
         chosen = prices or prices_for(provider)
     else:
         if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
             raise NotSupportedError(provider, "classify_text(method='embedding')")
         task = ClassifyTextTask(column, provider, output_column, options)
-        task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature)
+        task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature,
+                                  multi)
         chosen = prices or prices_for(provider, embeddings=not task.local)
     pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
                         prices=chosen)
@@ -160,6 +208,18 @@ def _choice_model(names: tuple[str, ...]) -> type[BaseModel]:
     )
 
 
-def _llm_system_message(described: Mapping[str, str]) -> str:
+def _multi_model(names: tuple[str, ...]) -> type[BaseModel]:
+    label_type: Any = Literal[names]
+    scored = create_model("LabelScore", label=(label_type, ...),
+                          score=(float, Field(ge=0, le=1, description="how well the label fits, from 0 to 1")),
+                          __base__=BaseModel)
+    return create_model("Labels", labels=(list[scored], Field(description="every label that applies")),  # type: ignore[valid-type]
+                        __base__=BaseModel)
+
+
+def _llm_system_message(described: Mapping[str, str], multi: MultiLabel | None = None) -> str:
     legend = "\n".join(f"- {name}: {text}" for name, text in described.items())
+    if multi is not None:
+        return (f"Which of these labels apply to the text?\n{legend}\nList every label that applies, each with a "
+                "score from 0 to 1 for how well it fits.")
     return f"Classify the text into exactly one of these labels:\n{legend}\nAnswer with the label and confidence."

@@ -30,7 +30,7 @@ from ai_assets.runtime.pipeline import (
 )
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
-from ai_assets.runtime.tokens import estimate_cost
+from ai_assets.runtime.tokens import estimate_cost, request_messages
 from ai_assets.runtime.usage import Prices
 
 
@@ -96,7 +96,7 @@ class PromptTask:
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         max_out = self.request_params.get("max_output_tokens")
-        return [Job(k, payloads[k], estimate_cost(payloads[k]["messages"], max_out)) for k in keys]
+        return [Job(k, payloads[k], estimate_cost(request_messages(payloads[k]), max_out)) for k in keys]
 
     def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
         return [(job.key, outcome)]

@@ -6,7 +6,8 @@ import base64
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from pathlib import PurePosixPath
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -81,44 +82,102 @@ def column_texts(table: Rows, column: str) -> tuple[list[str | None], list[Skip 
 
 @dataclass(frozen=True)
 class ImageColumn:
-    """A message part: the encoded image bytes in ``column``, sent as a data URL to a vision model."""
+    """A message part: the encoded image bytes in ``column``, sent as a data URL to a vision model; with
+    ``as_url=True`` the column holds image URLs, passed to the model as they are (nothing is downloaded)."""
 
     column: str
     detail: str = "auto"
+    as_url: bool = False
+
+    def part(self, value: Any, row: int) -> dict[str, object]:
+        url = str(value) if self.as_url else f"data:{image_mime(value)};base64,{base64.b64encode(value).decode()}"
+        return {"type": "image_url", "image_url": {"url": url, "detail": self.detail}}
 
 
-Part = str | ImageColumn
+@dataclass(frozen=True)
+class FileColumn:
+    """A message part: the file bytes in ``column`` (a PDF, a text file...) sent as a file content part. The
+    MIME type is sniffed from the content (or given as ``mime``); the name comes from ``filename_column`` (e.g. the
+    ``path`` of ingested files). A file over ``max_bytes`` is not sent (its row gets the reason)."""
+
+    column: str
+    filename_column: str | None = None
+    mime: str | None = None
+    max_bytes: int = 32 * 1024 * 1024
+
+    def part(self, value: bytes, name: str | None) -> dict[str, object]:
+        mime = self.mime or file_mime(value)
+        filename = PurePosixPath(name).name if name else f"{self.column}{_EXTENSIONS.get(mime, '')}"
+        data = f"data:{mime};base64,{base64.b64encode(value).decode()}"
+        return {"type": "file", "file": {"filename": filename, "file_data": data}}
+
+
+_EXTENSIONS = {"application/pdf": ".pdf", "text/plain": ".txt", "text/html": ".html", "application/json": ".json"}
+
+
+def file_mime(data: bytes) -> str:
+    """The MIME type of file bytes, from their magic number (images too); text when it decodes as UTF-8."""
+    if data.startswith(b"%PDF"):
+        return "application/pdf"
+    image = image_mime(data)
+    if image != "application/octet-stream":
+        return image
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "text/html"
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    return "text/plain"
+
+
+Part = str | ImageColumn | FileColumn
 Content = str | list[dict[str, object]]
+Rendered = tuple[list[str | None], list[Skip | None]]
 
 
 def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[Skip | None]]:
-    """Per row: a user message's content (a string for text alone, parts for text and images) or None and why."""
+    """Per row: a user message's content (a string for text alone, parts for text, images and files) or None and
+    why it is not sent."""
     if isinstance(parts, str):
         texts, skipped = Template(parts).render(table)
         return list(texts), skipped
-    rendered: list[tuple[list[str | None], list[Skip | None]] | ImageColumn] = []
+    rendered: list[Rendered | ImageColumn | FileColumn] = []
+    columns: dict[str, list[Any]] = {}
     for part in parts:
-        if isinstance(part, ImageColumn):
-            if part.column not in table.column_names:
-                raise ConfigError(f"image part names column {part.column!r}, not in the table "
-                                  f"(columns: {table.column_names})")
+        if isinstance(part, (ImageColumn, FileColumn)):
+            needed = [part.column] + ([part.filename_column] if isinstance(part, FileColumn) and
+                                      part.filename_column else [])
+            for name in needed:
+                if name not in table.column_names:
+                    raise ConfigError(f"{type(part).__name__} names column {name!r}, not in the table "
+                                      f"(columns: {table.column_names})")
+                columns[name] = table.column(name).to_pylist()
             rendered.append(part)
         else:
             rendered.append(Template(part).render(table))
-    images = {p.column: table.column(p.column).to_pylist() for p in rendered if isinstance(p, ImageColumn)}
     contents: list[Content | None] = []
     reasons: list[Skip | None] = []
     for row in range(table.num_rows):
         content: list[dict[str, object]] = []
         reason: Skip | None = None
         for piece in rendered:
-            if isinstance(piece, ImageColumn):
-                data = images[piece.column][row]
-                if not data:
-                    reason = Skip(SkipKind.NULL, piece.column, "image column")
+            if isinstance(piece, ImageColumn | FileColumn):
+                value = columns[piece.column][row]
+                if not value:
+                    kind = "image column" if isinstance(piece, ImageColumn) else "file column"
+                    reason = Skip(SkipKind.NULL, piece.column, kind)
                     break
-                url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
-                content.append({"type": "image_url", "image_url": {"url": url, "detail": piece.detail}})
+                if isinstance(piece, FileColumn):
+                    if len(value) > piece.max_bytes:
+                        reason = Skip(SkipKind.TOO_LARGE, piece.column, f"{len(value):,} bytes, over "
+                                                                        f"max_bytes={piece.max_bytes:,}")
+                        break
+                    filename = columns[piece.filename_column][row] if piece.filename_column else None
+                    content.append(piece.part(value, filename))
+                else:
+                    content.append(piece.part(value, row))
             else:
                 texts, why = piece
                 if texts[row] is None:

@@ -107,6 +107,7 @@ def bounded(text: str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS
 class SkipKind(enum.Enum):
     NULL = "null"
     EMPTY = "empty"
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True)
@@ -120,4 +121,6 @@ class Skip:
     def __str__(self) -> str:
         if self.kind is SkipKind.NULL:
             return f"skipped: {self.part} {self.column!r} is null"
+        if self.kind is SkipKind.TOO_LARGE:
+            return f"skipped: the file in column {self.column!r} is {self.part}"
         return "skipped: empty input"

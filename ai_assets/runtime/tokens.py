@@ -31,11 +31,25 @@ def message_tokens(messages: Sequence[dict[str, Any]]) -> int:
             for part in content:
                 if part.get("type") in ("text", "input_text"):
                     chars += len(part.get("text", ""))
+                elif part.get("type") in ("file", "input_file"):
+                    data = part.get("file", part).get("file_data", "")
+                    chars += len(data) * 3 // 4 // 2  # a file: about half its bytes come back as text
                 else:
                     images += 1
         elif content is not None:
             chars += len(json.dumps(content))
     return chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
+
+
+def request_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages of a Chat Completions body, or of a Responses body (``instructions`` and ``input``)."""
+    if "messages" in request:
+        return list(request["messages"])
+    raw = request.get("input", "")
+    messages = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
+    if request.get("instructions"):
+        messages.insert(0, {"role": "system", "content": request["instructions"]})
+    return messages
 
 
 def estimate_cost(messages: Sequence[dict[str, Any]], max_output_tokens: int | None) -> TokenCost:

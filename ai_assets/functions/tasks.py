@@ -1,0 +1,219 @@
+"""Task functions: the AI functions users of Databricks' ``ai_*`` family and Daft look for, each a thin layer over
+``prompt`` (or ``embed_text``) with a default prompt, a structured answer, and a documented Arrow type.
+
+* ``extract``: the text and the fields wanted (names, descriptions, or a model) -> a struct of the fields, null
+  where the text does not give one;
+* ``summarize``: the text and a length bound -> string of at most ``max_words`` words;
+* ``translate``: the text and the target language -> string;
+* ``analyze_sentiment``: the text -> string, one of positive / negative / neutral / mixed;
+* ``mask``: the text and the kinds of entity -> string with ``[MASKED]`` in their place;
+* ``fix_grammar``: the text -> string;
+* ``similarity``: both texts to an embedder -> float32 cosine similarity.
+
+Every one caches like ``prompt``: the journal key holds the provider, model, the task's prompt and schema, and
+the row's text, so a re-run pays nothing and a changed setting (another language, another bound) recomputes.
+Multi-label classification is ``classify_text(..., top_k=, threshold=)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, Field, create_model
+
+from ai_assets.functions.embed import embed_text
+from ai_assets.functions.prompt import PromptParams, PromptTask
+from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
+from ai_assets.runtime.cache import Cache
+from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import ConfigError, NotSupportedError
+from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Progress, Source, run_pipeline
+from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.usage import Prices, Usage
+
+SENTIMENTS = ("positive", "negative", "neutral", "mixed")
+MASK = "[MASKED]"
+DEFAULT_ENTITIES = ("person", "email", "phone number", "address")
+
+
+class ShapedTask(PromptTask):
+    """A prompt whose structured answer becomes the task's own column type."""
+
+    shape: Callable[[Any], Any]
+    arrow_type: pa.DataType
+
+    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
+        shaped = [None if v is None else self.shape(v) for v in values]
+        return {self.output_column: pa.array(shaped, self.arrow_type),
+                f"{self.output_column}_error": pa.array(errors, pa.string())}
+
+
+def _run(table: Source, column: str, provider: Prompter, answer: type[BaseModel], system: str,
+         output_column: str, shape: Callable[[Any], Any] | None, arrow_type: pa.DataType | None,
+         params: PromptParams | None, options: RunOptions | None, cache: Cache | None, progress: Progress | None,
+         model: str | None, prices: Prices | None, run_id: str | None,
+         group_column: str | None) -> Enriched | EnrichedStream:
+    provider = with_model(provider, model)
+    if not isinstance(provider, Prompter):
+        raise NotSupportedError(provider, "this task (it prompts a chat model)")
+    options = options or RunOptions()
+    template = "{" + column + "}"
+    task: PromptTask
+    if shape is None:
+        task = PromptTask(template, provider, answer, system, output_column, params or PromptParams(temperature=0),
+                          options)
+    else:
+        task = ShapedTask(template, provider, answer, system, output_column, params or PromptParams(temperature=0),
+                          options)
+        task.shape, task.arrow_type = shape, arrow_type or pa.string()
+    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
+                                        group_column=group_column, prices=prices or prices_for(provider)))
+
+
+def extract(table: Source, column: str, fields: Sequence[str] | Mapping[str, str] | type[BaseModel], *,
+            provider: Prompter, output_column: str = "extracted", params: PromptParams | None = None,
+            options: RunOptions | None = None, cache: Cache | None = None, progress: Progress | None = None,
+            model: str | None = None, prices: Prices | None = None, run_id: str | None = None,
+            group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The named ``fields`` (a list, ``{field: description}``, or a Pydantic model) from the text in ``column``,
+    as a struct column; a field the text does not give is null (with a model: as the model says)."""
+    answer = fields if isinstance(fields, type) and issubclass(fields, BaseModel) else _fields_model(fields)
+    legend = "\n".join(f"- {name}: {info.description or name}" for name, info in answer.model_fields.items())
+    system = ("Extract these fields from the text. Give a field's value as it appears in the text; use null for a "
+              f"field the text does not give.\n{legend}")
+    return _run(table, column, provider, answer, system, output_column, None, None, params, options, cache,
+                progress, model, prices, run_id, group_column)
+
+
+def _fields_model(fields: Sequence[str] | Mapping[str, str]) -> type[BaseModel]:
+    described = dict(fields) if isinstance(fields, Mapping) else {name: name for name in fields}
+    if not described:
+        raise ConfigError("extract: name at least one field")
+    bad = [name for name in described if not name.isidentifier()]
+    if bad:
+        raise ConfigError(f"extract: field names must be identifiers, got {bad}")
+    spec: Any = {name: (str | None, Field(default=None, description=text)) for name, text in described.items()}
+    return create_model("Extraction", **spec)
+
+
+def summarize(table: Source, column: str, *, provider: Prompter, max_words: int = 50,
+              output_column: str = "summary", params: PromptParams | None = None, options: RunOptions | None = None,
+              cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
+              prices: Prices | None = None, run_id: str | None = None,
+              group_column: str | None = None) -> Enriched | EnrichedStream:
+    """A summary of the text in ``column`` of at most ``max_words`` words (a longer answer is cut to the bound)."""
+    if max_words < 1:
+        raise ConfigError(f"summarize: max_words must be >= 1, got {max_words}")
+    answer = create_model("Summary", summary=(str, Field(description=f"the summary, at most {max_words} words")))
+    system = f"Summarize the text in at most {max_words} words. Keep its facts; add none."
+    params = params or PromptParams(temperature=0, max_output_tokens=max(64, 3 * max_words))
+    return _run(table, column, provider, answer, system, output_column,
+                lambda v: " ".join(str(v["summary"]).split()[:max_words]), pa.string(), params, options, cache,
+                progress, model, prices, run_id, group_column)
+
+
+def translate(table: Source, column: str, to: str, *, provider: Prompter, output_column: str = "translation",
+              params: PromptParams | None = None, options: RunOptions | None = None, cache: Cache | None = None,
+              progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
+              run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The text in ``column`` translated into the language ``to`` (e.g. ``"French"``, ``"de"``)."""
+    answer = create_model("Translation", translation=(str, Field(description=f"the text in {to}")))
+    system = f"Translate the text into {to}. Keep its meaning, tone and formatting; translate nothing else."
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["translation"], pa.string(),
+                params, options, cache, progress, model, prices, run_id, group_column)
+
+
+def analyze_sentiment(table: Source, column: str, *, provider: Prompter, output_column: str = "sentiment",
+                      params: PromptParams | None = None, options: RunOptions | None = None,
+                      cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
+                      prices: Prices | None = None, run_id: str | None = None,
+                      group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The sentiment of the text in ``column``: ``positive``, ``negative``, ``neutral`` or ``mixed``."""
+    kind: Any = Literal[SENTIMENTS]
+    answer = create_model("Sentiment", sentiment=(kind, Field(description="the overall sentiment")))
+    system = "Give the overall sentiment of the text: positive, negative, neutral, or mixed."
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["sentiment"], pa.string(),
+                params, options, cache, progress, model, prices, run_id, group_column)
+
+
+def mask(table: Source, column: str, entities: Sequence[str] = DEFAULT_ENTITIES, *, provider: Prompter,
+         output_column: str = "masked", params: PromptParams | None = None, options: RunOptions | None = None,
+         cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
+         prices: Prices | None = None, run_id: str | None = None,
+         group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The text in ``column`` with every entity of the given kinds replaced by ``[MASKED]``."""
+    if not entities:
+        raise ConfigError("mask: name at least one kind of entity")
+    answer = create_model("Masked", text=(str, Field(description=f"the text with {MASK} in place of each entity")))
+    system = (f"Replace every {', '.join(entities)} in the text with {MASK}. Change nothing else: same words, "
+              "same order, same punctuation.")
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params,
+                options, cache, progress, model, prices, run_id, group_column)
+
+
+def fix_grammar(table: Source, column: str, *, provider: Prompter, output_column: str = "corrected",
+                params: PromptParams | None = None, options: RunOptions | None = None, cache: Cache | None = None,
+                progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
+                run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The text in ``column`` with its grammar and spelling corrected, meaning and wording otherwise kept."""
+    answer = create_model("Corrected", text=(str, Field(description="the corrected text")))
+    system = "Correct the grammar and spelling of the text. Keep its meaning, wording and tone otherwise."
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params,
+                options, cache, progress, model, prices, run_id, group_column)
+
+
+def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder | RemoteTextEmbedder,
+               output_column: str = "similarity", options: RunOptions | None = None, cache: Cache | None = None,
+               progress: Progress | None = None, model: str | None = None, run_id: str | None = None,
+               group_column: str | None = None) -> Enriched | EnrichedStream:
+    """The cosine similarity (float32, -1 to 1) of the embeddings of the texts in ``left`` and ``right``; null
+    where either is missing. Both columns share the journal: a text embedded once is never embedded again."""
+    common: dict[str, Any] = {"provider": provider, "options": options, "cache": cache, "model": model,
+                              "run_id": run_id, "group_column": group_column}
+    first = embed_text(table, left, output_column="__similarity_left", **common)
+    source = first.table if isinstance(first, Enriched) else first.reader()
+    second = embed_text(source, right, output_column="__similarity_right", progress=progress, **common)
+    temporary = ["__similarity_left", "__similarity_left_error", "__similarity_right", "__similarity_right_error"]
+
+    def finish(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+        a, b = _matrix(rows.column(temporary[0])), _matrix(rows.column(temporary[2]))
+        valid = np.asarray(rows.column(temporary[0]).is_valid()) & np.asarray(rows.column(temporary[2]).is_valid())
+        norms = np.clip(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12, None)
+        scores = pa.array(((a * b).sum(axis=1) / norms).astype(np.float32), mask=~valid)
+        errors = [x or y for x, y in zip(rows.column(temporary[1]).to_pylist(), rows.column(temporary[3]).to_pylist(),
+                                         strict=True)]
+        return rows.drop_columns(temporary).append_column(output_column, scores).append_column(
+            f"{output_column}_error", pa.array(errors, pa.string()))
+
+    if isinstance(second, Enriched):
+        assert isinstance(first, Enriched)
+        usage = first.usage
+        _add(usage, second.usage)
+        return Enriched(finish(second.table), usage)
+    stream = second
+
+    def batches() -> Any:
+        for batch in stream:
+            yield finish(batch)
+        _add(first.usage, stream.usage)
+
+    return EnrichedStream(batches(), first.usage)
+
+
+def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float32]]:
+    chunk = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_fixed_size_list(chunk.type):  # no vector at all (every row null)
+        return np.zeros((len(chunk), 1), np.float32)
+    dim = chunk.type.list_size
+    flat = np.asarray(chunk.values.slice(chunk.offset * dim, len(chunk) * dim).to_numpy(zero_copy_only=False))
+    return flat.reshape(-1, dim).astype(np.float32)
+
+
+def _add(usage: Usage, other: Usage) -> None:
+    for name in ("requests", "retries", "prompt_tokens", "completion_tokens", "cache_hits", "sent_rows", "errors",
+                 "deduplicated"):
+        setattr(usage, name, getattr(usage, name) + getattr(other, name))
+    usage.elapsed_s += other.elapsed_s
