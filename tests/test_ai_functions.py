@@ -114,7 +114,8 @@ def test_files_reach_the_server_as_file_parts_and_refused_types_are_row_errors(
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="BMP")
     table = pa.table({"path": ["/in/report.pdf", "/in/notes.txt", "/in/scan.bmp", "/in/big.pdf"],
-                      "bytes": [minimal_pdf("Quarterly report"), b"plain notes", png.getvalue(), b"%PDF" + b"x" * 2_000]})
+                      "bytes": [minimal_pdf("Quarterly report"), b"plain notes", png.getvalue(),
+                                b"%PDF" + b"x" * 2_000]})
     parts = ["Summarize this document:", FileColumn("bytes", filename_column="path", max_bytes=1_000)]
     out = prompt(table, parts, provider=llm, options=RunOptions(on_error="null"))
     errors = out.table.column("response_error").to_pylist()
