@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from ai_assets import ImageSpec, PromptParams, RunOptions
 from ai_assets.dagster import (
+    AssetArgs,
     DeltaIOManager,
     EfficientNetResource,
     LanceDBIOManager,
@@ -31,11 +32,13 @@ from ai_assets.dagster import (
     decode_images_asset,
     embed_asset,
     embed_image_asset,
+    extract_text_asset,
     ingest_asset,
     landing_folder_sensor,
     partitioned_schedule,
     preprocess_asset,
     prompt_asset,
+    summarize_asset,
 )
 
 HERE = Path(__file__).parent
@@ -64,28 +67,28 @@ TOPICS = {
 
 daily = dg.DailyPartitionsDefinition(start_date="2024-11-01", end_date="2024-11-04")
 landing_files = dg.DynamicPartitionsDefinition(name="landing_files")
-common: dict[str, object] = {"partitions_def": daily, "group_name": "reviews",
-                             "backfill_policy": dg.BackfillPolicy.single_run(),
-                             "retry_policy": dg.RetryPolicy(max_retries=2, delay=5)}
+common: AssetArgs = {"partitions_def": daily, "group_name": "reviews",
+                     "backfill_policy": dg.BackfillPolicy.single_run(),
+                     "retry_policy": dg.RetryPolicy(max_retries=2, delay=5)}
 remote_llm = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
 llm_model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini") if remote_llm else "SmolLM2-135M-Instruct.Q4_1"
 
-raw_reviews = ingest_asset("raw_reviews", path=str(DATA / "reviews" / "{partition}.jsonl"), **common)  # type: ignore[arg-type]
+raw_reviews = ingest_asset("raw_reviews", path=str(DATA / "reviews" / "{partition}.jsonl"), **common)
 clean_reviews = preprocess_asset(
     "clean_reviews", raw_reviews, drop_missing=["text"], derive={"review": "{title}. {text}"},
-    **common)  # type: ignore[arg-type]
+    **common)
 review_insights = prompt_asset(
     "review_insights", clean_reviews, template="Product: {product}\nReview: {review}",
     system_message="Extract the sentiment, the aspects mentioned and a short summary of the product review.",
     return_format=ReviewInsight, params=PromptParams(temperature=0.0, max_output_tokens=200),
     options=RunOptions(concurrency=4, on_error="null"), provider_key="llm", model=llm_model if remote_llm else None,
-    pool="llm", **common)  # type: ignore[arg-type]
+    **common | {"pool": "llm"})
 review_embeddings = embed_asset(
     "review_embeddings", review_insights, column="review", provider_key="embedder",
-    io_manager_key="lancedb", **common)  # type: ignore[arg-type]
+    **common | {"io_manager_key": "lancedb"})
 review_topics = classify_asset(
     "review_topics", review_embeddings, column="review", labels=TOPICS, provider_key="embedder",
-    io_manager_key="delta", **common)  # type: ignore[arg-type]
+    **common | {"io_manager_key": "delta"})
 
 landing_reviews = ingest_asset("landing_reviews", path=str(DATA / "landing" / "{partition}"), format="jsonl",
                                partitions_def=landing_files, group_name="landing")
@@ -111,6 +114,17 @@ product_image_classes = classify_image_asset(
     group_name="images")
 image_assets = [product_images, product_images_small, product_image_embeddings, product_image_classes]
 
+# Documents: PDFs (made by scripts/make_demo_pdfs.py) -> their text -> a summary of each from the LLM. With a model
+# that reads files, prompt_asset(template=["Summarize:", FileColumn("bytes", filename_column="path")]) sends the PDF
+# itself instead.
+product_docs = ingest_asset("product_docs", path=str(DATA / "pdfs" / "*.pdf"), format="files", group_name="documents")
+product_doc_text = extract_text_asset("product_doc_text", product_docs, column="bytes", group_name="documents")
+product_doc_summaries = summarize_asset(
+    "product_doc_summaries", product_doc_text, column="text", max_words=20, provider_key="llm",
+    model=llm_model if remote_llm else None, options=RunOptions(concurrency=4, on_error="null"),
+    group_name="documents")
+document_assets = [product_docs, product_doc_text, product_doc_summaries]
+
 
 def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
     if not remote_llm:
@@ -121,7 +135,7 @@ def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
 
 
 defs = dg.Definitions(
-    assets=[*review_assets, *image_assets, landing_reviews, landing_topics],
+    assets=[*review_assets, *image_assets, *document_assets, landing_reviews, landing_topics],
     schedules=[partitioned_schedule("daily_reviews", review_assets, daily, hour_of_day=1)],
     sensors=[landing_folder_sensor("landing_sensor", folder=DATA / "landing", pattern="*.jsonl",
                                    partitions_def=landing_files, assets=[landing_reviews, landing_topics])],

@@ -35,6 +35,11 @@ for row in images.select(["path", "product_image_classes", "image_error"]).to_py
     label = row["product_image_classes"]
     shown = f"{label['label']:<8} {label['score']:.2f}" if label else f"error: {row['image_error'][:60]}"
     print(f"    {Path(row['path']).name:<28} {shown}")
-print(f"  Result cache:             {out / 'cache.sqlite'}\n")
+summaries = ParquetStore(str(out / "parquet" / "product_doc_summaries")).read()
+print(f"  Document summaries:       {out / 'parquet' / 'product_doc_summaries'}")
+for row in summaries.select(["path", "product_doc_summaries", "product_doc_summaries_error"]).to_pylist():
+    shown = row["product_doc_summaries"] or f"error: {row['product_doc_summaries_error']}"
+    print(f"    {Path(row['path']).name:<28} {shown[:70]}")
+print(f"  Journal:                  {out / 'cache.sqlite'}\n")
 sys.stdout.flush()
 os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184); the demo must exit 0

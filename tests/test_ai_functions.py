@@ -47,6 +47,7 @@ from ai_assets.dagster import (
 )
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer
+from ai_assets.testing.documents import pdf
 
 pytestmark = pytest.mark.slow
 REVIEWS = pa.table({"text": ["Great screen, the battery dies by noon.", "Arrived late and the box was crushed.",
@@ -91,22 +92,7 @@ def test_responses_requests_carry_the_portable_settings(llm: OpenAICompatiblePro
 
 
 def minimal_pdf(text: str) -> bytes:
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf(text)
 
 
 def test_files_reach_the_server_as_file_parts_and_refused_types_are_row_errors(

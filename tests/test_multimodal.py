@@ -34,6 +34,7 @@ from ai_assets import (
     prompt,
 )
 from ai_assets.testing import FakeOpenAIServer
+from ai_assets.testing.documents import pdf
 
 pytestmark = pytest.mark.slow
 
@@ -125,23 +126,7 @@ def test_decode_images_converts_resizes_and_isolates_bad_rows() -> None:
 
 
 def minimal_pdf(text: str) -> bytes:
-    """A one-page PDF with ``text`` in Helvetica, offsets computed so pypdf reads it without repair."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf(text)
 
 
 def test_extract_text_from_pdf_html_and_text_with_limits() -> None:

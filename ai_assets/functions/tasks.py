@@ -107,9 +107,10 @@ def summarize(table: Source, column: str, *, provider: Prompter, max_words: int 
     """A summary of the text in ``column`` of at most ``max_words`` words (a longer answer is cut to the bound)."""
     if max_words < 1:
         raise ConfigError(f"summarize: max_words must be >= 1, got {max_words}")
-    answer = create_model("Summary", summary=(str, Field(description=f"the summary, at most {max_words} words")))
+    answer = create_model("Summary", summary=(str, Field(description=f"the summary, at most {max_words} words",
+                                                         max_length=12 * max_words)))
     system = f"Summarize the text in at most {max_words} words. Keep its facts; add none."
-    params = params or PromptParams(temperature=0, max_output_tokens=max(64, 3 * max_words))
+    params = params or PromptParams(temperature=0, max_output_tokens=4 * max_words + 48)
     return _run(table, column, provider, answer, system, output_column,
                 lambda v: " ".join(str(v["summary"]).split()[:max_words]), pa.string(), params, options, cache,
                 progress, model, prices, run_id, group_column)
