@@ -87,5 +87,7 @@ def test_estimate_then_single_run_backfill_with_cost_per_partition(tmp_path: Pat
     for metadata in latest.values():  # every partition its own usage and cost, in one run
         assert "ai/estimated_cost_usd" in metadata and metadata["ai/rows_in"] == 120
     assert latest["d1"]["ai/tokens_in"] == 0 and latest["d1"]["ai/rows_from_cache"] == 120
+    for sent in ("d2", "d3"):  # each partition's own pace and latencies, not zeros
+        assert float(latest[sent]["ai/rows_per_s"]) > 0 and float(latest[sent]["ai/latency_p50_s"]) > 0  # type: ignore[arg-type]
     assert sum(int(latest[p]["ai/tokens_in"]) for p in ("d2", "d3")) == measured.prompt_tokens  # type: ignore[call-overload]
     assert sum(int(latest[p]["ai/tokens_out"]) for p in ("d2", "d3")) == measured.completion_tokens  # type: ignore[call-overload]

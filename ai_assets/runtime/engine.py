@@ -84,6 +84,8 @@ class Outcome:
     usage: AttemptUsage = field(default_factory=AttemptUsage)
     transient: bool = False
     """The last failure was transient (retries ran out) rather than about the input."""
+    latency_s: float | None = None
+    """The last request's latency."""
 
     @property
     def ok(self) -> bool:
@@ -218,7 +220,8 @@ class Engine:
             outcome.last_output = exc.raw
             raise
         finally:
-            self.usage.latency(time.perf_counter() - started)
+            outcome.latency_s = time.perf_counter() - started
+            self.usage.latency(outcome.latency_s)
             if self.budget is not None:
                 self.budget.release(job.cost)
         await self._spent(job, outcome, reply.usage)

@@ -195,7 +195,7 @@ class Pipeline:
             started = time.perf_counter()
             async for out in EstimateRun(self).run(batches, schema):
                 yield out
-            self.usage.elapsed_s += time.perf_counter() - started
+            self.usage.add_elapsed(time.perf_counter() - started)
             return
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
@@ -236,7 +236,7 @@ class Pipeline:
                 if family:
                     await asyncio.to_thread(save_calibration, self.cache, family, self._learned)  # type: ignore[arg-type]
                 await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
-            self.usage.elapsed_s += time.perf_counter() - started
+            self.usage.add_elapsed(time.perf_counter() - started)
 
     async def _run_batch(self, batches: AsyncIterator[pa.RecordBatch],
                          schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
@@ -259,7 +259,7 @@ class Pipeline:
         finally:
             await asyncio.to_thread(writer.close)
             await asyncio.to_thread(self.cache.flush)
-            self.usage.elapsed_s += time.perf_counter() - started
+            self.usage.add_elapsed(time.perf_counter() - started)
 
     async def assemble(self, reader: pa.RecordBatchReader, schema: pa.Schema | None
                        ) -> AsyncIterator[pa.RecordBatch]:
@@ -383,7 +383,10 @@ class Pipeline:
         if outcome.ok and outcome.attempts == 1:
             self._learned.add(job.cost.prompt, outcome.usage.prompt_tokens, outcome.usage.completion_tokens, len(parts))
         if self.group_column and parts:
-            self.usage.group(self._sent_by.get(parts[0][0], "")).requests += outcome.attempts
+            sent_by = self.usage.group(self._sent_by.get(parts[0][0], ""))
+            sent_by.requests += outcome.attempts
+            if outcome.latency_s is not None:
+                sent_by.latency(outcome.latency_s)
         if writer is not None:
             await writer.write([
                 Entry(key, self.task.encode(part.value) if part.ok else None, part.error,

@@ -83,6 +83,12 @@ class Usage:
             self.groups[name] = Usage(batch=self.batch, estimated=self.estimated)
         return self.groups[name]
 
+    def add_elapsed(self, seconds: float) -> None:
+        """Wall time of the call; groups (partitions streamed together) share it."""
+        self.elapsed_s += seconds
+        for part in self.groups.values():
+            part.elapsed_s += seconds
+
     @property
     def attempted(self) -> int:
         """Rows that were meant to get a value (not skipped for a null or empty input)."""
