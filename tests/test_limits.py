@@ -13,6 +13,7 @@ import pytest
 
 from ai_assets import OpenAICompatibleProvider, PromptParams, RateLimit, RunOptions, prompt
 from ai_assets.testing import FakeOpenAIServer
+from ai_assets.testing.services import Service
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,14 @@ def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_eac
 def test_four_processes_share_one_account_limit_through_a_file_store(server: FakeOpenAIServer,
                                                                      tmp_path: Path) -> None:
     run_workers(server, f"file://{tmp_path}/limits")
+
+
+def test_four_processes_share_one_account_limit_through_redis(server: FakeOpenAIServer, redis: Service) -> None:
+    run_workers(server, redis.url)
+
+
+def test_four_processes_share_one_account_limit_through_postgres(server: FakeOpenAIServer, pg_url: str) -> None:
+    run_workers(server, pg_url)
 
 
 def test_a_limit_held_in_this_process_only_is_exceeded_by_four(server: FakeOpenAIServer) -> None:

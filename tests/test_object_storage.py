@@ -68,7 +68,7 @@ def io_manager(backend: str, endpoint: str, prefix: str) -> Any:
     if backend == "delta":
         return DeltaIOManager(root=f"s3://{BUCKET}/{prefix}/delta", storage_options={
             "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": endpoint,
-            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"})
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"})
     return LanceDBIOManager(root=f"s3://{BUCKET}/{prefix}/lancedb", storage_options={
         "aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_endpoint": endpoint,
         "aws_region": "us-east-1", "allow_http": "true"})

@@ -67,16 +67,21 @@ def finish(process: subprocess.Popen[str]) -> None:
     assert process.returncode == 0, output[-4000:]
 
 
-@pytest.mark.parametrize(("journal", "bound"), [("sqlite", 8), ("object_store", 2 * 64 + 8)])
+@pytest.mark.parametrize(("journal", "bound"), [("sqlite", 8), ("postgres", 8), ("object_store", 2 * 64 + 8)])
 def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
-    tmp_path: Path, server: FakeOpenAIServer, journal: str, bound: int
+    tmp_path: Path, server: FakeOpenAIServer, journal: str, bound: int, request: pytest.FixtureRequest
 ) -> None:
-    """A kill loses at most the requests in flight (8) with the SQLite journal; with the object-store journal,
-    also what it had not written yet: at most 2 x flush_rows (64) more (see the README's crash-safety table)."""
+    """A kill loses at most the requests in flight (8) with the SQLite or Postgres journal; with the object-store
+    journal, also what it had not written yet: at most 2 x flush_rows (64) more (see the README's crash-safety
+    table)."""
     n = 1000
     write_rows(tmp_path / "src", "p1", n)
     server.set_latency(0.05)
-    env = {"RESUME_JOURNAL": f"file://{tmp_path}/journal"} if journal == "object_store" else {}
+    env: dict[str, str] = {}
+    if journal == "object_store":
+        env["RESUME_JOURNAL"] = f"file://{tmp_path}/journal"
+    elif journal == "postgres":
+        env["RESUME_JOURNAL"] = request.getfixturevalue("pg_url")
     run = cli(tmp_path, server, "p1", **env)
     deadline = time.monotonic() + 180
     while server.stats().chat_requests < n // 2:

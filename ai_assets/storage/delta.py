@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,11 +54,25 @@ def vector_types(dataset: Any) -> dict[str, pa.DataType]:
     return types
 
 
+def safe_commits(uri: str, storage_options: dict[str, str] | None) -> dict[str, str] | None:
+    """On S3 and S3-compatible stores, commits by conditional put (``If-None-Match``/``If-Match``), so that
+    workers writing partitions of one table at once all land: the loser of a race to a log version retries on the
+    next one. AWS S3, MinIO, R2 and moto support it; no DynamoDB lock is needed (delta-rs >= 1.0). An explicit
+    ``conditional_put`` (or ``AWS_S3_ALLOW_UNSAFE_RENAME``) from the user is kept."""
+    if urlsplit(uri).scheme not in ("s3", "s3a"):
+        return storage_options
+    options = dict(storage_options or {})
+    chosen = {k.lower() for k in options}
+    if not chosen & {"conditional_put", "aws_conditional_put", "aws_s3_allow_unsafe_rename"}:
+        options["aws_conditional_put"] = "etag"
+    return options
+
+
 class DeltaStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None,
                  merge_on: Sequence[str] | None = None, delete_missing: bool = False) -> None:
         self.uri = uri.rstrip("/")
-        self.storage_options = storage_options
+        self.storage_options = safe_commits(self.uri, storage_options)
         self.merge_on = list(merge_on or [])
         self.delete_missing = delete_missing
 
@@ -91,8 +106,12 @@ class DeltaStore:
                     predicate=partition_filter(partitions, f"t.{PARTITION_COLUMN}"))
             merge.execute()
         else:
+            # Merge the schema only when there are new columns: a merge writes a metadata action, and two
+            # concurrent commits that both change metadata conflict, where two that only add data do not.
+            known = set(existing.schema().to_arrow().names)
+            evolve = any(name not in known for name in source.schema.names)
             dl.write_deltalake(existing, source, mode="overwrite", predicate=partition_filter(partitions),
-                               schema_mode="merge", storage_options=self.storage_options)
+                               schema_mode="merge" if evolve else None, storage_options=self.storage_options)
         return WriteResult(self.uri, self._table().version(), rows[0])
 
     def _create(self, schema: pa.Schema) -> Any:
@@ -100,7 +119,10 @@ class DeltaStore:
         each other: the loser of the race to version 0 finds the winner's table and writes into it."""
         dl = _deltalake()
         try:
-            dl.write_deltalake(self.uri, schema.empty_table(), mode="ignore", storage_options=self.storage_options)
+            # No commit retries: a create that lost the race to version 0 must not be rebased onto version 1, where
+            # its metadata action would fail every write that began against version 0.
+            dl.write_deltalake(self.uri, schema.empty_table(), mode="ignore", storage_options=self.storage_options,
+                               commit_properties=dl.CommitProperties(max_commit_retries=0))
         except dl.exceptions.DeltaError:
             if self._table() is None:
                 raise

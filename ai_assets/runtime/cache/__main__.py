@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from ai_assets.runtime.cache import open_cache
+from ai_assets.runtime.pg import redact
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         before = len(cache)
         removed = cache.prune(max_entries=args.max_entries, older_than_s=None if args.older_than_days is None
                               else args.older_than_days * 86_400)
-        print(f"{args.location}: {before} entries, {removed} removed, {len(cache)} kept")
+        print(f"{redact(args.location)}: {before} entries, {removed} removed, {len(cache)} kept")
     finally:
         cache.close()
 

@@ -7,13 +7,12 @@ are serialised per key by the primary key's row lock, and an answer is never rep
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ai_assets.runtime.cache import CachedResult, Entry
-from ai_assets.runtime.pg import connect
+from ai_assets.runtime.pg import Connection
 
 TABLE = "ai_assets_journal"
 _SCHEMA = f"""
@@ -39,15 +38,13 @@ _BATCH = 1000
 class PostgresCache:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._connection = connect(url)
-        self._lock = threading.Lock()
-        with self._lock, self._connection.cursor() as cursor:
-            cursor.execute(_SCHEMA)
+        self._connection = Connection(url, _SCHEMA, TABLE)
 
     def get_many(self, keys: Iterable[str], *, include_errors: bool = False) -> dict[str, CachedResult]:
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, CachedResult] = {}
-        with self._lock, self._connection.cursor() as cursor:
+
+        def work(cursor: Any) -> dict[str, CachedResult]:
+            found: dict[str, CachedResult] = {}
             for start in range(0, len(wanted), _BATCH):
                 cursor.execute(f"SELECT key, value, error, run, tokens_in, tokens_out FROM {TABLE} "
                                "WHERE key = ANY(%s)", (wanted[start:start + _BATCH],))
@@ -55,7 +52,9 @@ class PostgresCache:
                     if error is None or include_errors:
                         found[key] = CachedResult(None if value is None else json.loads(value), error, run,
                                                   tokens_in, tokens_out)
-        return found
+            return found
+
+        return self._connection.run(work) if wanted else {}
 
     def put_many(self, entries: Sequence[Entry]) -> None:
         if not entries:
@@ -66,8 +65,7 @@ class PostgresCache:
         latest = {e.key: e for e in entries}  # one statement may not touch a key twice
         rows = [(e.key, None if e.error is not None else json.dumps(e.value, separators=(",", ":")), e.error, e.run,
                  e.tokens_in, e.tokens_out, now) for e in latest.values()]
-        with self._lock, self._connection.cursor() as cursor:
-            execute_values(cursor, _UPSERT, rows, page_size=len(rows))
+        self._connection.run(lambda cursor: execute_values(cursor, _UPSERT, rows, page_size=len(rows)))
 
     def put(self, key: str, value: Any = None, *, error: str | None = None, run: str | None = None) -> None:
         self.put_many([Entry(key, value, error, run)])
@@ -76,14 +74,15 @@ class PostgresCache:
         """Nothing to do: every ``put_many`` is a committed statement."""
 
     def __len__(self) -> int:
-        with self._lock, self._connection.cursor() as cursor:
+        def work(cursor: Any) -> int:
             cursor.execute(f"SELECT COUNT(*) FROM {TABLE}")
-            (count,) = cursor.fetchone()
-        return int(count)
+            return int(cursor.fetchone()[0])
+
+        return self._connection.run(work)
 
     def prune(self, *, max_entries: int | None = None, older_than_s: float | None = None) -> int:
-        removed = 0
-        with self._lock, self._connection.cursor() as cursor:
+        def work(cursor: Any) -> int:
+            removed = 0
             if older_than_s is not None:
                 cursor.execute(f"DELETE FROM {TABLE} WHERE created < %s", (time.time() - older_than_s,))
                 removed += cursor.rowcount
@@ -91,8 +90,9 @@ class PostgresCache:
                 cursor.execute(f"DELETE FROM {TABLE} WHERE key NOT IN "
                                f"(SELECT key FROM {TABLE} ORDER BY created DESC LIMIT %s)", (max_entries,))
                 removed += cursor.rowcount
-        return removed
+            return removed
+
+        return self._connection.run(work)
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self._connection.close()

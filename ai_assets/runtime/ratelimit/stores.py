@@ -119,17 +119,16 @@ class PostgresStore:
     """Buckets in a Postgres table; one statement per reservation, serialised by the row lock."""
 
     def __init__(self, url: str) -> None:
-        from ai_assets.runtime.pg import connect
+        from ai_assets.runtime.pg import Connection
 
-        self._connection = connect(url)
-        self._lock = threading.Lock()
-        with self._lock, self._connection.cursor() as cursor:
-            cursor.execute(_PG_SCHEMA)
+        self._connection = Connection(url, _PG_SCHEMA, "ai_assets_rate_limits")
 
     def _run(self, sql: str, params: dict[str, Any]) -> Any:
-        with self._lock, self._connection.cursor() as cursor:
+        def work(cursor: Any) -> Any:
             cursor.execute(sql, params)
             return cursor.fetchone() if cursor.description else None
+
+        return self._connection.run(work)
 
     async def reserve(self, bucket: str, interval_s: float) -> float:
         (wait,) = await asyncio.to_thread(self._run, _PG_RESERVE, {"bucket": bucket, "s": interval_s})

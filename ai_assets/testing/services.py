@@ -1,0 +1,276 @@
+"""Real services for integration tests and the local stand-in cluster: PostgreSQL, Redis and an S3-compatible server
+(moto), started as plain processes on 127.0.0.1 and stopped by PID. No systemd, no containers.
+
+PostgreSQL and Redis come from Debian's ``postgresql`` and ``redis-server`` packages; ``install_packages`` installs
+them with apt-get when they are missing and this process is root. As root, PostgreSQL runs as the ``postgres`` user
+(it refuses to run as root), in a data folder that user owns.
+
+    with postgres_server() as pg, redis_server() as redis, s3_server(buckets=["lake"]) as s3:
+        ResultCacheResource(path=pg.url)                      # postgresql+psycopg2://postgres@127.0.0.1:port/ai_assets
+        OpenAICompatibleResource(..., rate_limit_store=redis.url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+S3_KEY = "testing"
+S3_SECRET = "testing"  # moto accepts any credentials
+S3_REGION = "us-east-1"
+
+
+class ServiceError(RuntimeError):
+    """A service could not be installed, started or reached."""
+
+
+@dataclass
+class Service:
+    """A started service: its URL, its process id (or process-group leader) and its folder."""
+
+    name: str
+    url: str
+    pid: int
+    folder: Path
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 60.0, *, what: str = "service", log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:g}s\n{tail}")
+
+
+def install_packages(packages: Sequence[str]) -> None:
+    """apt-get install the Debian packages that are missing (root only; otherwise say what to install)."""
+    missing = [p for p in packages
+               if subprocess.run(["dpkg", "-s", p], check=False, capture_output=True).returncode != 0]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError(f"missing Debian packages {missing}: `apt-get install {' '.join(missing)}` installs them")
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                                     *missing]):
+        done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def stop_pid(pid: int, *, group: bool = False, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; ``group`` signals the whole process group led by ``pid``."""
+    def send(sig: int) -> bool:
+        try:
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    if not send(signal.SIGTERM):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    send(signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------------------
+
+def _pg_bin(tool: str) -> str:
+    found = shutil.which(tool)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=lambda p: int(p.split("/")[4]))
+    if not versions:
+        raise ServiceError(f"PostgreSQL's {tool} was not found: install Debian's postgresql package")
+    return versions[-1]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def start_postgres(folder: Path | None = None, port: int | None = None, databases: Sequence[str] = ("ai_assets",)
+                   ) -> Service:
+    """initdb + pg_ctl start on 127.0.0.1:``port``; creates ``databases``. The URL names the first one, with the
+    psycopg2 driver spelled out (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3)."""
+    install_packages(["postgresql"])
+    port = port or free_port()
+    # The data folder must be reachable by the postgres user: pytest's tmp folders (mode 700, root's) are not.
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="ai_assets-pg-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "data"
+    log = folder / "postgres.log"
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        folder.chmod(0o755)
+        for path in (folder, *folder.parents):
+            if path == Path("/"):
+                break
+            if not os.stat(path).st_mode & 0o001:
+                raise ServiceError(f"the postgres user cannot reach {folder}: {path} is not searchable by others")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    if not (data / "PG_VERSION").exists():
+        _run(_as_postgres([_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                           "--no-sync"]), "initdb")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    _run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
+                       "start"]), "pg_ctl start", log)
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    service = Service("postgres", f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{databases[0]}", pid, folder,
+                      port, {"data": str(data)})
+    for name in databases:
+        create_database(service, name)
+    return service
+
+
+def create_database(service: Service, name: str) -> str:
+    """Create database ``name`` if missing; its URL."""
+    import psycopg2
+
+    connection = psycopg2.connect(host="127.0.0.1", port=service.port, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:{service.port}/{name}"
+
+
+def stop_postgres(service: Service) -> None:
+    data = service.extra.get("data", str(service.folder / "data"))
+    done = subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        stop_pid(service.pid)
+
+
+@contextlib.contextmanager
+def postgres_server(databases: Sequence[str] = ("ai_assets",)) -> Iterator[Service]:
+    service = start_postgres(databases=databases)
+    try:
+        yield service
+    finally:
+        stop_postgres(service)
+        shutil.rmtree(service.folder, ignore_errors=True)
+
+
+# --- Redis --------------------------------------------------------------------------------------------------------
+
+def start_redis(folder: Path, port: int | None = None) -> Service:
+    """redis-server on 127.0.0.1:``port``, daemonized, without persistence."""
+    install_packages(["redis-server"])
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    pidfile, log = folder / "redis.pid", folder / "redis.log"
+    _run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile",
+          str(pidfile), "--logfile", str(log), "--dir", str(folder), "--save", "", "--appendonly", "no"],
+         "redis-server", log)
+    wait_for_port(port, what="redis-server", log=log)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Service("redis", f"redis://127.0.0.1:{port}/0", int(pidfile.read_text()), folder, port)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[Service]:
+    folder = Path(tempfile.mkdtemp(prefix="ai_assets-redis-"))
+    service = start_redis(folder)
+    try:
+        yield service
+    finally:
+        stop_pid(service.pid)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- S3 (moto) ----------------------------------------------------------------------------------------------------
+
+def start_s3(folder: Path, port: int | None = None, buckets: Sequence[str] = ()) -> Service:
+    """moto's S3-compatible server on 127.0.0.1:``port`` (its own process group), with ``buckets`` created."""
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "s3.log"
+    with log.open("ab") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(port, what="moto server", log=log)
+    service = Service("s3", f"http://127.0.0.1:{port}", process.pid, folder, port)
+    for bucket in buckets:
+        s3_client(service).create_bucket(Bucket=bucket)
+    return service
+
+
+def s3_client(service: Service):  # type: ignore[no-untyped-def]  # boto3's client has no static type
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client("s3", endpoint_url=service.url, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                        region_name=S3_REGION)
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The AWS environment variables that point fsspec, delta-rs and Lance at ``endpoint``."""
+    return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": S3_REGION,
+            "AWS_DEFAULT_REGION": S3_REGION, "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint,
+            "AWS_ALLOW_HTTP": "true"}
+
+
+@contextlib.contextmanager
+def s3_server(buckets: Sequence[str] = ()) -> Iterator[Service]:
+    folder = Path(tempfile.mkdtemp(prefix="ai_assets-s3-"))
+    service = start_s3(folder, buckets=buckets)
+    try:
+        yield service
+    finally:
+        stop_pid(service.pid, group=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(command: list[str], what: str, log: Path | None = None) -> None:
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+        raise ServiceError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}{done.stdout[-1000:]}\n{tail}")
