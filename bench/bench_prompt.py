@@ -71,14 +71,16 @@ def dagster_step(base_url: str, texts: list[str], concurrency: int) -> float:
         raw = ingest_asset("raw", path=str(folder / "{partition}.jsonl"), partitions_def=part)
         answers = prompt_asset("answers", raw, template="{text}", options=RunOptions(concurrency=concurrency),
                                io_manager_key="delta", partitions_def=part)
-        result = dg.materialize([raw, answers], partition_key="p", resources={
-            "llm": OpenAICompatibleResource(model="bench", base_url=base_url, api_key="bench"),
-            "ai_cache": ResultCacheResource(path=str(folder / "journal.sqlite")),
-            "io_manager": ParquetIOManager(root=str(folder / "parquet")),
-            "delta": DeltaIOManager(root=str(folder / "delta"))})
-        assert result.success
-        times = {e.event_type_value: e.timestamp for e in result.all_events if e.step_key == "answers"
-                 and e.event_type_value in ("STEP_START", "STEP_SUCCESS")}
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([raw, answers], partition_key="p", instance=instance, resources={
+                "llm": OpenAICompatibleResource(model="bench", base_url=base_url, api_key="bench"),
+                "ai_cache": ResultCacheResource(path=str(folder / "journal.sqlite")),
+                "io_manager": ParquetIOManager(root=str(folder / "parquet")),
+                "delta": DeltaIOManager(root=str(folder / "delta"))})
+            assert result.success
+            times = {entry.dagster_event.event_type_value: entry.timestamp for entry in instance.all_logs(result.run_id)
+                     if entry.dagster_event is not None and entry.step_key == "answers"
+                     and entry.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")}
         return len(texts) / (times["STEP_SUCCESS"] - times["STEP_START"])
 
 

@@ -13,6 +13,7 @@ from ai_assets.dagster.enrich import (
     prompt_asset,
 )
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
+from ai_assets.dagster.placement import gpu_tags
 from ai_assets.dagster.resources import (
     EfficientNetResource,
     LlamaCppResource,
@@ -57,6 +58,7 @@ __all__ = [
     "extract_asset",
     "extract_text_asset",
     "fix_grammar_asset",
+    "gpu_tags",
     "ingest_asset",
     "landing_folder_sensor",
     "mask_asset",

@@ -18,6 +18,8 @@ class AssetArgs(TypedDict, total=False):
     group_name: str | None
     key_prefix: Sequence[str] | None
     tags: Mapping[str, str] | None
+    op_tags: Mapping[str, Any] | None
+    """Tags of the step: e.g. ``gpu_tags()`` to run it on a GPU node (Kubernetes) or GPU queue (Celery)."""
     retry_policy: dg.RetryPolicy | None
     pool: str | None
     backfill_policy: dg.BackfillPolicy | None

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, create_model
 from ai_assets.dagster.common import AssetArgs
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
+from ai_assets.dagster.placement import gpu_tags
 from ai_assets.dagster.resources import (
     EfficientNetResource,
     LlamaCppResource,
@@ -118,6 +119,8 @@ class _AssetComponent(dg.Component, dg.Model, dg.Resolvable):
     retries: int | None = Field(default=None, description="Dagster retries of a failed step")
     single_run_backfill: bool = Field(default=False, description="Backfill a range of partitions in one run")
     description: str | None = None
+    gpus: int = Field(default=0, description="GPUs the step needs: Kubernetes resource tags and the Celery 'gpu' "
+                      "queue (see gpu_tags)")
 
     def asset_args(self) -> AssetArgs:
         args: AssetArgs = {}
@@ -135,6 +138,8 @@ class _AssetComponent(dg.Component, dg.Model, dg.Resolvable):
             args["backfill_policy"] = dg.BackfillPolicy.single_run()
         if self.description:
             args["description"] = self.description
+        if self.gpus:
+            args["op_tags"] = gpu_tags(self.gpus)
         return args
 
     def asset(self) -> dg.AssetsDefinition:

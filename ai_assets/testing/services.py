@@ -54,16 +54,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout_s: float = 60.0, *, what: str = "service", log: Path | None = None) -> None:
+def wait_for_port(port: int, timeout_s: float = 60.0, *, what: str = "service", log: Path | None = None,
+                  pid: int | None = None) -> None:
+    """Until 127.0.0.1:``port`` accepts connections; fails at once if process ``pid`` has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
             return
         except OSError:
+            if pid is not None and not _alive(pid):
+                break
             time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
-    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:g}s\n{tail}")
+    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    why = "exited" if pid is not None and not _alive(pid) else f"did not listen within {timeout_s:g}s"
+    raise ServiceError(f"{what} {why} (127.0.0.1:{port})\n{tail}")
 
 
 def install_packages(packages: Sequence[str]) -> None:
