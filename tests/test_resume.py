@@ -71,17 +71,21 @@ def finish(process: subprocess.Popen[str]) -> None:
 def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
     tmp_path: Path, server: FakeOpenAIServer, journal: str, bound: int, request: pytest.FixtureRequest
 ) -> None:
-    """A kill loses at most the requests in flight (8) with the SQLite or Postgres journal; with the object-store
-    journal, also what it had not written yet: at most 2 x flush_rows (64) more (see the README's crash-safety
-    table)."""
-    n = 1000
-    write_rows(tmp_path / "src", "p1", n)
-    server.set_latency(0.05)
+    """A kill of a streamed partition loses at most the requests in flight (8) with the SQLite or Postgres journal;
+    with the object-store journal, also what it had not written yet: at most 2 x flush_rows (64) more (see the
+    README's crash-safety table). The kill leaves the partition's previous version whole."""
+    n, first = 1000, 100
     env: dict[str, str] = {}
     if journal == "object_store":
         env["RESUME_JOURNAL"] = f"file://{tmp_path}/journal"
     elif journal == "postgres":
         env["RESUME_JOURNAL"] = request.getfixturevalue("pg_url")
+    write_rows(tmp_path / "src", "p1", first)  # a first version of the partition, then the day's other rows
+    finish(cli(tmp_path, server, "p1", **env))
+    store = ParquetStore(str(tmp_path / "out" / "parquet" / "answers"))
+    previous = store.read(["p1"])
+    write_rows(tmp_path / "src", "p1", n - first, start=first)
+    server.set_latency(0.05)
     run = cli(tmp_path, server, "p1", **env)
     deadline = time.monotonic() + 180
     while server.stats().chat_requests < n // 2:
@@ -92,6 +96,7 @@ def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
     run.wait()
     at_kill = server.stats().chat_requests
     assert at_kill < n
+    assert store.read(["p1"]).equals(previous)  # the killed run left the previous version whole
 
     finish(cli(tmp_path, server, "p1", **env))
     total = server.stats().chat_requests

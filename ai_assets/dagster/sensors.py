@@ -49,7 +49,12 @@ def landing_folder_sensor(
 
 def partitioned_schedule(name: str, assets: Sequence[dg.AssetsDefinition | dg.AssetKey | str],
                          partitions_def: dg.TimeWindowPartitionsDefinition, **kwargs: Any) -> Any:
-    """A schedule that materializes the latest time partition of ``assets`` when it closes."""
-    job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(*assets),
-                              partitions_def=partitions_def)
+    """A schedule that materializes the latest time partition of ``assets`` when it closes (its cron comes from
+    ``partitions_def``, which every asset given as a definition must share)."""
+    for asset in assets:
+        if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def != partitions_def:
+            raise dg.DagsterInvalidDefinitionError(
+                f"partitioned_schedule {name!r}: {asset.key.to_user_string()} is not partitioned by the schedule's "
+                "partitions_def")
+    job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(*assets))
     return dg.build_schedule_from_partitioned_job(job, name=name, **kwargs)
