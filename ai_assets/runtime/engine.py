@@ -211,7 +211,8 @@ class Engine:
         self.usage.requests += 1
         started = time.perf_counter()
         try:
-            reply = await asyncio.wait_for(self.connection.send(request), self.options.timeout_s)
+            async with asyncio.timeout(self.options.timeout_s):  # no extra task per request, unlike wait_for
+                reply = await self.connection.send(request)
         except TimeoutError as exc:
             raise TransientError(f"no answer within {self.options.timeout_s:g}s") from exc
         except InvalidOutputError as exc:
