@@ -19,6 +19,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bare_client
+import results
 
 from ai_assets import OpenAICompatibleProvider, RunOptions, SentenceTransformersProvider, embed_text
 from ai_assets.testing import FakeOpenAIServer
@@ -55,6 +56,8 @@ def local(rows: int) -> None:
     for batch_size, rate in raw.items():
         print(f"  raw encode batch_size={batch_size:<4} {rate:8.1f} texts/s")
     print(f"  ai_assets embed_text (batch {best})  {max(ours):8.1f} texts/s  {max(ours) / raw[best]:5.2f} of raw best")
+    results.save("embed_local", {"raw_best": raw[best], "raw_best_batch_size": best, "ai_assets": max(ours),
+                                 **{f"raw_batch_{size}": rate for size, rate in raw.items()}})
 
 
 def api(n: int) -> None:
@@ -72,6 +75,7 @@ def api(n: int) -> None:
     print(f"  bare aiohttp client            {max(bare):8.0f} texts/s")
     print(f"  ai_assets embed_text           {max(ours):8.0f} texts/s  {max(ours) / max(bare):5.2f} of the bare "
           "client (target >= 0.95)")
+    results.save("embed_api", {"bare": max(bare), "ai_assets": max(ours)})
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import results as results_file  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -97,6 +99,7 @@ def main() -> None:
     big, small = results[args.images], results[args.small]
     print(f"peak RSS {args.images:,} / {args.small:,} images: {big['peak_mb'] / small['peak_mb']:.2f}x "
           f"(target: at most 1,536 MB at {args.images:,})")
+    results_file.save("images", {str(count): figures for count, figures in results.items()})
 
 
 if __name__ == "__main__":

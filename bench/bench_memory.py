@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import results as results_file  # noqa: E402
 
 CHILD = r'''
 import json, resource, sys, time
@@ -134,6 +136,7 @@ def main() -> None:
         print(f"  {case:<8} {results[(case, big)]['rows_per_s'] / reference['rows_per_s']:.2f} of the "
               f"{'baseline' if ('baseline table', small) in results else 'current'} table path's rows/s at "
               f"{small:,} (target >= 1.0)")
+    results_file.save("memory", {f"{case} {rows}": figures for (case, rows), figures in results.items()})
 
 
 if __name__ == "__main__":

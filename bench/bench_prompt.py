@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bare_client
+import results
 
 from ai_assets import OpenAICompatibleProvider, RunOptions, prompt
 from ai_assets.dagster import (
@@ -85,8 +86,8 @@ def dagster_step(base_url: str, texts: list[str], concurrency: int) -> float:
         return len(texts) / (times["STEP_SUCCESS"] - times["STEP_START"])
 
 
-def best(results: dict[str, list[float]], name: str) -> float:
-    return max(results[name])
+def best(measured: dict[str, list[float]], name: str) -> float:
+    return max(measured[name])
 
 
 def main() -> None:
@@ -95,10 +96,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     n, c = args.rows, args.concurrency
-    results: dict[str, list[float]] = {}
+    measured: dict[str, list[float]] = {}
 
     def record(name: str, value: float) -> None:
-        results.setdefault(name, []).append(value)
+        measured.setdefault(name, []).append(value)
 
     with FakeOpenAIServer(latency=0.1) as server:
         llm = OpenAICompatibleProvider("bench", base_url=server.base_url, api_key="bench")
@@ -127,11 +128,12 @@ def main() -> None:
     for name, label in (("sdk", "raw openai.AsyncOpenAI + semaphore"), ("plain", "ai_assets prompt (plain)"),
                         ("structured", "ai_assets prompt (structured)"),
                         ("dagster", "Dagster ingest -> prompt -> Delta (step)")):
-        print(f"  {label:<42} {best(results, name):7.1f} rows/s  {best(results, name) / limit:5.2f} of limit")
+        print(f"  {label:<42} {best(measured, name):7.1f} rows/s  {best(measured, name) / limit:5.2f} of limit")
     print(f"N={3 * n} rows, {c} in flight, 20 ms latency; limit {c / 0.02:.0f} rows/s")
-    bare, ours = best(results, "bare 20ms"), best(results, "plain 20ms")
+    bare, ours = best(measured, "bare 20ms"), best(measured, "plain 20ms")
     print(f"  {'bare aiohttp client':<42} {bare:7.1f} rows/s")
     print(f"  {'ai_assets prompt (plain)':<42} {ours:7.1f} rows/s  {ours / bare:5.2f} of the bare client")
+    results.save("prompt", {"limit_rows_per_s": limit, **{name: best(measured, name) for name in measured}})
 
 
 if __name__ == "__main__":

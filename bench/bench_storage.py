@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,9 @@ from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer
 from ai_assets.testing.services import postgres_server
+
+sys.path.insert(0, str(Path(__file__).parent))
+import results
 
 DIM = 1536
 WORDS = ["battery", "screen", "camera", "price", "delivery", "support", "sound", "fit", "colour", "weight"]
@@ -93,6 +97,7 @@ def main() -> None:
         print(f"{n:,} rows; source text {sum(len(t) for t in source.column('text').to_pylist()) / n:.0f} chars/row")
         for name, total in figures.items():
             print(f"  {name:<44} {total / n:8.0f} bytes/row")
+        results.save("storage", {"rows": n, **{name: total / n for name, total in figures.items()}})
     os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184)
 
 
