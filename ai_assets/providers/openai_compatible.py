@@ -36,6 +36,8 @@ from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.ratelimit import RateLimit
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+# The largest answer read: 2,048 base64 embeddings of 3,072 floats are 33.6 MB; chat answers are far smaller.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 Auth = Literal["bearer", "api-key"]
 TokenParam = Literal["max_tokens", "max_completion_tokens"]
 Api = Literal["chat", "responses"]
@@ -52,7 +54,8 @@ class OpenAICompatibleProvider:
     The API key comes from ``api_key`` or the environment variable ``api_key_env``; it is sent only in the
     ``Authorization`` header (or Azure's ``api-key`` header with ``auth="api-key"``) and scrubbed from every error
     text. ``organization`` / ``project`` become OpenAI's headers; ``headers`` adds any others. ``rate_limit``
-    paces every process that shares this account (see ``ai_assets.runtime.ratelimit``).
+    paces every process that shares this account (see ``ai_assets.runtime.ratelimit``). ``max_response_bytes``
+    caps one answer's body (a body that never ends fails its row once it passes the cap).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class OpenAICompatibleProvider:
         max_inputs: int = 2048,
         max_request_tokens: int = 300_000,
         api: Api = "chat",
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
@@ -95,6 +99,9 @@ class OpenAICompatibleProvider:
         if api not in ("chat", "responses"):
             raise ConfigError(f"api must be 'chat' or 'responses', got {api!r}")
         self.api: Api = api
+        if max_response_bytes < 1024:
+            raise ConfigError(f"max_response_bytes must be >= 1024, got {max_response_bytes}")
+        self.max_response_bytes = max_response_bytes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"

@@ -15,11 +15,13 @@ from instructor.processing.response import handle_reask_kwargs, process_response
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
+from ai_assets.providers.wire_shapes import ChatBody, EmbeddingsBody, ResponsesBody, loads, validated
 from ai_assets.runtime.engine import Reply
 from ai_assets.runtime.errors import (
-    AttemptUsage,
+    EmptyAnswerError,
     FatalProviderError,
     InvalidOutputError,
+    MalformedAnswerError,
     PermanentError,
     TransientError,
     bounded,
@@ -30,6 +32,7 @@ from ai_assets.runtime.vectors import decode_vector
 if TYPE_CHECKING:
     from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 
+CHUNK = 64 * 1024
 _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
 REASK = ("Your previous answer did not validate against the required JSON schema: {error}. Answer again with JSON "
@@ -56,12 +59,20 @@ def error_message(text: str) -> str:
     return str(error)
 
 
-def usage_of(body: Mapping[str, Any]) -> AttemptUsage:
-    """Chat (prompt / completion tokens) or Responses (input / output tokens) usage."""
-    usage = body.get("usage") or {}
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    return AttemptUsage(int(prompt or 0), int(completion or 0))
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, source: str) -> bytes:
+    """The body, or a ``MalformedAnswerError`` as soon as it passes ``limit`` bytes (an answer that never ends
+    costs ``limit`` bytes of memory, not whatever arrives before the timeout)."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise MalformedAnswerError(f"answer from {source} is {declared} bytes, over max_response_bytes={limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise MalformedAnswerError(f"answer from {source} passed max_response_bytes={limit}; aborted")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class BaseConnection:
@@ -73,25 +84,25 @@ class BaseConnection:
         self.secrets: Sequence[str] = provider.secrets
         self.url = f"{provider.base_url}{self.path}"
 
-    async def _post(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, request: dict[str, Any]) -> Any:
+        """The answer's JSON, read within ``provider.max_response_bytes``; HTTP failures as the runtime's errors."""
         assert self.session is not None, "a parsing-only connection cannot send"
         try:
             async with self.session.post(self.url, data=json.dumps(request)) as response:
-                text = await response.text()
+                payload = await read_bounded(response, self.provider.max_response_bytes, self.url)
                 if response.status == 200:
-                    body: dict[str, Any] = json.loads(text)
-                    return body
+                    return loads(payload, self.url)
+                text = payload.decode("utf-8", "replace")
                 raise http_error(response.status, f"HTTP {response.status} from {self.url}: {error_message(text)}",
                                  response.headers, self.secrets)
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__} talking to {self.url}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise TransientError(f"unreadable response body from {self.url}") from exc
 
     async def send(self, request: dict[str, Any]) -> Reply:
         return self.parse(request, await self._post(request))
 
-    def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply:
+    def parse(self, request: dict[str, Any], body: Any) -> Reply:
+        """``body`` (untrusted JSON) as a value and its usage; a ``BadAnswerError`` when it holds none."""
         raise NotImplementedError
 
 
@@ -103,23 +114,24 @@ class ChatConnection(BaseConnection):
         super().__init__(provider, session)
         self.response_model = response_model
 
-    def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply:
-        usage = usage_of(body)
+    def parse(self, request: dict[str, Any], body: Any) -> Reply:
+        shape = validated(ChatBody, body, self.url)
+        usage = shape.attempt_usage()
+        content, from_tools = shape.answer()
         if self.response_model is None:
-            message = (body.get("choices") or [{}])[0].get("message") or {}
-            content = message.get("content")
-            if content is None and message.get("tool_calls"):
-                content = json.dumps(message["tool_calls"])
             return Reply(content, usage)
-        completion = ChatCompletion.model_validate(body)
+        try:
+            completion = ChatCompletion.model_validate(body)
+        except ValidationError as exc:
+            raise MalformedAnswerError(bounded(f"malformed answer from {self.url}: {exc.errors()[0]['msg']}"),
+                                       usage=usage) from exc
         try:
             parsed = process_response(completion, response_model=self.response_model, stream=False,
                                       mode=self.provider.mode)
         except Exception as exc:  # instructor raises ValidationError, JSONDecodeError or its own errors
-            raw = _raw_output(completion)
             reask = handle_reask_kwargs(request, self.provider.mode, completion, exc)
             raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}"), reask_request=reask, usage=usage,
-                                     raw=raw) from exc
+                                     raw=_raw_output(completion) if from_tools else content) from exc
         return Reply(parsed.model_dump(mode="json"), usage)
 
 
@@ -128,12 +140,13 @@ class ResponsesConnection(ChatConnection):
 
     path = "/responses"
 
-    def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply:
-        usage = usage_of(body)
-        if body.get("status") not in (None, "completed"):
-            reason = (body.get("incomplete_details") or {}).get("reason") or body.get("status")
-            raise PermanentError(f"response {body.get('status')}: {reason}")
-        text = output_text(body)
+    def parse(self, request: dict[str, Any], body: Any) -> Reply:
+        shape = validated(ResponsesBody, body, self.url)
+        usage = shape.attempt_usage()
+        if shape.status not in (None, "completed"):
+            reason = (shape.incomplete_details.reason if shape.incomplete_details else None) or shape.status
+            raise EmptyAnswerError(f"response {shape.status}: {reason}", usage=usage)
+        text = shape.text()
         if self.response_model is None:
             return Reply(text, usage)
         try:
@@ -146,21 +159,21 @@ class ResponsesConnection(ChatConnection):
         return Reply(parsed.model_dump(mode="json"), usage)
 
 
-def output_text(body: Mapping[str, Any]) -> str:
-    """The text of a Responses answer: every ``output_text`` part of its message items, joined."""
-    parts = [part.get("text", "") for item in body.get("output") or [] if item.get("type") == "message"
-             for part in item.get("content") or [] if part.get("type") == "output_text"]
-    return "".join(parts)
-
-
 class EmbeddingConnection(BaseConnection):
     path = "/embeddings"
 
-    def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply:
-        data = sorted(body.get("data", []), key=lambda d: d["index"])
-        if len(data) != len(request["input"]):
-            raise TransientError(f"asked for {len(request['input'])} embeddings, got {len(data)}")
-        return Reply([decode_vector(d["embedding"]) for d in data], usage_of(body))
+    def parse(self, request: dict[str, Any], body: Any) -> Reply:
+        shape = validated(EmbeddingsBody, body, self.url)
+        data = sorted(shape.data, key=lambda d: d.index)
+        if len(data) != len(request["input"]) or [d.index for d in data] != list(range(len(data))):
+            raise TransientError(f"asked for {len(request['input'])} embeddings, got {len(data)} "
+                                 f"(indexes {[d.index for d in data][:8]})")
+        try:
+            vectors = [decode_vector(d.embedding) for d in data]
+        except (ValueError, TypeError) as exc:  # base64 that does not decode to float32s
+            raise MalformedAnswerError(bounded(f"malformed embedding from {self.url}: {exc}"),
+                                       usage=shape.attempt_usage()) from exc
+        return Reply(vectors, shape.attempt_usage())
 
 
 def _raw_output(completion: ChatCompletion) -> str:

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.engine import Job, Outcome, Reply
-from ai_assets.runtime.errors import AIAssetsError, bounded
+from ai_assets.runtime.errors import AIAssetsError, AttemptUsage, bounded
 from ai_assets.runtime.spool import Spool
 
 if TYPE_CHECKING:
@@ -288,8 +288,10 @@ class BatchRun:
             try:
                 reply = self.support.parser.parse(request or {}, response["body"])
                 outcome = Outcome(reply.value, attempts=1, usage=reply.usage)
-            except Exception as exc:  # invalid output: no re-ask inside a batch
-                outcome = Outcome(error=bounded(f"{type(exc).__name__} in the batch answer: {exc}"), attempts=1)
+            except AIAssetsError as exc:  # invalid, empty or malformed: no re-ask inside a batch
+                billed = getattr(exc, "usage", None)
+                outcome = Outcome(error=bounded(f"{type(exc).__name__} in the batch answer: {exc}"), attempts=1,
+                                  usage=billed if isinstance(billed, AttemptUsage) else AttemptUsage())
             usage.requests += 1
             usage.add_tokens(outcome.usage)
         else:

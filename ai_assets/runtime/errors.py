@@ -66,6 +66,25 @@ class PermanentError(AIAssetsError):
     """Another attempt would fail the same way (400, 401, 404, ...): the row fails at once."""
 
 
+class BadAnswerError(PermanentError):
+    """The provider answered, but nothing usable: the row fails (the next run sends it again). ``usage`` keeps the
+    tokens the answer was billed, so spending and TPM stay right."""
+
+    def __init__(self, message: str, *, usage: AttemptUsage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage or AttemptUsage()
+
+
+class MalformedAnswerError(BadAnswerError):
+    """The answer is not of the API's shape: not JSON, a list for a body, ``choices: "x"``, ``usage`` as text, or
+    over the response size cap."""
+
+
+class EmptyAnswerError(BadAnswerError):
+    """The answer is of the API's shape but holds no answer (no choices, ``content: null``, a refusal); the
+    message keeps ``finish_reason`` and the refusal text."""
+
+
 class FatalProviderError(PermanentError):
     """The provider rejects the run itself (bad key, unknown model): every row would fail, so the run stops."""
 

@@ -1,0 +1,171 @@
+"""The shapes an OpenAI-compatible answer must have before any of it is used: Chat Completions, Responses and
+embeddings bodies as strict pydantic models.
+
+A provider's answer is untrusted input. Every body is validated here first; whatever does not fit (``choices: "x"``,
+a list or ``null`` body, integer ``content``, ``usage`` as a string, token counts out of range) becomes a
+``MalformedAnswerError`` for that row, never an ``AttributeError`` out of the whole call. A body that fits but
+holds no answer (``choices: []``, a choice without a message, ``content: null`` from a content filter) is an
+``EmptyAnswerError`` that keeps ``finish_reason`` and any refusal text. Both are row errors that still carry the
+tokens the answer was billed, so usage, budgets and TPM stay right.
+
+Unknown fields are allowed (providers add their own); known fields are strict (no string-to-int coercion).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ai_assets.runtime.errors import AttemptUsage, EmptyAnswerError, MalformedAnswerError, bounded
+
+# Token counts beyond this are not a real answer (and would overflow a journal's integer column).
+TokenCount = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class WireUsage(_Shape):
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+
+    def attempt(self) -> AttemptUsage:
+        prompt = self.prompt_tokens if self.prompt_tokens is not None else self.input_tokens
+        completion = self.completion_tokens if self.completion_tokens is not None else self.output_tokens
+        return AttemptUsage(prompt or 0, completion or 0)
+
+
+class _Body(_Shape):
+    usage: WireUsage | None = None
+
+    def attempt_usage(self) -> AttemptUsage:
+        return self.usage.attempt() if self.usage is not None else AttemptUsage()
+
+
+class ToolFunction(_Shape):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCall(_Shape):
+    type: str | None = None
+    function: ToolFunction | None = None
+
+
+class ChatMessage(_Shape):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChoice(_Shape):
+    index: int | None = None
+    message: ChatMessage | None = None
+    finish_reason: str | None = None
+
+
+class ChatBody(_Body):
+    choices: list[ChatChoice]
+
+    def answer(self) -> tuple[str, bool]:
+        """The first choice's text (or its tool calls' JSON) and whether it came from tool calls; an
+        ``EmptyAnswerError`` when there is none."""
+        usage = self.attempt_usage()
+        if not self.choices:
+            raise EmptyAnswerError("empty answer: no choices", usage=usage)
+        choice = self.choices[0]
+        message = choice.message
+        if message is None:
+            raise EmptyAnswerError(f"empty answer: a choice without a message{_reason(choice.finish_reason)}",
+                                   usage=usage)
+        if message.content is None and message.tool_calls:
+            return json.dumps([call.model_dump(mode="json", exclude_none=True) for call in message.tool_calls]), True
+        if message.content is None or (message.content == "" and choice.finish_reason not in (None, "stop")):
+            refusal = f"; refusal: {message.refusal!r}" if message.refusal else ""
+            raise EmptyAnswerError(f"empty answer: content is null{_reason(choice.finish_reason)}{refusal}",
+                                   usage=usage)
+        return message.content, False
+
+
+class OutputPart(_Shape):
+    type: str | None = None
+    text: str | None = None
+    refusal: str | None = None
+
+
+class OutputItem(_Shape):
+    type: str | None = None
+    content: list[OutputPart] | None = None
+
+
+class IncompleteDetails(_Shape):
+    reason: str | None = None
+
+
+class ResponsesBody(_Body):
+    status: str | None = None
+    output: list[OutputItem] = Field(default_factory=list)
+    incomplete_details: IncompleteDetails | None = None
+
+    def text(self) -> str:
+        """Every ``output_text`` part of the message items, joined; an ``EmptyAnswerError`` when there is none."""
+        parts = [part for item in self.output if item.type == "message" for part in item.content or []]
+        texts = [part.text for part in parts if part.type == "output_text" and part.text is not None]
+        if not texts:
+            refusals = [part.refusal for part in parts if part.refusal]
+            refusal = f"; refusal: {refusals[0]!r}" if refusals else ""
+            raise EmptyAnswerError(f"empty answer: no output_text{refusal}", usage=self.attempt_usage())
+        return "".join(texts)
+
+
+class EmbeddingItem(_Shape):
+    index: int = Field(ge=0, strict=True)
+    embedding: str | list[float]
+
+
+class EmbeddingsBody(_Body):
+    data: list[EmbeddingItem]
+
+
+S = TypeVar("S", bound=_Body)
+
+
+def _reason(finish_reason: str | None) -> str:
+    return f" (finish_reason={finish_reason!r})" if finish_reason else ""
+
+
+def validated(shape: type[S], body: object, source: str) -> S:
+    """``body`` as ``shape``, or a ``MalformedAnswerError`` naming what did not fit (billed tokens kept where the
+    ``usage`` part itself was readable)."""
+    try:
+        return shape.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        message = f"malformed answer from {source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
+        raise MalformedAnswerError(bounded(message), usage=_usage_if_readable(body)) from exc
+
+
+def _usage_if_readable(body: object) -> AttemptUsage:
+    if not isinstance(body, dict):
+        return AttemptUsage()
+    try:
+        return WireUsage.model_validate(body.get("usage") or {}).attempt()
+    except ValidationError:
+        return AttemptUsage()
+
+
+def loads(payload: bytes, source: str) -> Any:
+    """JSON from an answer's bytes; a ``MalformedAnswerError`` for bytes that are not (invalid UTF-8 or JSON, a
+    number over Python's digit limit, nesting too deep to parse)."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MalformedAnswerError(bounded(f"unreadable answer from {source}: {type(exc).__name__}: {exc}"),
+                                   usage=AttemptUsage()) from exc
