@@ -17,6 +17,7 @@ from ai_assets.testing.services import Service
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+WINDOW_S = 5.0  # the server's sliding window: 240 rpm is 20 requests in any 5 s, so 60 requests fill it 3 times
 
 
 def arrivals(server: FakeOpenAIServer) -> list[tuple[float, int]]:
@@ -67,7 +68,7 @@ def test_tpm_paces_large_requests_by_the_tokens_they_need(server: FakeOpenAIServ
 
 def test_a_server_enforcing_the_same_limit_refuses_nothing(server: FakeOpenAIServer,
                                                            llm: OpenAICompatibleProvider) -> None:
-    server.set_rate_limit(rpm=240, tpm=60_000)
+    server.set_rate_limit(rpm=240, tpm=60_000, window_s=WINDOW_S)
     try:
         prompt(rows(30, chars=400), "{text}", provider=llm, params=PromptParams(max_output_tokens=16),
                options=RunOptions(concurrency=16, rpm=240, tpm=60_000))
@@ -91,9 +92,10 @@ if store != "-":
 
 
 def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_each: int = 15) -> None:
-    """``workers`` processes sharing one account's limit (240 rpm) through ``store``, against a server that
-    answers 429 above that limit."""
-    server.set_rate_limit(rpm=240)
+    """``workers`` processes sharing one account's limit (240 rpm) through ``store``, against a strict
+    sliding-window server that answers 429 above that limit (no tolerance: a request spaced exactly at the limit
+    and jittered a millisecond early is refused, so only the limiter's headroom keeps this at 0)."""
+    server.set_rate_limit(rpm=240, window_s=WINDOW_S)
     try:
         processes = [subprocess.Popen([sys.executable, "-c", WORKER, server.base_url, store, str(w), str(rows_each)],
                                       cwd=ROOT) for w in range(workers)]
@@ -104,6 +106,7 @@ def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_eac
         assert stats.rate_limited == 0, f"{stats.rate_limited} requests refused by the server"
         assert len(points) == workers * rows_each
         assert rate(points, tokens=False) == pytest.approx(240 / 60, rel=0.05)
+        assert largest_burst(points, WINDOW_S - 1e-6, tokens=False) <= 240 * WINDOW_S / 60
     finally:
         server.set_rate_limit()
 
@@ -123,7 +126,7 @@ def test_four_processes_share_one_account_limit_through_postgres(server: FakeOpe
 
 def test_a_limit_held_in_this_process_only_is_exceeded_by_four(server: FakeOpenAIServer) -> None:
     """The control: without a shared store, four processes send four times the limit and meet 429s."""
-    server.set_rate_limit(rpm=240)
+    server.set_rate_limit(rpm=240, window_s=WINDOW_S)
     try:
         processes = [subprocess.Popen([sys.executable, "-c", WORKER, server.base_url, "-", str(w), "15"], cwd=ROOT)
                      for w in range(4)]
@@ -137,3 +140,29 @@ def test_a_limit_held_in_this_process_only_is_exceeded_by_four(server: FakeOpenA
 def test_rate_limit_config_is_checked() -> None:
     with pytest.raises(ValueError, match="rpm must be > 0"):
         RateLimit(rpm=0)
+
+
+def test_without_headroom_a_strict_window_refuses_the_request_spaced_exactly_at_the_limit(
+        server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    """The control for the headroom: paced exactly at 240 rpm, the 21st request lands on the window's edge and
+    the strict server refuses at least one request; with the default 2 % headroom it refuses none."""
+    server.set_rate_limit(rpm=240, window_s=WINDOW_S)
+    try:
+        prompt(rows(30), "{text}", provider=llm, options=RunOptions(concurrency=8, rpm=240, rate_headroom=0.0))
+        exact = server.stats().rate_limited
+        server.reset()
+        server.set_rate_limit(rpm=240, window_s=WINDOW_S)
+        prompt(rows(30, chars=41), "{text}", provider=llm, options=RunOptions(concurrency=8, rpm=240))
+        assert server.stats().rate_limited == 0
+        assert exact >= 1
+    finally:
+        server.set_rate_limit()
+
+
+def test_a_request_larger_than_the_whole_tpm_limit_fails_its_row_at_once(llm: OpenAICompatibleProvider) -> None:
+    table = pa.table({"text": ["short", "y" * 40_000]})
+    out = prompt(table, "{text}", provider=llm, params=PromptParams(max_output_tokens=8),
+                 options=RunOptions(tpm=6_000, on_error="null"))
+    assert out.table.column("response")[0].as_py() is not None
+    error = out.table.column("response_error")[1].as_py()
+    assert "more than the whole limit of tpm=6000" in error

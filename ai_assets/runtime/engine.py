@@ -4,10 +4,11 @@ Retry layering (one layer per kind of failure, so a row never costs more than ``
 
 * Transport failures (408 / 429 / 5xx, timeouts, dropped connections) are retried **here only**, with exponential
   backoff and full jitter, or exactly the server's ``Retry-After`` / ``retry-after-ms`` when it sends one
-  (``RetryPolicy.delay``). Providers turn their SDK's own retries off and raise ``TransientError``. The loop is
-  a dozen lines rather than tenacity's ``AsyncRetrying``: one of those per row held plain prompts at 5 ms latency
-  to 4,019 rows/s where this loop reaches 5,650 (N = 20,000, 64 in flight, one run each), all of it spent on the
-  rows that never retry.
+  (``RetryPolicy.delay``), but never longer than ``RetryPolicy.max_wait``: a longer ``Retry-After`` fails the row
+  at once, naming the wait; waits of 5 s and more are logged. Providers turn their SDK's own retries off and
+  raise ``TransientError``. The loop is a dozen lines rather than tenacity's ``AsyncRetrying``: one of those per
+  row held plain prompts at 5 ms latency to 4,019 rows/s where this loop reaches 5,650 (N = 20,000, 64 in
+  flight, one run each), all of it spent on the rows that never retry.
 * Invalid output (JSON that does not parse or validate against the Pydantic model) is re-asked **here only**: the
   provider raises ``InvalidOutputError`` carrying the re-ask request instructor built; instructor's own retry loop
   is not used. Tokens of every attempt are added to the usage.
@@ -25,6 +26,7 @@ per-row errors whatever computes the answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.errors import (
     AttemptUsage,
+    BadAnswerError,
     FatalProviderError,
     InvalidOutputError,
     PermanentError,
@@ -45,6 +48,9 @@ from ai_assets.runtime.usage import Usage
 
 __all__ = ["Connection", "Engine", "Job", "OnError", "Outcome", "Reply", "RunOptions"]
 WINDOW_PER_SLOT = 4
+LONG_WAIT_S = 5.0
+LONG_WAIT_LOG_EVERY_S = 10.0
+logger = logging.getLogger(__name__)
 MIN_WINDOW = 64
 T = TypeVar("T")
 
@@ -111,6 +117,7 @@ class Engine:
         self._window = asyncio.Semaphore(max(WINDOW_PER_SLOT * options.concurrency, MIN_WINDOW))
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_wait_log = -LONG_WAIT_LOG_EVERY_S
 
     async def submit(self, job: Job, on_outcome: OnOutcome) -> None:
         """Start ``job`` once the window has room (back-pressure for the caller)."""
@@ -196,13 +203,23 @@ class Engine:
                 except (TransientError, InvalidOutputError) as exc:
                     if number == policy.max_attempts:
                         raise
-                    await asyncio.sleep(policy.delay(number, exc))  # outside the slot
+                    wait = policy.delay(number, exc)  # raises for a Retry-After over max_wait
+                    self._say_wait(wait, job, exc)
+                    await asyncio.sleep(wait)  # outside the slot
         except STOPS_THE_RUN:
             raise
         except (InvalidOutputError, TransientError, PermanentError) as exc:
             outcome.error = bounded(f"{type(exc).__name__}: {exc}", self.connection.secrets)
             outcome.transient = isinstance(exc, TransientError)
         await on_outcome(job, outcome)
+
+    def _say_wait(self, wait: float, job: Job, error: BaseException) -> None:
+        """Log a long wait (at most one line per ``LONG_WAIT_LOG_EVERY_S``), so a slow run says why."""
+        now = time.monotonic()
+        if wait >= LONG_WAIT_S and now - self._last_wait_log >= LONG_WAIT_LOG_EVERY_S:
+            self._last_wait_log = now
+            logger.warning("waiting %.1fs before retrying row %s: %s", wait, job.key[:16],
+                           bounded(str(error), self.connection.secrets, 160))
 
     async def _send(self, request: dict[str, Any], job: Job, outcome: Outcome) -> Reply:
         """One request inside its slot, with its usage counted (also for an answer that must be re-asked)."""
@@ -219,6 +236,9 @@ class Engine:
             await self._spent(job, outcome, exc.usage)
             self.usage.reasks += 1
             outcome.last_output = exc.raw
+            raise
+        except BadAnswerError as exc:  # answered (and billed) with nothing usable: the row fails
+            await self._spent(job, outcome, exc.usage)
             raise
         finally:
             outcome.latency_s = time.perf_counter() - started

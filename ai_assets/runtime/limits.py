@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from ai_assets.runtime.errors import AttemptUsage
-from ai_assets.runtime.ratelimit import Pacer, RateLimit, open_store, sleep_until
+from ai_assets.runtime.errors import AttemptUsage, PermanentError
+from ai_assets.runtime.ratelimit import DEFAULT_HEADROOM, Pacer, RateLimit, open_store, sleep_until
 
 
 @dataclass(frozen=True)
@@ -45,23 +45,27 @@ class Limits:
 
     @classmethod
     def build(cls, concurrency: int, rpm: float | None, tpm: float | None,
-              account: tuple[RateLimit, str] | None = None) -> Limits:
+              account: tuple[RateLimit, str] | None = None, headroom: float = DEFAULT_HEADROOM) -> Limits:
         """Per-run limits (a bucket of their own in this process) plus the account's shared ones."""
         local = open_store(None)
         run = f"run:{uuid.uuid4().hex}"
-        rpms = [Pacer(rpm, local, f"{run}:rpm")] if rpm else []
-        tpms = [Pacer(tpm, local, f"{run}:tpm")] if tpm else []
+        rpms = [Pacer(rpm, local, f"{run}:rpm", headroom)] if rpm else []
+        tpms = [Pacer(tpm, local, f"{run}:tpm", headroom)] if tpm else []
         if account is not None:
             limit, name = account
             store = open_store(limit.store)
             if limit.rpm:
-                rpms.append(Pacer(limit.rpm, store, f"{name}:rpm"))
+                rpms.append(Pacer(limit.rpm, store, f"{name}:rpm", limit.headroom))
             if limit.tpm:
-                tpms.append(Pacer(limit.tpm, store, f"{name}:tpm"))
+                tpms.append(Pacer(limit.tpm, store, f"{name}:tpm", limit.headroom))
         return cls(concurrency, rpms, tpms)
 
     @asynccontextmanager
     async def slot(self, cost: TokenCost) -> AsyncIterator[None]:
+        for pacer in self._tpm:
+            if cost.total > pacer.per_minute:  # would wait for more than a whole minute's budget, and be refused
+                raise PermanentError(f"the request needs about {cost.total} tokens, more than the whole limit of "
+                                     f"tpm={pacer.per_minute:g}: shorten the input or lower max_output_tokens")
         async with self._slots:
             deadline = time.monotonic()
             for pacer in self._rpm:

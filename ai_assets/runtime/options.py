@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.ratelimit import DEFAULT_HEADROOM, check_headroom
 from ai_assets.runtime.retry import RetryPolicy
 
 OnError = Literal["raise", "null"]
@@ -32,8 +33,9 @@ class BatchOptions:
 class RunOptions:
     """How a function talks to its provider. None of these change an answer, so none enter cache keys.
 
-    ``concurrency``: requests in flight. ``rpm`` / ``tpm``: this run's pace (any rate, exactly; a provider's
-    ``RateLimit`` paces a whole account). ``timeout_s``: per request. ``retry``: attempts per row and waits.
+    ``concurrency``: requests in flight. ``rpm`` / ``tpm``: this run's pace (any rate, ``rate_headroom`` below
+    it; a provider's ``RateLimit`` paces a whole account). ``timeout_s``: per request. ``retry``: attempts per row
+    and waits.
     ``on_error``: ``"raise"`` fails the call on the first failed row; ``"null"`` gives it a null value and an error
     text. ``batch_size``: inputs per embedding request (split further to the provider's limits).
     ``retry_failed_rows``: a later run sends rows that failed before (a retry of the same run never does).
@@ -46,6 +48,7 @@ class RunOptions:
     concurrency: int = 16
     rpm: float | None = None
     tpm: float | None = None
+    rate_headroom: float = DEFAULT_HEADROOM
     timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_error: OnError = "raise"
@@ -64,6 +67,7 @@ class RunOptions:
         for name in ("concurrency", "batch_size", "window_rows", "window_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RunOptions.{name} must be >= 1, got {getattr(self, name)}")
+        check_headroom(self.rate_headroom, "RunOptions.rate_headroom")
         if self.on_error not in ("raise", "null"):
             raise ConfigError(f"RunOptions.on_error must be 'raise' or 'null', got {self.on_error!r}")
         for name in ("rpm", "tpm", "timeout_s", "max_cost", "max_tokens"):

@@ -199,7 +199,7 @@ class Pipeline:
             return
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
-        limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account)
+        limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account, options.rate_headroom)
         budget = None
         if options.max_cost is not None or options.max_tokens is not None:
             budget = Budget(max_tokens=options.max_tokens, max_cost=options.max_cost, prices=self.prices)

@@ -12,6 +12,7 @@ import base64
 import json
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ RESET = object()
 
 
 class ServerLimit:
-    """Requests and tokens a minute, with ``tolerance_s`` of early arrival allowed (a GCRA, as providers use)."""
+    """Requests and tokens a minute, with ``tolerance_s`` of early arrival allowed (a GCRA, as some providers use)."""
 
     def __init__(self, rpm: float | None, tpm: float | None, tolerance_s: float) -> None:
         self.rpm, self.tpm, self.tolerance_s = rpm, tpm, tolerance_s
@@ -56,6 +57,34 @@ class ServerLimit:
             self._tat["tokens"] += tokens * 60.0 / self.tpm
 
 
+class WindowLimit:
+    """A strict sliding-window limiter, as real provider accounts run: a request is refused when the requests (or
+    tokens) that arrived in the last ``window_s`` seconds, itself included, would pass ``rpm`` (``tpm``) scaled to
+    the window. No tolerance: one request a few milliseconds inside the window is refused."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, window_s: float) -> None:
+        self.rpm, self.tpm, self.window_s = rpm, tpm, window_s
+        self._arrivals: deque[list[float]] = deque()  # [arrival time, tokens]
+        self._tokens = 0.0
+
+    def admit(self, tokens: int, now: float) -> float | None:
+        while self._arrivals and self._arrivals[0][0] <= now - self.window_s:
+            self._tokens -= self._arrivals.popleft()[1]
+        over_requests = self.rpm is not None and len(self._arrivals) + 1 > self.rpm * self.window_s / 60.0
+        over_tokens = self.tpm is not None and self._tokens + tokens > self.tpm * self.window_s / 60.0
+        if over_requests or over_tokens:
+            oldest = self._arrivals[0][0] if self._arrivals else now
+            return max(oldest + self.window_s - now, 0.001)
+        self._arrivals.append([now, float(tokens)])
+        self._tokens += tokens
+        return None
+
+    def charge(self, tokens: int) -> None:
+        if self._arrivals and tokens:
+            self._arrivals[-1][1] += tokens
+            self._tokens += tokens
+
+
 class App:
     def __init__(self, latency: float, embedding_dim: int, *, track: bool = True) -> None:
         self.latency = latency
@@ -63,7 +92,7 @@ class App:
         self.track = track
         self.rules: list[Rule] = []
         self.stats = ServerStats()
-        self.limit: ServerLimit | None = None
+        self.limit: ServerLimit | WindowLimit | None = None
         self._ids = 0
 
     # -- bookkeeping ----------------------------------------------------------------------------------------

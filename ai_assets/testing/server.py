@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from ai_assets.testing.batches import BatchApi
 from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
-from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit
+from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit, WindowLimit
 
 TRACKED_HEADERS = ("authorization", "api-key")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -102,8 +102,13 @@ class _Server:
             app.latency = float(data.get("latency", app.latency))
             return Reply(200, {"latency": app.latency})
         if name == "rate_limit":
-            app.limit = ServerLimit(data.get("rpm"), data.get("tpm"), float(data.get("tolerance_s", 0.05))) \
-                if data.get("rpm") or data.get("tpm") else None
+            rpm, tpm, window = data.get("rpm"), data.get("tpm"), data.get("window_s")
+            if not (rpm or tpm):
+                app.limit = None
+            elif window:
+                app.limit = WindowLimit(rpm, tpm, float(window))
+            else:
+                app.limit = ServerLimit(rpm, tpm, float(data.get("tolerance_s", 0.0)))
             return Reply(200, {})
         if name == "batches":
             self.batches.behaviour = BatchBehaviour(**data)
@@ -214,11 +219,12 @@ class FakeOpenAIServer:
     def set_latency(self, seconds: float) -> None:
         self._admin("config", {"latency": seconds})
 
-    def set_rate_limit(self, *, rpm: float | None = None, tpm: float | None = None,
-                       tolerance_s: float = 0.05) -> None:
-        """Answer 429 (with ``retry-after-ms``) above ``rpm`` / ``tpm``, allowing ``tolerance_s`` of early arrival;
-        no arguments removes the limit."""
-        self._admin("rate_limit", {"rpm": rpm, "tpm": tpm, "tolerance_s": tolerance_s})
+    def set_rate_limit(self, *, rpm: float | None = None, tpm: float | None = None, window_s: float | None = 60.0,
+                       tolerance_s: float = 0.0) -> None:
+        """Answer 429 (with ``retry-after-ms``) above ``rpm`` / ``tpm``: a strict sliding window of ``window_s``
+        seconds (the limits scaled to it), as provider accounts count; ``window_s=None`` runs a GCRA instead,
+        allowing ``tolerance_s`` of early arrival. No rates removes the limit."""
+        self._admin("rate_limit", {"rpm": rpm, "tpm": tpm, "window_s": window_s, "tolerance_s": tolerance_s})
 
     def set_batches(self, behaviour: BatchBehaviour) -> None:
         """How the Batch API behaves from now on (completion delay, expiry, validation failure)."""

@@ -8,6 +8,9 @@ second reserves ``start = max(tat, now) + c / r``, sets ``tat = start`` and wait
 * any rate is paced exactly, 1 request a minute included, and a run starts with no burst: credit never builds up
   while idle (``max(tat, now)``), and the first request waits for its own cost;
 * a request larger than one second's budget waits for all the tokens it needs (``c / r`` seconds of budget);
+* limits are paced ``headroom`` (2 % by default) below the stated rate: a provider's sliding-window limiter counts
+  arrivals, and requests spaced exactly at the limit arrive a few milliseconds inside its window once the network
+  jitters them; 2 % of a minute is 1.2 s of slack, the rate stays within 2 % of the limit;
 * after the answer, ``adjust`` moves ``tat`` by the difference between the estimate and what the server billed, so
   the estimate is corrected with real usage.
 
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ai_assets.runtime.errors import ConfigError
+
+DEFAULT_HEADROOM = 0.02
 
 
 class RateStore(Protocol):
@@ -47,27 +52,36 @@ class RateLimit:
     ``store`` is where the limit's state lives: None for this process only; ``file:///dir`` for every process on
     one machine; ``redis://host:6379/0`` or ``postgresql+psycopg2://user:pass@host/db`` for every process
     anywhere. ``account`` names the buckets; processes that share a store and an account share the limit
-    (default: derived from the provider's endpoint and key, so every user of one key shares it)."""
+    (default: derived from the provider's endpoint and key, so every user of one key shares it). ``headroom``:
+    the share of the limit left unused, so that a sliding-window limiter at the provider refuses nothing."""
 
     rpm: float | None = None
     tpm: float | None = None
     store: str | None = None
     account: str | None = None
+    headroom: float = DEFAULT_HEADROOM
 
     def __post_init__(self) -> None:
+        check_headroom(self.headroom, "RateLimit.headroom")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
 
 
-class Pacer:
-    """One limit (``per_minute`` units a minute) on one bucket of a store."""
+def check_headroom(value: float, name: str) -> None:
+    if not 0 <= value < 0.5:
+        raise ConfigError(f"{name} must be in [0, 0.5), got {value}")
 
-    def __init__(self, per_minute: float, store: RateStore, bucket: str) -> None:
+
+class Pacer:
+    """One limit (``per_minute`` units a minute) on one bucket of a store, paced ``headroom`` below it."""
+
+    def __init__(self, per_minute: float, store: RateStore, bucket: str, headroom: float = DEFAULT_HEADROOM) -> None:
         if per_minute <= 0:
             raise ConfigError(f"a rate limit must be > 0 a minute, got {per_minute}")
-        self.per_second = per_minute / 60.0
+        self.per_minute = per_minute
+        self.per_second = per_minute * (1 - headroom) / 60.0
         self.store = store
         self.bucket = bucket
 
