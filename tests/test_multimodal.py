@@ -92,7 +92,8 @@ def test_download_retries_caps_size_and_reports_rows(files_url: str, tmp_path: P
     urls = [f"{files_url}/red.png", f"{files_url}/flaky.png", f"{files_url}/huge", f"{files_url}/missing",
             None, str(local), f"file://{local}"]
     options = RunOptions(on_error="null", retry=RetryPolicy(max_attempts=3, base_wait=0.01))
-    out = download(pa.table({"url": urls}), "url", policy=DownloadPolicy(max_bytes=1_000_000), options=options)
+    out = download(pa.table({"url": urls}), "url", policy=DownloadPolicy(max_bytes=1_000_000, allow_private=True),
+                   options=options)
     values = out.table.column("bytes").to_pylist()
     errors = out.table.column("bytes_error").to_pylist()
     assert values[0] == png() and values[1] == png()

@@ -347,10 +347,12 @@ class DownloadComponent(_AssetComponent):
     upstream: str
     column: str
     output_column: str = "bytes"
-    max_bytes: int = 20 * 1024 * 1024
-    allow_files: bool = False
-    allow_private: bool = True
-    protocols: list[str] = Field(default_factory=lambda: ["http", "https"])
+    max_bytes: int = DownloadPolicy.max_bytes
+    allow_files: bool = DownloadPolicy.allow_files
+    allow_private: bool = Field(default=DownloadPolicy.allow_private, description=(
+        "Reach private, loopback, shared and reserved addresses (refused by default; link-local and metadata "
+        "addresses are refused regardless)."))
+    protocols: list[str] = Field(default_factory=lambda: sorted(DownloadPolicy().protocols))
 
     def asset(self) -> dg.AssetsDefinition:
         policy = DownloadPolicy(max_bytes=self.max_bytes, allow_files=self.allow_files,

@@ -7,8 +7,10 @@ Safety (server-side request forgery and local files), applied at every hop:
 * An IP literal in any spelling (``2852039166``, ``0xA9FEA9FE``, ``[::ffff:169.254.169.254]``, 6to4, NAT64, ...) is
   normalised and checked before connecting (``ai_assets.functions.url_guard``); a host name is resolved by a guarded
   resolver that checks every address aiohttp may connect to, so DNS rebinding cannot slip past it.
-* Link-local, cloud-metadata, unspecified and multicast addresses are always refused; with
-  ``allow_private=False`` everything not globally routable is refused too.
+* Link-local, cloud-metadata, unspecified and multicast addresses are always refused; by default
+  (``allow_private=False``) everything not globally routable is refused too (private, loopback, shared, reserved).
+* Every URL or hop that cannot be read (``http://[::1/``, ``http://x:99999/``, ``http:///nohost``) is that row's
+  error: the other rows of the call keep their bytes.
 * Protocols are allow-listed (``http`` and ``https`` by default; object stores such as ``s3`` only when the policy
   names them), for every link of an fsspec chain; local files need ``allow_files=True``.
 * Every object is streamed and the transfer is aborted as soon as it passes ``max_bytes``.
@@ -45,13 +47,13 @@ class DownloadPolicy:
     """What a download may touch and how much it may read.
 
     ``protocols``: the URL protocols allowed (add object stores such as ``"s3"``, ``"gs"``, ``"az"``);
-    ``allow_files``: read local paths and ``file://`` URLs; ``allow_private``: reach private, loopback and other
-    non-global addresses (link-local and metadata addresses are refused regardless); ``max_redirects``: hops
-    followed; ``storage_options``: passed to fsspec for object stores."""
+    ``allow_files``: read local paths and ``file://`` URLs; ``allow_private``: reach private, loopback, shared and
+    reserved addresses (refused by default; link-local and metadata addresses are refused regardless);
+    ``max_redirects``: hops followed; ``storage_options``: passed to fsspec for object stores."""
 
     max_bytes: int = 20 * 1024 * 1024
     allow_files: bool = False
-    allow_private: bool = True
+    allow_private: bool = False
     protocols: frozenset[str] = field(default_factory=lambda: HTTP_PROTOCOLS)
     max_redirects: int = 5
     storage_options: Mapping[str, Any] | None = None
@@ -93,11 +95,16 @@ class _Downloader:
 
     async def send(self, request: dict[str, Any]) -> Reply:
         url: str = request["url"]
-        protocols = check_protocols(url, self.policy.protocols, allow_files=self.policy.allow_files)
-        if protocols[0] in HTTP_PROTOCOLS:
-            data = await self._http(URL(url))
-        else:
-            data = await asyncio.to_thread(self._fsspec, url)
+        try:
+            protocols = check_protocols(url, self.policy.protocols, allow_files=self.policy.allow_files)
+            if protocols[0] in HTTP_PROTOCOLS:
+                data = await self._http(URL(url))
+            else:
+                data = await asyncio.to_thread(self._fsspec, url)
+        except (ValueError, UnicodeError) as exc:  # a URL or Location yarl / aiohttp cannot read (InvalidURL too)
+            raise PermanentError(f"bad URL {bounded(url, (), 120)!r}: {type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:  # any other client failure (connection ones are retried in _http)
+            raise TransientError(f"{type(exc).__name__} fetching {bounded(url, (), 120)!r}: {exc}") from exc
         return Reply(data, AttemptUsage())
 
     async def _http(self, url: URL) -> bytes:
@@ -118,7 +125,12 @@ class _Downloader:
     def _next_hop(url: URL, location: str | None, seen: set[str]) -> URL:
         if not location:
             raise PermanentError(f"redirect from {url} without a Location header")
-        target = url.join(URL(location))
+        try:
+            target = url.join(URL(location))
+            target.port  # noqa: B018  (reads and checks the port: yarl accepts 99999 until asked)
+        except (ValueError, UnicodeError) as exc:
+            raise PermanentError(f"refused: redirect from {url} to a malformed Location "
+                                 f"{bounded(location, (), 120)!r}: {exc}") from exc
         if url.scheme == "https" and target.scheme == "http":
             raise PermanentError(f"refused: redirect from https to http ({target})")
         if str(target) in seen:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pyarrow as pa
 import pytest
@@ -117,7 +117,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     secure.shutdown()
 
 
-POLICIES = {"default": DownloadPolicy(), "strict": DownloadPolicy(allow_private=False)}
+POLICIES = {"default": DownloadPolicy(), "private-allowed": DownloadPolicy(allow_private=True)}
 
 
 def fetch(url: str, policy: DownloadPolicy) -> tuple[bytes | None, str | None]:
@@ -166,9 +166,9 @@ def test_metadata_addresses_are_refused_directly_and_after_a_redirect(policy: st
 
 @pytest.mark.parametrize("url", ["http://10.0.0.5/", "http://private.test/", "http://127.0.0.1/",
                                  "http://localhost/", "http://2130706433/", "http://[::ffff:10.0.0.5]/"])
-def test_private_addresses_are_refused_when_not_allowed(url: str) -> None:
-    refused(url, POLICIES["strict"], "private address")
-    refused(via_redirect(url), POLICIES["strict"], "private address")
+def test_private_addresses_are_refused_by_default(url: str) -> None:
+    refused(url, DownloadPolicy(), "private address")
+    refused(via_redirect(url), DownloadPolicy(), "private address")
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -195,11 +195,28 @@ def test_public_urls_still_download(policy: str) -> None:
     assert _Trap.connections == []
 
 
-def test_default_policy_still_reaches_private_hosts() -> None:
-    value, error = fetch("http://private.test/", POLICIES["default"])
+def test_allow_private_reaches_private_hosts() -> None:
+    value, error = fetch("http://private.test/", POLICIES["private-allowed"])
     assert value is None and "refused" not in (error or "")  # the trap accepts and hangs up: not the guard
     assert _Trap.connections and set(_Trap.connections) == {("10.0.0.5", 80)}
     _Trap.connections.clear()
+
+
+MALFORMED = ["http://a:b/", "http://[::1/", "http://x:99999/", "http:///nohost", "http://127.1:9/", "http://[]/",
+             "http://%zz/", "ht!tp://x/", "http://\u0000/"]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_malformed_url_or_redirect_is_its_rows_error_and_the_good_rows_keep_their_bytes(policy: str) -> None:
+    urls = ["http://public.test/ok", *MALFORMED, *(via_redirect(quote(u, safe="")) for u in MALFORMED),
+            "https://public.test/ok"]
+    out = download(pa.table({"url": urls}), "url", policy=POLICIES[policy],
+                   options=RunOptions(on_error="null", timeout_s=5))
+    values, errors = out.table.column("bytes").to_pylist(), out.table.column("bytes_error").to_pylist()
+    assert values[0] == values[-1] == BODY
+    for url, value, error in zip(urls[1:-1], values[1:-1], errors[1:-1], strict=True):
+        assert value is None and error, url
+    assert [c for c in _Trap.connections if c != ("127.0.0.1", 9)] == []
 
 
 def test_the_namespace_is_sealed() -> None:
