@@ -262,3 +262,58 @@ def test_two_partitions_at_once_into_one_table(tmp_path: Path, server: FakeOpenA
     pairs = list(zip(table.column("_partition").to_pylist(), table.column("id").to_pylist(), strict=True))
     assert len(set(pairs)) == 200
     assert server.stats().chat_requests == 200
+
+
+def _journal_env(journal: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    if journal == "object_store":
+        return {"RESUME_JOURNAL": f"file://{tmp_path}/journal"}
+    if journal == "postgres":
+        return {"RESUME_JOURNAL": request.getfixturevalue("pg_url")}
+    return {}
+
+
+@pytest.mark.parametrize("journal", ["sqlite", "postgres", "object_store"])
+def test_two_runs_of_one_partition_at_once_pay_at_most_n_plus_2c(
+    tmp_path: Path, server: FakeOpenAIServer, journal: str, request: pytest.FixtureRequest
+) -> None:
+    """A re-launch while the first run is alive (or a sensor and a backfill overlapping): the rows each run claims
+    in the journal are not sent by the other, which waits for their answers. Bound: N + 2 x C (C = 8)."""
+    n = 1000
+    env = _journal_env(journal, tmp_path, request)
+    write_rows(tmp_path / "src", "p1", n)
+    server.set_latency(0.1)  # 1,000 rows at 8 in flight: ~12 s of sending; both runs start together
+    first = cli(tmp_path, server, "p1", home_name="home-a", **env)
+    second = cli(tmp_path, server, "p1", home_name="home-b", **env)
+    finish(first)
+    finish(second)
+    paid = server.stats().chat_requests
+    assert paid <= n + 2 * 8, f"{paid} calls for {n} rows by two overlapping runs"
+    table = ParquetStore(str(tmp_path / "out" / "parquet" / "answers")).read(["p1"])
+    assert sorted(table.column("id").to_pylist()) == list(range(n))
+    assert table.column("answers").null_count == 0
+
+
+def test_a_run_waiting_on_a_killed_run_takes_its_rows_over(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """The second run waits for rows the first holds; the first is SIGKILLed: its claims belong to a process of
+    this host that no longer exists, so the second takes them at once and finishes the partition."""
+    n = 1000
+    write_rows(tmp_path / "src", "p1", n)
+    server.set_latency(0.05)
+    first = cli(tmp_path, server, "p1", home_name="home-a")
+    deadline = time.monotonic() + 180
+    while server.stats().chat_requests < 50:
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    second = cli(tmp_path, server, "p1", home_name="home-b")
+    while server.stats().chat_requests < n // 2:
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    started = time.monotonic()
+    finish(second)
+    assert time.monotonic() - started < 60  # no wait for the claims' expiry (60 s)
+    paid = server.stats().chat_requests
+    assert paid <= n + 2 * 8, f"{paid} calls for {n} rows"
+    table = ParquetStore(str(tmp_path / "out" / "parquet" / "answers")).read(["p1"])
+    assert sorted(table.column("id").to_pylist()) == list(range(n)) and table.column("answers").null_count == 0

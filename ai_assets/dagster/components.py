@@ -18,12 +18,13 @@ Field names avoid the component base classes' own names (``model``, ``load``, ``
 the environment variable named by ``api_key_env`` (through ``dg.EnvVar``).
 """
 
+import datetime as dt
 import importlib
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from ai_assets.dagster.common import AssetArgs
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
@@ -56,7 +57,7 @@ from ai_assets.functions.images import ImageSpec
 from ai_assets.functions.preprocess import Extract
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.functions.table_sources import DeltaSource, LanceSource
-from ai_assets.functions.templates import FileColumn, ImageColumn, Part
+from ai_assets.functions.templates import FileColumn, ImageColumn, Part, check_template
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.retry import RetryPolicy
@@ -68,6 +69,16 @@ class Daily(dg.Model):
 
     start: str
     end: str | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _is_a_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError as exc:
+                raise ConfigError(f"partitions.daily: {value!r} is not a date (YYYY-MM-DD): {exc}") from exc
+        return value
 
 
 class Partitions(dg.Model):
@@ -262,6 +273,13 @@ class PromptComponent(_EnrichComponent):
     params: Params | None = None
     provider_key: str = "llm"
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
+
+    @field_validator("template")
+    @classmethod
+    def _renders(cls, template: str | list[MessagePart]) -> str | list[MessagePart]:
+        """Refused when the YAML is loaded (``dg check defs``), as ``prompt`` would refuse it at run time."""
+        check_template(template if isinstance(template, str) else [p.build() for p in template])
+        return template
 
     def asset(self) -> dg.AssetsDefinition:
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]

@@ -26,7 +26,7 @@ from ai_assets.dagster.resources import provider_of
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
-from ai_assets.functions.templates import Part
+from ai_assets.functions.templates import Part, check_output_column, check_template
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
@@ -152,6 +152,7 @@ def prompt_asset(
             "ai_cache": ResultCacheResource(), "io_manager": DeltaIOManager(root="warehouse")})
     """
     output_column = output_column or name
+    check_output_column(output_column, check_template(template), f"prompt_asset {name!r}")
     params = params or PromptParams()
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,

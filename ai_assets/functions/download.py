@@ -31,7 +31,7 @@ import pyarrow as pa
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from ai_assets.functions.templates import column_texts
+from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
 from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
@@ -188,6 +188,7 @@ class DownloadTask:
 
     def __init__(self, column: str, output_column: str, policy: DownloadPolicy, options: RunOptions) -> None:
         self.column = column
+        check_output_column(output_column, [column], type(self).__name__)
         self.output_column = output_column
         self.policy = policy
         self.options = options

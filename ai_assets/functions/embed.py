@@ -12,7 +12,7 @@ from typing import Any, overload
 
 import pyarrow as pa
 
-from ai_assets.functions.templates import column_texts
+from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
@@ -77,6 +77,7 @@ class EmbedTextTask(VectorTask):
                  options: RunOptions) -> None:
         self.column = column
         self.provider = provider
+        check_output_column(output_column, [column], type(self).__name__)
         self.output_column = output_column
         self.options = options
         self.local = isinstance(provider, TextEmbedder)

@@ -241,7 +241,9 @@ def _parse(data: bytes, fmt: str, schema: pa.Schema | None) -> pa.Table:
     source = io.BytesIO(data)
     if fmt == "csv":
         types = {f.name: f.type for f in schema} if schema is not None else None
-        return pcsv.read_csv(source, convert_options=pcsv.ConvertOptions(column_types=types))
+        # Text is read unchecked and checked by ``_checked`` with the row it is in: with the check on, pyarrow
+        # silently types a column holding invalid UTF-8 as binary, and b'...' reprs were sent as prompts.
+        return pcsv.read_csv(source, convert_options=pcsv.ConvertOptions(column_types=types, check_utf8=False))
     options = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
     return pjson.read_json(source, parse_options=options)
 

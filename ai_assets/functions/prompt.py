@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.functions.arrow_types import model_struct, to_python
-from ai_assets.functions.templates import Part, render_content
+from ai_assets.functions.templates import Part, check_output_column, check_template, render_content
 from ai_assets.providers.protocols import Prompter, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
@@ -70,6 +70,7 @@ class PromptTask:
         self.return_format = return_format
         self.struct = model_struct(return_format) if return_format is not None else None  # fails before paying
         self.system_message = system_message
+        check_output_column(output_column, check_template(template), "prompt")
         self.output_column = output_column
         self.request_params = params.as_request()
         self.options = options

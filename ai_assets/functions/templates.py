@@ -33,8 +33,10 @@ class Template:
         for _, field, spec, conversion in parsed:
             if field is None:
                 continue
-            if not field or (not field.isidentifier() and field.strip() != field):
-                raise ConfigError(f"template {self.text!r}: every field must name a column, got {{{field}}}")
+            if not field or field.strip() != field or any(c in field for c in ".[]"):
+                raise ConfigError(f"template {self.text!r}: every field must name a column, got {{{field}}} "
+                                  "(attribute and index lookups such as {a.b} or {a[0]} are not supported: derive "
+                                  "a column with preprocess(derive=...))")
             if conversion or spec:
                 raise ConfigError(f"template {self.text!r}: format specs are not supported in {{{field}}}")
             names.append(field)
@@ -135,6 +137,32 @@ def file_mime(data: bytes) -> str:
 Part = str | ImageColumn | FileColumn
 Content = str | list[dict[str, object]]
 Rendered = tuple[list[str | None], list[Skip | None]]
+
+
+def check_output_column(output_column: str, reads: Sequence[str], where: str) -> None:
+    """Refuse an output column that would overwrite a column the step reads (``output_column="text"`` over
+    ``"{text}"``): the input would be replaced silently by the answers."""
+    for name in (output_column, f"{output_column}_error"):
+        if name in reads:
+            raise ConfigError(f"{where}: output_column {output_column!r} would replace the input column {name!r} "
+                              "it reads; choose another output_column")
+
+
+def check_template(parts: str | Sequence[Part]) -> tuple[str, ...]:
+    """The columns a template reads; a ``ConfigError`` naming the problem for a template that cannot render
+    (a stray brace, ``{a.b}``, a format spec, a part of the wrong type). For definition time: the factory and the
+    component refuse what ``prompt`` would refuse at run time."""
+    if isinstance(parts, str):
+        return Template(parts).columns
+    names: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            names.extend(Template(part).columns)
+        elif isinstance(part, ImageColumn | FileColumn):
+            names.append(part.column)
+        else:
+            raise ConfigError(f"a template part must be text, ImageColumn or FileColumn, got {type(part).__name__}")
+    return tuple(dict.fromkeys(names))
 
 
 def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[Skip | None]]:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from ai_assets.functions.classify import LabelScorer, label_descriptions
 from ai_assets.functions.embed import VectorTask
 from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
+from ai_assets.functions.templates import check_output_column
 from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, RunOptions
@@ -42,6 +43,7 @@ class EmbedImageTask(VectorTask):
         require_pillow()
         self.column = column
         self.provider = provider
+        check_output_column(output_column, [column], type(self).__name__)
         self.output_column = output_column
         self.max_pixels = max_pixels
         self.identity = provider.identity()

@@ -32,10 +32,12 @@ import pyarrow as pa
 
 from ai_assets.runtime.budget import Budget
 from ai_assets.runtime.cache import Cache, CachedResult, Entry
+from ai_assets.runtime.cache.lease import Claims
 from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.engine import Connection, Engine, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, ConfigError, RowFailedError, Skip
 from ai_assets.runtime.estimate import Calibration, save_calibration
+from ai_assets.runtime.leases import Leases
 from ai_assets.runtime.limits import Limits
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.sync import iterate_sync, run_sync
@@ -180,6 +182,7 @@ class Pipeline:
     _held: list[tuple[Window, list[Any], list[str | None]]] = field(default_factory=list)
     _learned: Calibration = field(default_factory=Calibration)
     _done_rows: int = 0
+    _leases: Leases | None = None
 
     async def run(self, batches: AsyncIterator[pa.RecordBatch],
                   schema: pa.Schema | None = None) -> AsyncIterator[pa.RecordBatch]:
@@ -190,13 +193,23 @@ class Pipeline:
                 yield out
             return
         if self.options.mode == "estimate":
-            from ai_assets.runtime.estimate import EstimateRun
-
-            started = time.perf_counter()
-            async for out in EstimateRun(self).run(batches, schema):
+            async for out in self._run_estimate(batches, schema):
                 yield out
-            self.usage.add_elapsed(time.perf_counter() - started)
             return
+        async for out in self._run_live(batches, schema):
+            yield out
+
+    async def _run_estimate(self, batches: AsyncIterator[pa.RecordBatch],
+                            schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+        from ai_assets.runtime.estimate import EstimateRun
+
+        started = time.perf_counter()
+        async for out in EstimateRun(self).run(batches, schema):
+            yield out
+        self.usage.add_elapsed(time.perf_counter() - started)
+
+    async def _run_live(self, batches: AsyncIterator[pa.RecordBatch],
+                        schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
         limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account, options.rate_headroom)
@@ -204,11 +217,15 @@ class Pipeline:
         if options.max_cost is not None or options.max_tokens is not None:
             budget = Budget(max_tokens=options.max_tokens, max_cost=options.max_cost, prices=self.prices)
         writer = JournalWriter(self.cache) if self.cache is not None else None
+        leases = self._leases = Leases(self.cache) if isinstance(self.cache, Claims) else None
         started = time.perf_counter()
         pending: deque[Window] = deque()
+        watch: asyncio.Task[None] | None = None
         try:
             async with self.task.connect() as connection:
                 engine = self._engine = Engine(connection, options, self.usage, limits, budget)
+                if leases is not None:
+                    watch = asyncio.ensure_future(self._watch(leases, engine, writer))
                 try:
                     offset = 0
                     async for batch in batches:
@@ -226,10 +243,15 @@ class Pipeline:
                     if self._done_rows == 0 and schema is not None and offset == 0:
                         yield self._empty(schema)
                 finally:
+                    if watch is not None:
+                        watch.cancel()
+                        await asyncio.gather(watch, return_exceptions=True)
                     await engine.close()
         finally:
             for future in self._inflight.values():
                 future.cancel()
+            if leases is not None:
+                await leases.release()
             if writer is not None:
                 await asyncio.to_thread(writer.close)
                 family = getattr(self.task, "family", lambda: None)()
@@ -327,6 +349,8 @@ class Pipeline:
             window.waiting[key] = future
             self._sent_by[key] = first_group[key]
             to_send.append(key)
+        if self._leases is not None and to_send:
+            to_send = await self._leases.claim(to_send)
         self.usage.sent_rows += len(to_send)
         if groups:
             for key in to_send:
@@ -338,6 +362,47 @@ class Pipeline:
         for job in self.task.jobs(to_send, plan.payloads):
             await engine.submit(job, on_outcome)
         return window
+
+    async def _watch(self, leases: Leases, engine: Engine, writer: JournalWriter | None) -> None:
+        """Rows another run holds: take its answers from the journal, or send them once its claims lapse."""
+        assert self.cache is not None
+        cache = self.cache
+
+        def lookup(keys: list[str]) -> dict[str, CachedResult]:
+            return cache.get_many(keys)
+
+        def resolve(key: str, hit: CachedResult) -> None:
+            outcome = Outcome(self.task.decode(hit.value))  # paid by the other run: no usage here
+            self.usage.cache_hits += 1
+            group = self._sent_by.pop(key, None)
+            if group is not None and self.group_column:
+                self.usage.group(group).cache_hits += 1
+            self._settle(key, outcome)
+
+        async def send(keys: list[str]) -> None:
+            self.usage.sent_rows += len(keys)
+
+            async def on_outcome(job: Job, outcome: Outcome) -> None:
+                await self._record(job, outcome, writer)
+
+            for job in self.task.jobs(keys, {k: self._payloads[k] for k in keys}):
+                engine.submit_now(job, on_outcome)
+
+        def fail(keys: list[str], exc: BaseException) -> None:
+            for key in keys:
+                future = self._inflight.get(key)
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+
+        await leases.watch(lookup, resolve, send, fail)
+
+    def _settle(self, key: str, outcome: Outcome) -> None:
+        future = self._inflight.pop(key, None)
+        self._payloads.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+        if self.remember:
+            self._memory[key] = outcome
 
     def _empty(self, schema: pa.Schema) -> pa.RecordBatch:
         columns = self.task.columns([], [], final=True) or {}
@@ -396,12 +461,7 @@ class Pipeline:
             group = self._sent_by.pop(key, None)
             if group is not None and self.group_column:
                 self.usage.group(group).add_tokens(share)
-            future = self._inflight.pop(key, None)
-            self._payloads.pop(key, None)
-            if future is not None and not future.done():
-                future.set_result(part)
-            if self.remember:
-                self._memory[key] = part
+            self._settle(key, part)
 
     async def _finish(self, window: Window, engine: Engine) -> list[pa.RecordBatch]:
         outcomes = dict(window.known)

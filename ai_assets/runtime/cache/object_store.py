@@ -26,6 +26,7 @@ from typing import Any
 import fsspec
 
 from ai_assets.runtime.cache import CachedResult, Entry, merge_entry
+from ai_assets.runtime.cache.object_claims import ObjectClaims
 
 SEGMENTS = "segments"
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ObjectStoreCache:
         self._read_segments: set[str] = set()
         self._flusher: threading.Thread | None = None
         self._own: dict[str, dict[str, Any]] = {}  # this instance's puts, readable before their segment lands
+        self._claims = ObjectClaims(self.fs, self.root)
 
     def _segment_paths(self) -> list[str]:
         folder = f"{self.root}/{SEGMENTS}"
@@ -188,6 +190,16 @@ class ObjectStoreCache:
             self._entries = {e["key"]: e for e in kept}
             self._read_segments = {path} if path else set()
         return len(entries) - len(kept)
+
+    # -- claims on rows in flight (see ai_assets.runtime.cache.lease and .object_claims) ------------------------
+    def claim(self, keys: list[str], owner: str, ttl_s: float) -> set[str]:
+        return self._claims.claim(keys, owner, ttl_s, set(self.get_many(keys)))
+
+    def renew(self, owner: str, ttl_s: float) -> None:
+        self._claims.renew(owner, ttl_s)
+
+    def release(self, owner: str) -> None:
+        self._claims.release(owner)
 
     def close(self) -> None:
         self.flush()

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ai_assets.runtime.cache import CachedResult, Entry
+from ai_assets.runtime.cache.lease import owner_gone
 from ai_assets.runtime.pg import Connection
 
 TABLE = "ai_assets_journal"
+CLAIMS = "ai_assets_claims"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     key TEXT PRIMARY KEY,
@@ -24,7 +26,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
     created DOUBLE PRECISION NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS {CLAIMS} (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)
 """
 _UPSERT = f"""
 INSERT INTO {TABLE} AS t (key, value, error, run, tokens_in, tokens_out, created) VALUES %s
@@ -33,6 +36,16 @@ ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, error = EXCLUDED.error, 
 WHERE EXCLUDED.error IS NULL OR t.error IS NOT NULL
 """
 _BATCH = 1000
+# Claims the keys without an answer, unless another owner holds a live claim: one statement, so concurrent
+# claimers are serialised by the claims table's row locks and exactly one of them gets each key.
+_CLAIM = f"""
+INSERT INTO {CLAIMS} AS c (key, owner, expires)
+SELECT w.key, %(owner)s, %(expires)s FROM unnest(%(keys)s::text[]) AS w(key)
+WHERE NOT EXISTS (SELECT 1 FROM {TABLE} j WHERE j.key = w.key AND j.error IS NULL)
+ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires
+WHERE c.owner = EXCLUDED.owner OR c.expires < %(now)s OR c.owner = ANY(%(gone)s)
+RETURNING key
+"""
 
 
 class PostgresCache:
@@ -93,6 +106,30 @@ class PostgresCache:
             return removed
 
         return self._connection.run(work)
+
+    # -- claims on rows in flight (see ai_assets.runtime.cache.lease) -----------------------------------------
+    def claim(self, keys: list[str], owner: str, ttl_s: float) -> set[str]:
+        def work(cursor: Any) -> set[str]:
+            held: set[str] = set()
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start:start + _BATCH]
+                now = time.time()
+                cursor.execute(f"SELECT DISTINCT owner FROM {CLAIMS} WHERE key = ANY(%s) AND owner <> %s "
+                               "AND expires >= %s", (chunk, owner, now))
+                gone = [o for (o,) in cursor.fetchall() if owner_gone(o)]
+                cursor.execute(_CLAIM, {"owner": owner, "expires": now + ttl_s, "keys": chunk, "now": now,
+                                        "gone": gone})
+                held.update(k for (k,) in cursor.fetchall())
+            return held
+
+        return self._connection.run(work) if keys else set()
+
+    def renew(self, owner: str, ttl_s: float) -> None:
+        self._connection.run(lambda cursor: cursor.execute(
+            f"UPDATE {CLAIMS} SET expires = %s WHERE owner = %s", (time.time() + ttl_s, owner)))
+
+    def release(self, owner: str) -> None:
+        self._connection.run(lambda cursor: cursor.execute(f"DELETE FROM {CLAIMS} WHERE owner = %s", (owner,)))
 
     def close(self) -> None:
         self._connection.close()

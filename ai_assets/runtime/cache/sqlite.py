@@ -1,4 +1,5 @@
-"""The journal in one SQLite file (WAL mode): every ``put_many`` is one committed transaction."""
+"""The journal in one SQLite file (WAL mode): every ``put_many`` is one committed transaction. Claims on rows in
+flight (``ai_assets.runtime.cache.lease``) live in a second table of the same file."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ai_assets.runtime.cache import CachedResult, Entry
+from ai_assets.runtime.cache.lease import owner_gone
+from ai_assets.runtime.errors import ConfigError
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -21,6 +26,7 @@ CREATE TABLE IF NOT EXISTS results (
     used REAL NOT NULL
 )
 """
+_CLAIMS = "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
 _COLUMNS = {"run": "TEXT", "tokens_in": "INTEGER NOT NULL DEFAULT 0", "tokens_out": "INTEGER NOT NULL DEFAULT 0"}
 _BATCH = 500
 # An answer replaces anything; a failure replaces only a failure (so the latest reason shows), never an answer.
@@ -37,30 +43,48 @@ class ResultCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process (not a power cut)
-        self._db.execute(_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-        for name, kind in _COLUMNS.items():  # journals written by earlier versions gain the new columns
-            if name not in present:
-                self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process (not a power cut)
+            self._db.execute(_SCHEMA)
+            self._db.execute(_CLAIMS)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            for name, kind in _COLUMNS.items():  # journals written by earlier versions gain the new columns
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> ConfigError:
+        """A journal failure that names the file and what to do about it."""
+        text = str(exc)
+        if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+            hint = "the file or its folder is read-only: give the run write access, or point the cache elsewhere"
+        elif "not a database" in text or "malformed" in text:
+            hint = "the file is not a readable SQLite journal: move it away (its answers are lost) or restore it"
+        else:
+            hint = "check the file and its folder"
+        return ConfigError(f"journal {self.path}: {type(exc).__name__}: {text} ({hint})")
 
     def get_many(self, keys: Iterable[str], *, include_errors: bool = False) -> dict[str, CachedResult]:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, CachedResult] = {}
         with self._lock:
-            for start in range(0, len(wanted), _BATCH):
-                chunk = wanted[start:start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT key, value, error, run, tokens_in, tokens_out FROM results WHERE key IN ({marks})", chunk)
-                for key, value, error, run, tokens_in, tokens_out in rows:
-                    if error is None or include_errors:
-                        found[key] = CachedResult(None if value is None else json.loads(value), error, run,
-                                                  tokens_in, tokens_out)
+            try:
+                for start in range(0, len(wanted), _BATCH):
+                    chunk = wanted[start:start + _BATCH]
+                    marks = ",".join("?" * len(chunk))
+                    rows = self._db.execute(f"SELECT key, value, error, run, tokens_in, tokens_out FROM results "
+                                            f"WHERE key IN ({marks})", chunk)
+                    for key, value, error, run, tokens_in, tokens_out in rows:
+                        if error is None or include_errors:
+                            found[key] = CachedResult(None if value is None else json.loads(value), error, run,
+                                                      tokens_in, tokens_out)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
         return found
 
     def put_many(self, entries: Sequence[Entry]) -> None:
@@ -69,14 +93,52 @@ class ResultCache:
         now = time.time()
         rows = [(e.key, None if e.error is not None else json.dumps(e.value, separators=(",", ":")), e.error, e.run,
                  e.tokens_in, e.tokens_out, now, now) for e in entries]
+        self._transaction(lambda: self._db.executemany(_UPSERT, rows))
+
+    def _transaction(self, work: Callable[[], T]) -> T:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(_UPSERT, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work()
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return result
+
+    # -- claims on rows in flight (see ai_assets.runtime.cache.lease) -----------------------------------------
+    def claim(self, keys: list[str], owner: str, ttl_s: float) -> set[str]:
+        def work() -> set[str]:
+            now = time.time()
+            held: set[str] = set()
+            gone: dict[str, bool] = {}
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start:start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                answered = {k for (k,) in self._db.execute(
+                    f"SELECT key FROM results WHERE error IS NULL AND key IN ({marks})", chunk)}
+                claims = {k: (o, e) for k, o, e in self._db.execute(
+                    f"SELECT key, owner, expires FROM claims WHERE key IN ({marks})", chunk)}
+                free = [k for k in chunk if k not in answered and (
+                    k not in claims or claims[k][0] == owner or claims[k][1] < now
+                    or gone.setdefault(claims[k][0], owner_gone(claims[k][0])))]
+                self._db.executemany("INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                     "owner = excluded.owner, expires = excluded.expires",
+                                     [(k, owner, now + ttl_s) for k in free])
+                held.update(free)
+            return held
+
+        return self._transaction(work) if keys else set()
+
+    def renew(self, owner: str, ttl_s: float) -> None:
+        self._transaction(lambda: self._db.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                                                   (time.time() + ttl_s, owner)))
+
+    def release(self, owner: str) -> None:
+        self._transaction(lambda: self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,)))
 
     def put(self, key: str, value: Any = None, *, error: str | None = None, run: str | None = None) -> None:
         """One entry (see ``put_many``)."""

@@ -1,0 +1,73 @@
+"""The pipeline's side of row leases (``ai_assets.runtime.cache.lease``): claim before sending, wait for rows
+another run holds, take them over when its claims lapse, renew ours while the run lives, release at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from ai_assets.runtime.cache import CachedResult
+from ai_assets.runtime.cache.lease import LEASE_S, Claims, new_owner
+
+POLL_S = 0.5
+logger = logging.getLogger(__name__)
+Resolve = Callable[[str, CachedResult], None]
+Send = Callable[[list[str]], Awaitable[None]]
+Fail = Callable[[list[str], BaseException], None]
+
+
+class Leases:
+    def __init__(self, journal: Claims, ttl_s: float = LEASE_S) -> None:
+        self.journal = journal
+        self.owner = new_owner()
+        self.ttl_s = ttl_s
+        self.elsewhere: set[str] = set()
+        """Keys this run needs that another live run holds: their answers are awaited in the journal."""
+        self._renewed = time.monotonic()
+        self._said = False
+
+    async def claim(self, keys: Sequence[str]) -> list[str]:
+        """The keys of ``keys`` this run may send now; the others join ``elsewhere``."""
+        held = await asyncio.to_thread(self.journal.claim, list(keys), self.owner, self.ttl_s)
+        others = [k for k in keys if k not in held]
+        if others and not self._said:
+            self._said = True
+            logger.info("%d row(s) are being sent by another run of this journal: waiting for its answers",
+                        len(others))
+        self.elsewhere.update(others)
+        return [k for k in keys if k in held]
+
+    async def watch(self, lookup: Callable[[list[str]], dict[str, CachedResult]], resolve: Resolve, send: Send,
+                    fail: Fail) -> None:
+        """Until cancelled: renew this run's claims, hand over answers other runs wrote, take over lapsed keys."""
+        try:
+            while True:
+                await asyncio.sleep(POLL_S)
+                if time.monotonic() - self._renewed >= self.ttl_s / 3:
+                    await asyncio.to_thread(self.journal.renew, self.owner, self.ttl_s)
+                    self._renewed = time.monotonic()
+                if not self.elsewhere:
+                    continue
+                keys = sorted(self.elsewhere)
+                hits = await asyncio.to_thread(lookup, keys)
+                for key in keys:
+                    hit = hits.get(key)
+                    if hit is not None and hit.error is None:
+                        self.elsewhere.discard(key)
+                        resolve(key, hit)
+                waiting = [k for k in keys if k in self.elsewhere]
+                if waiting:
+                    taken = await self.claim(waiting)
+                    self.elsewhere.difference_update(taken)
+                    if taken:
+                        await send(taken)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a journal failure: the rows waited for fail instead of hanging
+            fail(sorted(self.elsewhere), exc)
+            raise
+
+    async def release(self) -> None:
+        await asyncio.to_thread(self.journal.release, self.owner)
