@@ -186,3 +186,97 @@ def test_a_budget_cap_stops_the_run_and_the_next_run_goes_on(tmp_path: Path, ser
                   params=params)
     assert server.stats().chat_requests == 400 - sent  # the rest only
     assert done.table.column("response").null_count == 0
+
+
+RESUMER = """
+import sys
+import pyarrow as pa
+from ai_assets import OpenAICompatibleProvider, ResultCache, RunOptions, prompt
+from ai_assets.runtime.options import BatchOptions
+llm = OpenAICompatibleProvider("fake-model", base_url=sys.argv[1], api_key="k")
+table = pa.table({"id": list(range(1200)), "text": [f"{'flaky' if i % 50 == 0 else 'row'} {i}" for i in range(1200)]})
+prompt(table, "{text}", provider=llm, cache=ResultCache(sys.argv[2]),
+       options=RunOptions(mode="batch", on_error="null", batch=BatchOptions(max_requests=500, poll_s=0.05)))
+"""
+
+
+def test_a_run_killed_after_submission_with_expired_and_failed_lines_is_finished_by_the_next(
+        tmp_path: Path, server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    """Run 1 submits three batches and is SIGKILLed. They then expire after 400 lines each (200 lines unanswered)
+    and fail the first attempt of 24 'flaky' lines with a 500. Run 2 has no request bodies for those lines: it
+    rebuilds them from its rows, resubmits expired and transiently failed lines, and answers every row."""
+    server.set_faults(Fault("500", match="flaky", attempts=1))
+    server.set_batches(BatchBehaviour(delay=4.0, expire_after=400))
+    journal = tmp_path / "journal.sqlite"
+    run = subprocess.Popen([sys.executable, "-c", RESUMER, server.base_url, str(journal)], cwd=ROOT,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while server.stats().batches_created < 3:
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    server.set_batches(BatchBehaviour(delay=0.2))
+    table = pa.table({"id": list(range(1200)),
+                      "text": [f"{'flaky' if i % 50 == 0 else 'row'} {i}" for i in range(1200)]})
+    out = prompt(table, "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
+    assert out.table.column("response").null_count == 0, out.table.column("response_error").drop_null()[:3]
+    stats = server.stats()
+    # Lines processed: 1,000 before the expiry, the 200 expired ones again, and each of the 24 flaky rows once
+    # more after its 500 (the 4 in expired lines met theirs on resubmission): nothing is paid twice.
+    assert stats.batch_lines == 1_000 + 200 + 24
+    server.reset()
+    again = prompt(table, "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
+    assert server.stats().batch_lines == 0 and again.table.equals(out.table)
+
+
+def test_failed_batch_lines_are_sent_again_by_the_next_run(tmp_path: Path, server: FakeOpenAIServer,
+                                                           llm: OpenAICompatibleProvider) -> None:
+    server.set_faults(Fault("400", match="bad", attempts=1))
+    table = pa.table({"text": [f"{'bad' if i % 10 == 0 else 'good'} {i}" for i in range(100)]})
+    journal = tmp_path / "a.sqlite"
+    first = prompt(table, "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
+    assert first.table.column("response").null_count == 10
+    server.set_faults()  # the cause is gone (a fixed input, a provider incident over)
+    server.reset()
+    second = prompt(table, "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
+    assert server.stats().batch_lines == 10  # exactly the rows without an answer, as live mode does
+    assert second.table.column("response").null_count == 0
+
+
+def test_batch_mode_refuses_to_submit_past_a_token_cap(tmp_path: Path, server: FakeOpenAIServer,
+                                                       llm: OpenAICompatibleProvider) -> None:
+    options = RunOptions(mode="batch", on_error="null", max_tokens=500,
+                         batch=BatchOptions(poll_s=0.05))
+    with pytest.raises(BudgetExceededError, match="refusing to submit more batch lines"):
+        prompt(rows(200, "a review of some length"), "{text}", provider=llm, params=PromptParams(max_output_tokens=8),
+               cache=ResultCache(tmp_path / "a.sqlite"), options=options)
+    stats = server.stats()
+    time.sleep(1.0)  # the submitted batch finishes on the server (0.2 s), counted in this test, not the next
+    stats = server.stats()
+    assert stats.prompt_tokens + 8 * stats.batch_lines <= 500  # what was submitted fits under the cap
+    assert 0 < stats.batch_lines < 200
+
+
+def test_a_lost_batch_create_response_creates_no_second_batch(tmp_path: Path, server: FakeOpenAIServer,
+                                                              llm: OpenAICompatibleProvider) -> None:
+    server.set_batches(BatchBehaviour(lose_create_responses=1))
+    out = prompt(rows(20), "{text}", provider=llm, cache=ResultCache(tmp_path / "a.sqlite"), options=batch_options())
+    assert server.stats().batches_created == 1 and server.stats().batch_lines == 20
+    assert out.table.column("response").null_count == 0
+
+
+def test_a_live_token_cap_is_used_and_reported_as_billed(tmp_path: Path, server: FakeOpenAIServer,
+                                                         llm: OpenAICompatibleProvider) -> None:
+    """No max_output_tokens: the completion held per request is the run's average so far, not a fixed 256, so a
+    1,600-token cap on a ~3,200-token run spends most of the cap, and the error states what was billed once the
+    requests in flight finished."""
+    cap = 1_600
+    with pytest.raises(BudgetExceededError) as caught:
+        prompt(rows(100, "a short review of a product"), "{text}", provider=llm,
+               cache=ResultCache(tmp_path / "a.sqlite"), options=RunOptions(concurrency=16, max_tokens=cap))
+    stats = server.stats()
+    billed = stats.prompt_tokens + stats.completion_tokens
+    assert billed >= 0.75 * cap, f"stopped after {billed} of a {cap}-token cap"
+    assert abs(caught.value.tokens - billed) <= 0.05 * billed
+    assert f"spent {caught.value.tokens:,} tokens" in str(caught.value)

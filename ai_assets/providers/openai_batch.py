@@ -25,9 +25,10 @@ class BatchClient:
         self.secrets = secrets
 
     async def _call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
-                    form: aiohttp.FormData | None = None, raw: bool = False) -> Any:
+                    form: aiohttp.FormData | None = None, raw: bool = False,
+                    attempts: int = CONTROL_RETRY.max_attempts) -> Any:
         url = f"{self.base_url}{path}"
-        for attempt in range(1, CONTROL_RETRY.max_attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 data = form if form is not None else (json.dumps(body) if body is not None else None)
                 headers = {"content-type": "application/json"} if body is not None else None
@@ -42,7 +43,7 @@ class BatchClient:
                 error: Exception = TransientError(f"{type(exc).__name__} talking to {url}: {exc}")
             except TransientError as exc:
                 error = exc
-            if attempt == CONTROL_RETRY.max_attempts:
+            if attempt == attempts:
                 raise error
             await asyncio.sleep(CONTROL_RETRY.delay(attempt, error))
         raise AssertionError("unreachable")
@@ -56,9 +57,22 @@ class BatchClient:
         return str(result["id"])
 
     async def create(self, file_id: str, endpoint: str, metadata: Mapping[str, str]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/batches", body={
-            "input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h", "metadata": dict(metadata)})
-        return result
+        """Create a batch of ``file_id``, once: a creation whose answer was lost (a dropped connection, a 5xx
+        after the fact) is looked up by its file before it is tried again, so a retry never creates a second
+        batch of the same requests (paid twice)."""
+        body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h", "metadata": dict(metadata)}
+        for attempt in range(1, CONTROL_RETRY.max_attempts + 1):
+            try:
+                result: dict[str, Any] = await self._call("POST", "/batches", body=body, attempts=1)
+                return result
+            except TransientError as exc:
+                found = await self.find(file_id)
+                if found is not None:
+                    return found
+                if attempt == CONTROL_RETRY.max_attempts:
+                    raise
+                await asyncio.sleep(CONTROL_RETRY.delay(attempt, exc))
+        raise AssertionError("unreachable")
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/batches/{batch_id}")

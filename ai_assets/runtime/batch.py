@@ -38,15 +38,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
+from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.engine import Job, Outcome, Reply
 from ai_assets.runtime.errors import AIAssetsError, AttemptUsage, bounded
 from ai_assets.runtime.spool import Spool
+from ai_assets.runtime.usage import Prices
 
 if TYPE_CHECKING:
     from ai_assets.runtime.pipeline import JournalWriter, Pipeline
 
 PENDING = "batch-pending:"
+READ = {"read": True}
+"""A pending record once its batch has been read: the row is no longer waited for (answered, or sent afresh)."""
+RESUMED = "resumed:"
+"""Ledger prefix of the request rebuilt for a row of a batch a killed run submitted (sent if its line expires)."""
 TERMINAL = ("completed", "expired", "cancelled", "failed")
 logger = logging.getLogger(__name__)
 
@@ -120,6 +126,11 @@ class BatchRun:
         self.size = 0
         self.awaiting = 0
         self.answered = 0
+        self.submitted = 0
+        self.tries: dict[str, int] = {}
+        options = pipeline.options
+        self.budget = None if options.max_tokens is None and options.max_cost is None else Budget(
+            max_tokens=options.max_tokens, max_cost=options.max_cost, prices=_batch_prices(pipeline.prices))
 
     async def run(self, batches: AsyncIterator[pa.RecordBatch], schema: pa.Schema | None
                   ) -> AsyncIterator[pa.RecordBatch]:
@@ -159,6 +170,8 @@ class BatchRun:
                 continue
             pending = hits.get(PENDING + key)
             if pending is not None and await self._resume(key, pending):
+                for job in self.task.jobs([key], plan.payloads):  # its request, should its line expire
+                    self.ledger.add(RESUMED + key, [job.key, *(job.keys or ())], job.request)
                 continue
             fresh.append(key)
         for job in self.task.jobs(fresh, plan.payloads):
@@ -183,12 +196,21 @@ class BatchRun:
                                                and not state.get("error_file_id")):
                 return False  # nothing will come of it: submit the row again
             self.batches.add(str(batch_id))
-        keys, _ = self.ledger.get(record["custom_id"])
-        self.ledger.add(record["custom_id"], sorted({*keys, key}), None)
+        keys, request = self.ledger.get(record["custom_id"])
+        self.ledger.add(record["custom_id"], sorted({*keys, key}), request)
         self.awaiting += 1
         return True
 
     async def _add_line(self, job: Job) -> None:
+        if self.budget is not None:
+            try:
+                self.budget.reserve(job.cost)  # the estimate of what the line will cost, kept until the run ends
+            except BudgetExceededError as exc:
+                await self._submit()  # what fits under the cap goes; the next run resumes it
+                raise BudgetExceededError(
+                    f"refusing to submit more batch lines: their estimate passes the cap ({self.budget.describe_caps()}"
+                    f"); {self.submitted:,} line(s) submitted, resumed by the next run", tokens=exc.tokens,
+                    cost=exc.cost) from exc
         line = json.dumps({"custom_id": job.key, "method": "POST", "url": self.support.endpoint,
                            "body": job.request}, separators=(",", ":"))
         if self.lines and (len(self.lines) >= self.options.max_requests
@@ -211,6 +233,7 @@ class BatchRun:
         self.batches.add(str(created["id"]))
         await self._mark(file_id, str(created["id"]))
         self.pipeline.usage.sent_rows += sum(len(k) for k in self.line_keys)
+        self.submitted += len(self.lines)
         logger.info("submitted batch %s: %d requests", created["id"], len(self.lines))
         self.lines, self.line_keys, self.size = [], [], 0
 
@@ -261,9 +284,10 @@ class BatchRun:
                 continue
             data = await self.client.content(str(state[file_key]))
             entries: list[Entry] = []
-            for text in data.decode().splitlines():
-                if text.strip():
-                    resubmit.extend(self._line(json.loads(text), entries))
+            for text in data.decode("utf-8", "replace").splitlines():
+                line = _parsed_line(text)
+                if line is not None:
+                    resubmit.extend(self._line(line, entries))
             await self.writer.write(entries)
         return resubmit
 
@@ -273,16 +297,32 @@ class BatchRun:
 
     async def _write_failures(self, failures: list[tuple[list[str], str]]) -> None:
         run = self.pipeline.run_id
-        await self.writer.write([Entry(key, error=error, run=run) for keys, error in failures for key in keys])
+        await self.writer.write([entry for keys, error in failures for key in keys
+                                 for entry in (Entry(key, error=error, run=run), Entry(PENDING + key, READ))])
 
     def _line(self, line: Mapping[str, Any], entries: list[Entry]) -> list[Job]:
         keys, request = self.ledger.get(str(line["custom_id"]))
         if not keys:
             return []  # a line of a batch some other run submitted for rows this run does not read
         response, error = line.get("response") or {}, line.get("error") or {}
+        response = response if isinstance(response, Mapping) else {}
+        error = error if isinstance(error, Mapping) else {}
         job = Job(str(line["custom_id"]), request or {}, keys=tuple(keys))
-        if error.get("code") == "batch_expired" and self.options.on_expired == "resubmit" and request is not None:
-            return [job]
+        if error.get("code") == "batch_expired" and self.options.on_expired == "resubmit":
+            if request is not None:
+                return [job]
+            resumed = self._resumed_jobs(keys)  # a line a killed run submitted: rebuilt from this run's rows
+            if resumed:
+                return resumed
+        status = response.get("status_code") if isinstance(response, Mapping) else None
+        attempt = self.tries.get(job.key, 1)
+        if isinstance(status, int) and (status == 429 or status >= 500) and \
+                attempt < self.pipeline.options.retry.max_attempts:  # transient, as live mode retries it
+            again = [job] if request is not None else self._resumed_jobs(keys)
+            for retry in again:
+                self.tries[retry.key] = attempt + 1
+            if again:
+                return again
         usage = self.pipeline.usage
         if response.get("status_code") == 200:
             try:
@@ -295,7 +335,9 @@ class BatchRun:
             usage.requests += 1
             usage.add_tokens(outcome.usage)
         else:
-            message = (response.get("body") or {}).get("error", {}).get("message") if response else None
+            body = response.get("body")
+            failure = body.get("error") if isinstance(body, Mapping) else None
+            message = failure.get("message") if isinstance(failure, Mapping) else None
             code = response.get("status_code") if response else error.get("code")
             outcome = Outcome(error=bounded(f"batch line failed ({code}): {message or error.get('message')}"),
                               attempts=1)
@@ -303,5 +345,35 @@ class BatchRun:
             entries.append(Entry(key, self.task.encode(part.value) if part.ok else None, part.error,
                                  None if part.ok else self.pipeline.run_id, part.usage.prompt_tokens,
                                  part.usage.completion_tokens))
+            entries.append(Entry(PENDING + key, READ))  # read: a row still unanswered is submitted afresh
             self.answered += 1
         return []
+
+    def _resumed_jobs(self, keys: Sequence[str]) -> list[Job]:
+        jobs = []
+        for key in keys:
+            stored, request = self.ledger.get(RESUMED + key)
+            if request is not None:
+                jobs.append(Job(stored[0], request, keys=tuple(stored[1:]) or None))
+        return jobs
+
+
+def _batch_prices(prices: Prices | None) -> Prices | None:
+    """The run's prices at the Batch API's discount, for the spending cap."""
+    if prices is None:
+        return None
+    share = 1 - prices.batch_discount
+    return Prices(prices.input_per_million * share, prices.output_per_million * share, prices.batch_discount)
+
+
+def _parsed_line(text: str) -> Mapping[str, Any] | None:
+    """One line of an output or error file, or None for a blank or unreadable one (its rows stay unanswered, so
+    they end as row errors and the next run sends them)."""
+    if not text.strip():
+        return None
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError):
+        logger.warning("skipping an unreadable batch output line: %.120s", text)
+        return None
+    return line if isinstance(line, Mapping) and isinstance(line.get("custom_id"), str) else None

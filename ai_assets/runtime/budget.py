@@ -2,9 +2,11 @@
 
 ``RunOptions(max_tokens=)`` caps tokens billed (prompt + completion, every attempt counted); ``max_cost=`` caps US
 dollars at the run's prices. A request is let through only while ``spent + in flight + its own estimate`` stays
-within the cap, so a run stops within one window of requests of it: the requests already in flight finish, their
-answers go into the journal, and the run fails with ``BudgetExceededError`` saying what was spent. The next run
-starts from the journal: it never pays again for what this one got.
+within the cap (its completion estimate: its ``max_output_tokens`` cap, else the average completion of this run's
+answers so far), so a run stops within one window of requests of it: the requests already in flight finish,
+their answers go into the journal, and the run fails with ``BudgetExceededError`` saying what was billed once
+they have. The next run starts from the journal: it never pays again for what this one got. In batch mode the
+estimate of every line is held before the line is submitted, and none is submitted past the cap.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ class BudgetExceededError(AIAssetsError):
         self.tokens = tokens
         self.cost = cost
 
+    def restate(self, budget: Budget) -> None:
+        """Say what was really billed, once the requests in flight at the cap have finished."""
+        self.args = (budget.describe(),)
+        self.tokens, self.cost = budget.tokens, budget.cost
+
 
 class Budget:
     def __init__(self, *, max_tokens: int | None = None, max_cost: float | None = None,
@@ -34,27 +41,43 @@ class Budget:
         self.prices = prices
         self.spent = AttemptUsage()
         self._in_flight = AttemptUsage()
+        self._answers = 0
 
     def _cost(self, usage: AttemptUsage) -> float:
         assert self.prices is not None
         return (usage.prompt_tokens * self.prices.input_per_million
                 + usage.completion_tokens * self.prices.output_per_million) / 1_000_000
 
-    def reserve(self, cost: TokenCost) -> None:
+    def output_estimate(self, cost: TokenCost) -> int:
+        """The completion tokens to hold for a request: its cap where it has one, else what answers of this run
+        averaged so far (before the first answer: its prompt's size, within the default reservation)."""
+        if cost.output_is_cap or not cost.output:
+            return cost.output
+        if self._answers:
+            return min(cost.output, -(-self.spent.completion_tokens // self._answers))
+        return min(cost.output, max(cost.prompt, 1))
+
+    def reserve(self, cost: TokenCost) -> int:
+        """Hold room for a request about to be sent (raises at the cap); the completion tokens held, to give back
+        to ``release``."""
+        output = self.output_estimate(cost)
         ahead = AttemptUsage(self.spent.prompt_tokens + self._in_flight.prompt_tokens + cost.prompt,
-                             self.spent.completion_tokens + self._in_flight.completion_tokens + cost.output)
+                             self.spent.completion_tokens + self._in_flight.completion_tokens + output)
         over_tokens = self.max_tokens is not None and (ahead.prompt_tokens + ahead.completion_tokens
                                                        > self.max_tokens)
         over_cost = self.max_cost is not None and self._cost(ahead) > self.max_cost
         if over_tokens or over_cost:
             raise BudgetExceededError(self.describe(), tokens=self.tokens, cost=self.cost)
-        self._in_flight.add(AttemptUsage(cost.prompt, cost.output))
+        self._in_flight.add(AttemptUsage(cost.prompt, output))
+        return output
 
-    def release(self, cost: TokenCost) -> None:
-        self._in_flight.add(AttemptUsage(-cost.prompt, -cost.output))
+    def release(self, cost: TokenCost, output: int) -> None:
+        self._in_flight.add(AttemptUsage(-cost.prompt, -output))
 
     def spend(self, billed: AttemptUsage) -> None:
         self.spent.add(billed)
+        if billed.completion_tokens > 0:
+            self._answers += 1
 
     @property
     def tokens(self) -> int:
@@ -64,14 +87,17 @@ class Budget:
     def cost(self) -> float | None:
         return None if self.prices is None else self._cost(self.spent)
 
-    def describe(self) -> str:
+    def describe_caps(self) -> str:
         caps = []
         if self.max_tokens is not None:
             caps.append(f"max_tokens={self.max_tokens:,}")
         if self.max_cost is not None:
             caps.append(f"max_cost=${self.max_cost:,.4f}")
+        return ", ".join(caps)
+
+    def describe(self) -> str:
         spent = f"{self.tokens:,} tokens ({self.spent.prompt_tokens:,} in, {self.spent.completion_tokens:,} out)"
         if self.cost is not None:
             spent += f", ${self.cost:,.4f}"
-        return (f"budget reached ({', '.join(caps)}): this run spent {spent}; no more requests were sent. "
+        return (f"budget reached ({self.describe_caps()}): this run spent {spent}; no more requests were sent. "
                 "Every answer so far is in the journal: raise the cap and run again to continue from there.")

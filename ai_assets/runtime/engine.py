@@ -162,6 +162,10 @@ class Engine:
         capped = self._failed.done() and isinstance(self._failed.exception(), BudgetExceededError)
         if capped and self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.options.timeout_s)
+        if capped and self.budget is not None:
+            exc = self._failed.exception()
+            assert isinstance(exc, BudgetExceededError)
+            exc.restate(self.budget)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -223,8 +227,7 @@ class Engine:
 
     async def _send(self, request: dict[str, Any], job: Job, outcome: Outcome) -> Reply:
         """One request inside its slot, with its usage counted (also for an answer that must be re-asked)."""
-        if self.budget is not None:
-            self.budget.reserve(job.cost)  # raises BudgetExceededError once the cap is reached
+        held = self.budget.reserve(job.cost) if self.budget is not None else 0  # raises at the cap
         self.usage.requests += 1
         started = time.perf_counter()
         try:
@@ -244,7 +247,7 @@ class Engine:
             outcome.latency_s = time.perf_counter() - started
             self.usage.latency(outcome.latency_s)
             if self.budget is not None:
-                self.budget.release(job.cost)
+                self.budget.release(job.cost, held)
         await self._spent(job, outcome, reply.usage)
         return reply
 

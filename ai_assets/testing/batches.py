@@ -72,9 +72,14 @@ class BatchApi:
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lost = 0
+
+    def configure(self, behaviour: BatchBehaviour) -> None:
+        self.behaviour = behaviour
+        self._lost = 0
 
     async def route(self, method: str, path: str, data: Any, body: bytes, headers: dict[str, str]
-                    ) -> Reply | None:
+                    ) -> Reply | object | None:
         parts = [p for p in path.split("/") if p]  # v1, files|batches, [id], [content|cancel]
         if len(parts) < 2 or parts[1] not in ("files", "batches"):
             return None
@@ -118,7 +123,7 @@ class BatchApi:
         self.app.stats.files_uploaded += 1
         return Reply(200, stored.describe())
 
-    def create(self, data: dict[str, Any]) -> Reply:
+    def create(self, data: dict[str, Any]) -> Reply | object:
         if data.get("input_file_id") not in self.files:
             return _not_found("file", str(data.get("input_file_id")))
         if data.get("endpoint") not in ENDPOINTS:
@@ -131,6 +136,9 @@ class BatchApi:
         task = asyncio.ensure_future(self._process(batch, self.behaviour))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._lost < self.behaviour.lose_create_responses:
+            self._lost += 1
+            return RESET
         return Reply(200, batch.describe())
 
     async def _process(self, batch: Batch, behaviour: BatchBehaviour) -> None:

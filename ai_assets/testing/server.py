@@ -111,7 +111,7 @@ class _Server:
                 app.limit = ServerLimit(rpm, tpm, float(data.get("tolerance_s", 0.0)))
             return Reply(200, {})
         if name == "batches":
-            self.batches.behaviour = BatchBehaviour(**data)
+            self.batches.configure(BatchBehaviour(**data))
             return Reply(200, {})
         if name == "reset":
             app.stats = ServerStats()

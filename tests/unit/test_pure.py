@@ -195,12 +195,13 @@ def test_token_costs_bill_caps_whole_and_answers_by_length() -> None:
 
 def test_budget_stops_before_the_cap_and_says_what_was_spent() -> None:
     budget = Budget(max_tokens=1_000)
-    budget.reserve(TokenCost(400, 100))
-    budget.release(TokenCost(400, 100))
+    held = budget.reserve(TokenCost(400, 100, output_is_cap=True))
+    budget.release(TokenCost(400, 100, output_is_cap=True), held)
     budget.spend(AttemptUsage(400, 90))
-    budget.reserve(TokenCost(400, 100))  # 490 spent + 500 = 990: still within the cap
+    # No output cap: the completion held is the run's average so far (90), not the 100 reserved by default.
+    assert budget.reserve(TokenCost(400, 100)) == 90  # 490 spent + 490 = 980: still within the cap
     with pytest.raises(BudgetExceededError, match=r"max_tokens=1,000.*spent 490 tokens \(400 in, 90 out\)"):
-        budget.reserve(TokenCost(10, 10))
+        budget.reserve(TokenCost(21, 10, output_is_cap=True))
     dollars = Budget(max_cost=0.01, prices=Prices(1.0, 2.0))
     dollars.spend(AttemptUsage(5_000, 2_000))
     with pytest.raises(BudgetExceededError, match=r"max_cost=\$0.0100.*\$0.0090"):
