@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from ai_assets import PromptParams
+from ai_assets import PromptParams, RunOptions
 from ai_assets.dagster import (
     DeltaIOManager,
     LanceDBIOManager,
@@ -29,7 +29,7 @@ from ai_assets.dagster import (
 from ai_assets.dagster.io_managers import ArrowIOManager
 from ai_assets.functions.preprocess import Extract
 from ai_assets.storage.base import PARTITION_COLUMN
-from ai_assets.testing import FakeOpenAIServer
+from ai_assets.testing import FakeOpenAIServer, Fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -264,3 +264,32 @@ def test_an_unpartitioned_downstream_asset_loads_every_partition(
     counts = dict(zip(*read(backend, tmp_path / "out", "report").select([PARTITION_COLUMN, "id_count"])
                       .to_pydict().values(), strict=True))
     assert counts == {"a": 6, "b": 6}
+
+
+def test_a_single_run_backfill_gives_each_partition_its_own_counts(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """One run over three partitions of different sizes, failures and repeats: every partition's materialization
+    carries its own row count, error count and deduplicated rows, not the range's totals."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    days = {"2024-01-01": 2, "2024-01-02": 5, "2024-01-03": 9}
+    for day, n in days.items():
+        rows = [{"id": i, "text": f"{'bad' if i == 0 and day.endswith('3') else 'ok'} {day} {i % 3}"}
+                for i in range(n)]
+        (folder / f"{day}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server.set_faults(Fault("400", match="bad", attempts=None))
+    daily = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-04")
+    common: dict[str, Any] = {"partitions_def": daily, "backfill_policy": dg.BackfillPolicy.single_run()}
+    raw = ingest_asset("raw", path=str(folder / "{partition}.jsonl"), **common)
+    answers = prompt_asset("answers", raw, template="{text}", provider_key="llm",
+                           options=RunOptions(on_error="null"), **common)
+    result = dg.materialize([raw, answers], resources=resources("parquet", tmp_path / "out", server), tags={
+        "dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"})
+    assert result.success
+    by_partition = {m.partition: m.metadata for m in result.asset_materializations_for_node("answers")}
+    repeats = {"2024-01-01": 0, "2024-01-02": 2, "2024-01-03": 5}  # rows whose text another row of the day has
+    for day, n in days.items():
+        metadata = by_partition[day]
+        assert metadata["dagster/row_count"].value == n, day
+        assert metadata["rows_with_answers_error"].value == (1 if day.endswith("3") else 0), day
+        assert metadata["ai/rows_in"].value == n
+        assert metadata["ai/rows_deduplicated"].value == repeats[day], day

@@ -10,11 +10,13 @@ others untouched, and loads one partition, a range, or everything (for an unpart
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from ai_assets.dagster.metadata import table_metadata
@@ -27,6 +29,7 @@ MERGE_ON = "ai_assets/merge_on"
 MERGE_DELETE_MISSING = "ai_assets/merge_delete_missing"
 VECTOR_COLUMN = "ai_assets/vector_column"
 PREVIEW_ROWS = 5
+ROW_COUNT = "dagster/row_count"
 
 
 def _table_name(key: dg.AssetKey) -> str:
@@ -41,6 +44,9 @@ class _Observed:
         self.rows = 0
         self.head: list[pa.RecordBatch] = []
         self.errors = {name: 0 for name in reader.schema.names if name.endswith("_error")}
+        self.by_partition: dict[str, Counter[str]] = defaultdict(Counter)
+        """Per partition (a single-run backfill writes several): rows and rows with each error column."""
+        self._split = PARTITION_COLUMN in reader.schema.names
         self._source = reader
 
     def reader(self) -> pa.RecordBatchReader:
@@ -52,9 +58,20 @@ class _Observed:
                     self.rows += batch.num_rows
                     for name in self.errors:
                         self.errors[name] += batch.num_rows - batch.column(name).null_count
+                    if self._split:
+                        self._count_partitions(batch)
                     yield batch
 
         return pa.RecordBatchReader.from_batches(self.schema, batches())
+
+    def _count_partitions(self, batch: pa.RecordBatch) -> None:
+        keys = batch.column(PARTITION_COLUMN)
+        for item in pc.value_counts(keys).to_pylist():
+            self.by_partition[str(item["values"])]["rows"] += item["counts"]
+        for name in self.errors:
+            failed = pc.filter(keys, pc.is_valid(batch.column(name)))
+            for item in pc.value_counts(failed).to_pylist():
+                self.by_partition[str(item["values"])][name] += item["counts"]
 
     def preview(self) -> pa.Table:
         return pa.Table.from_batches(self.head, schema=self.schema)
@@ -93,6 +110,14 @@ class ArrowIOManager(dg.ConfigurableIOManager):
             metadata[f"rows_with_{name}"] = count
         if result.version is not None:
             metadata["table_version"] = result.version
+        if partitions is not None and len(partitions) > 1:
+            # A single-run backfill: the counts go to each partition's own materialization, not the range's total.
+            counted = {k: metadata.pop(k) for k in list(metadata) if k == ROW_COUNT or k.startswith("rows_with_")}
+            for partition in partitions:
+                counts = observed.by_partition.get(partition, Counter())
+                own = {name: counts[name[len("rows_with_"):]] for name in counted if name != ROW_COUNT}
+                context.step_context.add_asset_metadata({ROW_COUNT: counts["rows"], **own},
+                                                        asset_key=context.asset_key, partition_key=partition)
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pa.Table | pa.RecordBatchReader:

@@ -331,6 +331,8 @@ class Pipeline:
                 lookup.append(key)
         repeats = sum(1 for k in plan.keys if k is not None) - len(lookup)
         self.usage.deduplicated += repeats
+        if groups and repeats:
+            self._count_repeats(plan.keys, groups, set(lookup))
         hits = await asyncio.to_thread(self.cache.get_many, lookup, include_errors=True) \
             if self.cache is not None and lookup else {}
         to_send = []
@@ -403,6 +405,18 @@ class Pipeline:
             future.set_result(outcome)
         if self.remember:
             self._memory[key] = outcome
+
+    def _count_repeats(self, keys: Sequence[str | None], groups: Sequence[str], looked_up: set[str]) -> None:
+        """Each group's share of the rows answered by another row (repeated in the window or already in flight):
+        every occurrence but the first of a key that is looked up."""
+        first: set[str] = set()
+        for key, group in zip(keys, groups, strict=True):
+            if key is None:
+                continue
+            if key in looked_up and key not in first:
+                first.add(key)
+                continue
+            self.usage.group(group).deduplicated += 1
 
     def _empty(self, schema: pa.Schema) -> pa.RecordBatch:
         columns = self.task.columns([], [], final=True) or {}
