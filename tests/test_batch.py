@@ -87,18 +87,24 @@ prompt(table, "{text}", provider=llm, cache=ResultCache(sys.argv[2]),
 """
 
 
+def kill_after_submitting(script: str, server: FakeOpenAIServer, journal: Path, batches: int = 3) -> None:
+    """Run ``script`` in a process of its own and SIGKILL it once it has created ``batches`` batches: submitted,
+    not answered yet, so what it paid for is on the server."""
+    run = subprocess.Popen([sys.executable, "-c", script, server.base_url, str(journal)], cwd=ROOT,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while server.stats().batches_created < batches:
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+
 def test_a_run_killed_after_submitting_resumes_the_same_batches(tmp_path: Path, server: FakeOpenAIServer,
                                                                 llm: OpenAICompatibleProvider) -> None:
     server.set_batches(BatchBehaviour(delay=6.0))
     journal = tmp_path / "journal.sqlite"
-    run = subprocess.Popen([sys.executable, "-c", SUBMITTER, server.base_url, str(journal)], cwd=ROOT,
-                           start_new_session=True)
-    deadline = time.monotonic() + 120
-    while server.stats().batches_created < 3:
-        assert run.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # submitted, not answered yet: what it paid for is on the server
-    run.wait()
+    kill_after_submitting(SUBMITTER, server, journal)
     server.set_batches(BatchBehaviour(delay=0.2))
     out = prompt(rows(1_200), "{text}", provider=llm, cache=ResultCache(journal), options=batch_options())
     stats = server.stats()
@@ -208,14 +214,7 @@ def test_a_run_killed_after_submission_with_expired_and_failed_lines_is_finished
     server.set_faults(Fault("500", match="flaky", attempts=1))
     server.set_batches(BatchBehaviour(delay=4.0, expire_after=400))
     journal = tmp_path / "journal.sqlite"
-    run = subprocess.Popen([sys.executable, "-c", RESUMER, server.base_url, str(journal)], cwd=ROOT,
-                           start_new_session=True)
-    deadline = time.monotonic() + 120
-    while server.stats().batches_created < 3:
-        assert run.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    kill_after_submitting(RESUMER, server, journal)
     server.set_batches(BatchBehaviour(delay=0.2))
     table = pa.table({"id": list(range(1200)),
                       "text": [f"{'flaky' if i % 50 == 0 else 'row'} {i}" for i in range(1200)]})

@@ -10,10 +10,12 @@ escaped SQL literals.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.ipc
 
 from ai_assets.runtime.errors import ConfigError, MissingExtraError
 from ai_assets.storage.base import (
@@ -29,6 +31,7 @@ from ai_assets.storage.base import (
 
 ROW_COLUMN = "_row"
 READ_RANGE_ROWS = 65_536
+FIRST_WRITE_ATTEMPTS = 3
 
 
 def _lancedb() -> Any:
@@ -68,15 +71,45 @@ class LanceStore:
                 raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
                                   f"columns: {reader.schema.names}")
             source = _numbered(reader, rows, set(partitions))
-            handle = self._open() or self._create(source.schema)
-            missing = [f for f in source.schema if f.name not in handle.schema.names]
-            if missing:
-                handle.add_columns(pa.schema(missing))
-            (handle.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_matched_update_all()
-             .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
-             .execute(source, on_bad_vectors="null"))
+            handle = self._open()
+            if handle is None:  # the table's first write: it may race other first writers
+                handle = self._first_merge(source, partitions)
+            else:
+                self._merge(handle, source, partitions)
         self._maintain_index(handle)
         return WriteResult(self.uri, int(handle.version), rows[0])
+
+    def _merge(self, handle: Any, source: pa.RecordBatchReader, partitions: Sequence[str]) -> None:
+        missing = [f for f in source.schema if f.name not in handle.schema.names]
+        if missing:
+            handle.add_columns(pa.schema(missing))
+        (handle.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_matched_update_all()
+         .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
+         .execute(source, on_bad_vectors="null"))
+
+    def _first_merge(self, source: pa.RecordBatchReader, partitions: Sequence[str]) -> Any:
+        """The first write of a new table. Two first writers can both create it (on S3, without a commit lock,
+        the slower create lands as an Overwrite at version 2), and a merge begun on version 1 then fails as
+        incompatible with that Overwrite. So the first write is spooled to a local file and merged again on
+        the latest version when that happens (seen with 6 processes creating one table on S3)."""
+        with tempfile.TemporaryDirectory(prefix="ai_assets-lance-") as folder:
+            path = f"{folder}/first.arrow"
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, source.schema) as spool:
+                for batch in source:
+                    spool.write_batch(batch)
+            for attempt in range(1, FIRST_WRITE_ATTEMPTS + 1):
+                handle = self._open() or self._create(source.schema)
+                with pa.memory_map(path) as mapped:
+                    stored = pa.ipc.open_file(mapped)
+                    spooled = pa.RecordBatchReader.from_batches(
+                        stored.schema, (stored.get_batch(i) for i in range(stored.num_record_batches)))
+                    try:
+                        self._merge(handle, spooled, partitions)
+                        return handle
+                    except RuntimeError as exc:
+                        if "Incompatible transaction" not in str(exc) or attempt == FIRST_WRITE_ATTEMPTS:
+                            raise
+        raise AssertionError("unreachable")
 
     def _create(self, schema: pa.Schema) -> Any:
         """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced."""
