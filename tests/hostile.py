@@ -51,14 +51,25 @@ class HostileServer:
 
     def start(self) -> HostileServer:
         self._thread.start()
-        server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0),
-                                                  self._loop).result()
-        self.port = server.sockets[0].getsockname()[1]
+        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0),
+                                                        self._loop).result()
+        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
+        """Close the listener and every open connection on the server's own loop, then end the loop."""
+
+        async def shutdown() -> None:
+            self._server.close()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def reset(self, **script: Answer) -> None:
         self.script = dict(script)
