@@ -221,3 +221,11 @@ def test_whatever_the_server_answers_every_row_ends_answered_or_with_a_row_error
     assert (values[1] is None) != (errors[1] is None), (values[1], errors[1])
     if structured and values[1] is not None:
         Verdict.model_validate(values[1])
+
+
+def test_the_resource_passes_its_response_cap_to_the_provider() -> None:
+    from ai_assets.dagster import OpenAICompatibleResource
+
+    resource = OpenAICompatibleResource(model="m", base_url="http://127.0.0.1:9/v1", api_key="k",
+                                        max_response_bytes=2048)
+    assert resource.build_provider().max_response_bytes == 2048

@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr
 
 from ai_assets.providers.efficientnet import EfficientNetLite0Provider
 from ai_assets.providers.llama_cpp import LlamaCppProvider
-from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+from ai_assets.providers.openai_compatible import MAX_RESPONSE_BYTES, OpenAICompatibleProvider
 from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
 from ai_assets.runtime.cache import Cache, open_cache
 from ai_assets.runtime.ratelimit import RateLimit
@@ -75,6 +75,8 @@ class OpenAICompatibleResource(ProviderResource):
                                   "postgresql+psycopg2://... or file:///folder (default: this process only)")
     account: str | None = Field(default=None, description="Name of the shared limit (default: derived from the "
                                                           "endpoint and key)")
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, description=(
+        "The largest answer body read; a longer one (or one that never ends) fails its row"))
 
     def build_provider(self) -> OpenAICompatibleProvider:
         limit = None
@@ -84,7 +86,7 @@ class OpenAICompatibleResource(ProviderResource):
             self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
             embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None,
             headers=self.headers, organization=self.organization, project=self.project, auth=self.auth,
-            rate_limit=limit)
+            rate_limit=limit, max_response_bytes=self.max_response_bytes)
 
 
 class LlamaCppResource(ProviderResource):
