@@ -287,6 +287,7 @@ def test_two_runs_of_one_partition_at_once_pay_at_most_n_plus_2c(
     finish(first)
     finish(second)
     paid = server.stats().chat_requests
+    print(f"two overlapping runs, {journal} journal: {paid} calls for {n} rows")
     assert paid <= n + 2 * 8, f"{paid} calls for {n} rows by two overlapping runs"
     table = ParquetStore(str(tmp_path / "out" / "parquet" / "answers")).read(["p1"])
     assert sorted(table.column("id").to_pylist()) == list(range(n))

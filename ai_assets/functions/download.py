@@ -35,10 +35,10 @@ from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
 from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
+from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
 from ai_assets.runtime.ratelimit import RateLimit
 
-CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -143,17 +143,7 @@ class _Downloader:
             raise TransientError(f"HTTP {response.status} from {url}")
         if response.status >= 400:
             raise PermanentError(f"HTTP {response.status} from {url}")
-        declared = response.content_length
-        if declared is not None and declared > self.policy.max_bytes:
-            raise PermanentError(f"{url} is {declared} bytes, over max_bytes={self.policy.max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(CHUNK):
-            size += len(chunk)
-            if size > self.policy.max_bytes:
-                raise PermanentError(f"{url} passed max_bytes={self.policy.max_bytes}; aborted")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(response, self.policy.max_bytes, str(url), "max_bytes", PermanentError)
 
     def _fsspec(self, url: str) -> bytes:
         try:

@@ -26,13 +26,13 @@ from ai_assets.runtime.errors import (
     TransientError,
     bounded,
 )
+from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.retry import retry_after_seconds
 from ai_assets.runtime.vectors import decode_vector
 
 if TYPE_CHECKING:
     from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 
-CHUNK = 64 * 1024
 _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
 REASK = ("Your previous answer did not validate against the required JSON schema: {error}. Answer again with JSON "
@@ -59,22 +59,6 @@ def error_message(text: str) -> str:
     return str(error)
 
 
-async def read_bounded(response: aiohttp.ClientResponse, limit: int, source: str) -> bytes:
-    """The body, or a ``MalformedAnswerError`` as soon as it passes ``limit`` bytes (an answer that never ends
-    costs ``limit`` bytes of memory, not whatever arrives before the timeout)."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        raise MalformedAnswerError(f"answer from {source} is {declared} bytes, over max_response_bytes={limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise MalformedAnswerError(f"answer from {source} passed max_response_bytes={limit}; aborted")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class BaseConnection:
     path = ""
 
@@ -89,7 +73,8 @@ class BaseConnection:
         assert self.session is not None, "a parsing-only connection cannot send"
         try:
             async with self.session.post(self.url, data=json.dumps(request)) as response:
-                payload = await read_bounded(response, self.provider.max_response_bytes, self.url)
+                payload = await read_capped(response, self.provider.max_response_bytes, f"answer from {self.url}",
+                                            "max_response_bytes", MalformedAnswerError)
                 if response.status == 200:
                     return loads(payload, self.url)
                 text = payload.decode("utf-8", "replace")

@@ -88,7 +88,8 @@ class ChatBody(_Body):
             return json.dumps([call.model_dump(mode="json", exclude_none=True) for call in message.tool_calls]), True
         if message.content is None or (message.content == "" and choice.finish_reason not in (None, "stop")):
             refusal = f"; refusal: {message.refusal!r}" if message.refusal else ""
-            raise EmptyAnswerError(f"empty answer: content is null{_reason(choice.finish_reason)}{refusal}",
+            what = "null" if message.content is None else "empty"
+            raise EmptyAnswerError(f"empty answer: content is {what}{_reason(choice.finish_reason)}{refusal}",
                                    usage=usage)
         return message.content, False
 

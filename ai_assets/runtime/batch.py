@@ -41,7 +41,7 @@ import pyarrow as pa
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.engine import Job, Outcome, Reply
-from ai_assets.runtime.errors import AIAssetsError, AttemptUsage, bounded
+from ai_assets.runtime.errors import AIAssetsError, AttemptUsage, BadAnswerError, InvalidOutputError, bounded
 from ai_assets.runtime.spool import Spool
 from ai_assets.runtime.usage import Prices
 
@@ -308,37 +308,35 @@ class BatchRun:
         response = response if isinstance(response, Mapping) else {}
         error = error if isinstance(error, Mapping) else {}
         job = Job(str(line["custom_id"]), request or {}, keys=tuple(keys))
-        if error.get("code") == "batch_expired" and self.options.on_expired == "resubmit":
-            if request is not None:
-                return [job]
-            resumed = self._resumed_jobs(keys)  # a line a killed run submitted: rebuilt from this run's rows
-            if resumed:
-                return resumed
-        status = response.get("status_code") if isinstance(response, Mapping) else None
+        status = response.get("status_code")
         attempt = self.tries.get(job.key, 1)
-        if isinstance(status, int) and (status == 429 or status >= 500) and \
-                attempt < self.pipeline.options.retry.max_attempts:  # transient, as live mode retries it
+        expired = error.get("code") == "batch_expired" and self.options.on_expired == "resubmit"
+        transient = isinstance(status, int) and (status == 429 or status >= 500) and \
+            attempt < self.pipeline.options.retry.max_attempts  # retried as live mode retries it
+        if expired or transient:
+            # A line a killed run submitted has no request here: it is rebuilt from this run's rows.
             again = [job] if request is not None else self._resumed_jobs(keys)
-            for retry in again:
-                self.tries[retry.key] = attempt + 1
+            if transient:
+                for retry in again:
+                    self.tries[retry.key] = attempt + 1
             if again:
                 return again
         usage = self.pipeline.usage
-        if response.get("status_code") == 200:
+        if status == 200:
             try:
                 reply = self.support.parser.parse(request or {}, response["body"])
                 outcome = Outcome(reply.value, attempts=1, usage=reply.usage)
             except AIAssetsError as exc:  # invalid, empty or malformed: no re-ask inside a batch
-                billed = getattr(exc, "usage", None)
+                billed = exc.usage if isinstance(exc, InvalidOutputError | BadAnswerError) else AttemptUsage()
                 outcome = Outcome(error=bounded(f"{type(exc).__name__} in the batch answer: {exc}"), attempts=1,
-                                  usage=billed if isinstance(billed, AttemptUsage) else AttemptUsage())
+                                  usage=billed)
             usage.requests += 1
             usage.add_tokens(outcome.usage)
         else:
             body = response.get("body")
             failure = body.get("error") if isinstance(body, Mapping) else None
             message = failure.get("message") if isinstance(failure, Mapping) else None
-            code = response.get("status_code") if response else error.get("code")
+            code = status if response else error.get("code")
             outcome = Outcome(error=bounded(f"batch line failed ({code}): {message or error.get('message')}"),
                               attempts=1)
         for key, part in self.task.split(job, outcome):

@@ -48,11 +48,11 @@ from ai_assets.runtime.usage import Usage
 
 __all__ = ["Connection", "Engine", "Job", "OnError", "Outcome", "Reply", "RunOptions"]
 WINDOW_PER_SLOT = 4
+MIN_WINDOW = 64
 LONG_WAIT_S = 5.0
 LONG_WAIT_LOG_EVERY_S = 10.0
-logger = logging.getLogger(__name__)
-MIN_WINDOW = 64
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -12,6 +12,9 @@ from ai_assets.runtime.cache import CachedResult
 from ai_assets.runtime.cache.lease import LEASE_S, Claims, new_owner
 
 POLL_S = 0.5
+"""How often the journal is read for answers another run is sending."""
+TAKEOVER_EVERY_S = 2.0
+"""How often the rows still held elsewhere are claimed again (a claim is a journal write)."""
 logger = logging.getLogger(__name__)
 Resolve = Callable[[str, CachedResult], None]
 Send = Callable[[list[str]], Awaitable[None]]
@@ -26,6 +29,7 @@ class Leases:
         self.elsewhere: set[str] = set()
         """Keys this run needs that another live run holds: their answers are awaited in the journal."""
         self._renewed = time.monotonic()
+        self._tried = time.monotonic()
         self._said = False
 
     async def claim(self, keys: Sequence[str]) -> list[str]:
@@ -58,7 +62,8 @@ class Leases:
                         self.elsewhere.discard(key)
                         resolve(key, hit)
                 waiting = [k for k in keys if k in self.elsewhere]
-                if waiting:
+                if waiting and time.monotonic() - self._tried >= TAKEOVER_EVERY_S:
+                    self._tried = time.monotonic()
                     taken = await self.claim(waiting)
                     self.elsewhere.difference_update(taken)
                     if taken:

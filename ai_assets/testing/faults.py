@@ -57,8 +57,7 @@ class Rule:
 class BatchBehaviour:
     """How the fake Batch API behaves: ``delay`` seconds from creation to completion; ``expire_after`` answers
     only that many lines, then expires the batch (the rest become ``batch_expired`` errors); ``fail_validation``
-    fails every new batch at validation; ``lose_create_responses`` drops the response of the first creations
-(the batch exists, the client does not know)."""
+    fails every new batch at validation; ``lose_create_responses``: see below."""
 
     delay: float = 0.2
     expire_after: int | None = None

@@ -4,8 +4,9 @@ Object stores have no transaction to claim in, so a claim is written first and c
 ``<uri>/claims/<owner>/<n>.json`` (its keys, the time it claimed them and an expiry), then reads every other live
 claim file and gives up each key some other owner claimed earlier (ties broken by owner name). Of two runs
 claiming one key at once, each sees the other's file once both are written, and the same one keeps the key; a run
-that claims after another's file landed sees it and yields. Stores with read-after-write listing (S3, GCS, Azure,
-local disk) make that exact; it assumes the hosts' clocks agree to well under the time a window takes to send.
+that claims after another's file landed sees it and yields. A claim file then keeps only the keys its run won.
+Stores with read-after-write listing (S3, GCS, Azure, local disk) make that exact; it assumes the hosts' clocks
+agree to well under the time a window takes to send.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ class ObjectClaims:
         for other in self._others(owner, now):
             if (other["at"], other["owner"]) < (now, owner):
                 held.difference_update(other["keys"])
+        if len(held) < len(wanted):  # keep only what was won: a run retrying its claims leaves no files behind
+            with self._lock:
+                if held:
+                    mine["keys"] = sorted(held)
+                    self._write(path, mine)
+                else:
+                    del self._files[path]
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm(path)
         return held
 
     def _others(self, owner: str, now: float) -> list[dict[str, Any]]:
