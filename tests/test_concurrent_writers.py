@@ -67,3 +67,29 @@ def test_parallel_writers_of_one_table_on_s3_all_land(s3: Service, backend: str)
     assert set(table.column("round").to_pylist()) == {ROUNDS - 1}
     pairs = list(zip(table.column("_partition").to_pylist(), table.column("row").to_pylist(), strict=True))
     assert len(set(pairs)) == len(pairs)  # every row exactly once
+
+
+def test_a_lancedb_merge_overtaken_by_an_overwrite_is_merged_again(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race above, made certain: between opening the table and committing the merge, another writer's
+    Overwrite lands (what a second first-writer's create does on S3). The merge is done again on the new
+    version, and the partition's rows are there."""
+    import pyarrow as pa
+
+    target = LanceStore(str(tmp_path), "answers")
+    target.write(pa.table({"_partition": ["a"] * 3, "row": [0, 1, 2]}), ["a"])
+    merge = LanceStore._merge
+    overtaken: list[bool] = []
+
+    def overtaking(self: LanceStore, handle: object, source: pa.RecordBatchReader, partitions: object) -> None:
+        if not overtaken:
+            overtaken.append(True)
+            other = LanceStore(str(tmp_path), "answers")
+            other._db.create_table("answers", schema=handle.schema, mode="overwrite")  # type: ignore[attr-defined]
+        merge(self, handle, source, partitions)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LanceStore, "_merge", overtaking)
+    target.write(pa.table({"_partition": ["b"] * 2, "row": [0, 1]}), ["b"])
+    assert overtaken
+    table = target.read(["b"])
+    assert table.column("row").to_pylist() == [0, 1]

@@ -31,7 +31,7 @@ from ai_assets.storage.base import (
 
 ROW_COLUMN = "_row"
 READ_RANGE_ROWS = 65_536
-FIRST_WRITE_ATTEMPTS = 3
+MERGE_ATTEMPTS = 4
 
 
 def _lancedb() -> Any:
@@ -70,12 +70,7 @@ class LanceStore:
             if PARTITION_COLUMN not in reader.schema.names:
                 raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
                                   f"columns: {reader.schema.names}")
-            source = _numbered(reader, rows, set(partitions))
-            handle = self._open()
-            if handle is None:  # the table's first write: it may race other first writers
-                handle = self._first_merge(source, partitions)
-            else:
-                self._merge(handle, source, partitions)
+            handle = self._replace(_numbered(reader, rows, set(partitions)), partitions)
         self._maintain_index(handle)
         return WriteResult(self.uri, int(handle.version), rows[0])
 
@@ -87,17 +82,20 @@ class LanceStore:
          .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
          .execute(source, on_bad_vectors="null"))
 
-    def _first_merge(self, source: pa.RecordBatchReader, partitions: Sequence[str]) -> Any:
-        """The first write of a new table. Two first writers can both create it (on S3, without a commit lock,
-        the slower create lands as an Overwrite at version 2), and a merge begun on version 1 then fails as
-        incompatible with that Overwrite. So the first write is spooled to a local file and merged again on
-        the latest version when that happens (seen with 6 processes creating one table on S3)."""
+    def _replace(self, source: pa.RecordBatchReader, partitions: Sequence[str]) -> Any:
+        """Merge ``source`` in as ``partitions``' rows, creating the table on its first write.
+
+        Lance rebases a merge over concurrent appends and merges, but not over an Overwrite, and on S3 a table
+        created by two first writers at once can get a second, empty Overwrite commit (seen with 6 writers: a merge
+        begun on version 1 failed as "incompatible with concurrent transaction Overwrite at version 2"). So the
+        rows are spooled to a local Arrow file and merged again on the latest version when that happens; a merge
+        replaces whole partitions, so doing it again is safe."""
         with tempfile.TemporaryDirectory(prefix="ai_assets-lance-") as folder:
-            path = f"{folder}/first.arrow"
+            path = f"{folder}/rows.arrow"
             with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, source.schema) as spool:
                 for batch in source:
                     spool.write_batch(batch)
-            for attempt in range(1, FIRST_WRITE_ATTEMPTS + 1):
+            for attempt in range(1, MERGE_ATTEMPTS + 1):
                 handle = self._open() or self._create(source.schema)
                 with pa.memory_map(path) as mapped:
                     stored = pa.ipc.open_file(mapped)
@@ -107,14 +105,16 @@ class LanceStore:
                         self._merge(handle, spooled, partitions)
                         return handle
                     except RuntimeError as exc:
-                        if "Incompatible transaction" not in str(exc) or attempt == FIRST_WRITE_ATTEMPTS:
+                        if "Incompatible transaction" not in str(exc) or attempt == MERGE_ATTEMPTS:
                             raise
         raise AssertionError("unreachable")
 
     def _create(self, schema: pa.Schema) -> Any:
-        """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced."""
+        """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced.
+        ``mode="create"`` fails when another writer got there first (``exist_ok`` was seen to commit a second,
+        empty Overwrite over the first creator's table on S3)."""
         try:
-            return self._db.create_table(self.table_name, schema=schema, exist_ok=True)
+            return self._db.create_table(self.table_name, schema=schema, mode="create")
         except (OSError, ValueError, RuntimeError):
             handle = self._open()
             if handle is None:
