@@ -56,20 +56,26 @@ def test_the_yaml_demo_checks_and_lists_the_same_assets_as_definitions_py() -> N
     assert all(a["description"] for a in defs["assets"])
 
 
-def test_a_yaml_typo_fails_dg_check_with_the_file_and_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("line_text", "broken", "message"), [
+    ("  drop_missing: [text]", "  drop_mising: [text]", "'drop_mising' was unexpected"),  # a typo in a key
+    ('  template: "Product: {product}\\nReview: {review}"', '  template: "Product: {product}\\nReview: {review"',
+     "expected '}' before end of string"),  # a template prompt() would refuse
+])
+def test_a_bad_yaml_value_fails_dg_check_with_the_file_and_line(tmp_path: Path, line_text: str, broken: str,
+                                                                message: str) -> None:
     project = tmp_path / "demo"
     shutil.copytree(ROOT / "demo", project)
     reviews = project / "src" / "ai_assets_demo" / "defs" / "reviews" / "defs.yaml"
     text = reviews.read_text()
-    line = text.splitlines().index("  drop_missing: [text]") + 1
-    reviews.write_text(text.replace("  drop_missing: [text]", "  drop_mising: [text]"))
+    line = text.splitlines().index(line_text) + 1
+    reviews.write_text(text.replace(line_text, broken))
     (project / "src" / "ai_assets_demo" / "defs" / "automation" / "defs.py").write_text(
         (ROOT / "demo" / "src" / "ai_assets_demo" / "defs" / "automation" / "defs.py").read_text().replace(
             "parents[5]", f"parents[0] / {str(ROOT)!r}"))
     result = dg_cli("check", "defs", cwd=project)
     assert result.returncode != 0
     assert f"defs/reviews/defs.yaml:{line}" in result.stdout + result.stderr
-    assert "'drop_mising' was unexpected" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
 
 
 def test_dg_launch_materializes_a_partition(tmp_path: Path) -> None:

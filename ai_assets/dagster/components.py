@@ -21,10 +21,10 @@ the environment variable named by ``api_key_env`` (through ``dg.EnvVar``).
 import datetime as dt
 import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, Field, create_model, field_validator
 
 from ai_assets.dagster.common import AssetArgs
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
@@ -262,24 +262,28 @@ class _EnrichComponent(_AssetComponent):
         return Prices(self.prices.input_per_million, self.prices.output_per_million) if self.prices else None
 
 
+def _renders(template: Any) -> Any:
+    """A template ``prompt`` would refuse at run time is refused when the YAML is loaded. As a validator in the
+    field's annotation it also runs on the model Dagster derives to read the YAML, so ``dg check defs`` points at
+    the file and line."""
+    if isinstance(template, str):
+        check_template(template)
+    elif isinstance(template, list) and all(isinstance(p, MessagePart) for p in template):
+        check_template([p.build() for p in template])
+    return template
+
+
 class PromptComponent(_EnrichComponent):
     """An LLM prompt per row, free text or structured by ``return_format``, from an OpenAI-compatible endpoint
     or a local model."""
 
-    template: str | list[MessagePart]
+    template: Annotated[str | list[MessagePart], AfterValidator(_renders)]
     return_format: str | dict[str, Any] | None = Field(
         default=None, description="A Pydantic model as 'module:Class', or a JSON schema inline")
     system_message: str | None = None
     params: Params | None = None
     provider_key: str = "llm"
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
-
-    @field_validator("template")
-    @classmethod
-    def _renders(cls, template: str | list[MessagePart]) -> str | list[MessagePart]:
-        """Refused when the YAML is loaded (``dg check defs``), as ``prompt`` would refuse it at run time."""
-        check_template(template if isinstance(template, str) else [p.build() for p in template])
-        return template
 
     def asset(self) -> dg.AssetsDefinition:
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
