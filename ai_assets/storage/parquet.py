@@ -6,6 +6,7 @@ name gets a readable prefix and a digest, and its exact value is kept in the fil
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -180,6 +181,9 @@ class _Part:
 
     def abort(self) -> None:
         try:
+            if self._writer is not None and self._handle is not None and not self._handle.closed:
+                with contextlib.suppress(OSError, ValueError, pa.ArrowException):  # the file is removed anyway
+                    self._writer.close()  # else its finalizer writes to the closed handle
             if self._handle is not None and not self._handle.closed:
                 self._handle.close()
         finally:
