@@ -240,3 +240,38 @@ def test_a_concurrent_writer_sees_no_torn_journal_while_a_run_streams(tmp_path: 
         stop.set()
         watcher.join()
     assert seen == sorted(seen) and len(cache) == 301  # 300 answers and the calibration entry
+
+
+@pytest.mark.parametrize("kind", ["delta", "lancedb"])
+def test_ingest_from_a_table_honours_columns_limit_and_min_rows(tmp_path: Path, kind: str) -> None:
+    """``columns``, ``limit`` and ``min_rows`` of ``ingest_asset`` apply to a table source as to files (they were
+    ignored: 10 rows, every column, success), in the factory and the YAML component alike."""
+    from ai_assets.dagster.components import IngestComponent
+    from ai_assets.functions.table_sources import DeltaSource, LanceSource
+
+    table = pa.table({"id": list(range(10)), "day": ["d1"] * 10, "text": [f"t{i}" for i in range(10)]})
+    if kind == "delta":
+        DeltaStore(str(tmp_path / "sales")).write(table, None)
+        table_source: DeltaSource | LanceSource = DeltaSource(str(tmp_path / "sales"), partition_column="day")
+        yaml_source = {"delta_table": str(tmp_path / "sales")}
+    else:
+        LanceStore(str(tmp_path / "db"), "sales").write(table, None)
+        table_source = LanceSource(str(tmp_path / "db"), "sales", partition_column="day")
+        yaml_source = {"lance_table": f"{tmp_path / 'db'}/sales"}
+    days = dg.StaticPartitionsDefinition(["d1"])
+    resources = {"io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    component = IngestComponent(name="from_yaml", partition_column="day", columns=["id"], limit=2,
+                                partitions=None, **yaml_source)  # type: ignore[arg-type]
+    built = [ingest_asset("from_factory", source=table_source, columns=["id"], limit=2, partitions_def=days),
+             ingest_asset("from_yaml", spec=component.spec(), partitions_def=days)]
+    for asset in built:
+        assert dg.materialize([asset], partition_key="d1", resources=resources).success
+        stored = ParquetIOManager(root=str(tmp_path / "out")).store(asset.key, {}).read(["d1"])
+        assert stored.num_rows == 2
+        assert [n for n in stored.column_names if not n.startswith("_")] == ["id"]
+    too_few = ingest_asset("too_few", source=table_source, min_rows=100, partitions_def=days)
+    with pytest.raises(Exception, match=r"10 row\(s\), fewer than min_rows=100"):
+        dg.materialize([too_few], partition_key="d1", resources=resources)
+    for setting in ({"format": "csv"}, {"bad_rows": "null"}, {"storage_options": {"anon": "true"}}):
+        with pytest.raises(dg.DagsterInvalidDefinitionError, match=f"{next(iter(setting))}=.* applies to files"):
+            ingest_asset("refused", source=table_source, **setting)  # type: ignore[arg-type]

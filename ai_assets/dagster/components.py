@@ -54,6 +54,7 @@ from ai_assets.dagster.tasks import (
 )
 from ai_assets.functions.download import DownloadPolicy
 from ai_assets.functions.images import ImageSpec
+from ai_assets.functions.ingest_spec import IngestSpec
 from ai_assets.functions.preprocess import Extract
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.functions.table_sources import DeltaSource, LanceSource
@@ -173,16 +174,18 @@ class IngestComponent(_AssetComponent):
     bad_rows: Literal["raise", "null"] = "raise"
     min_rows: int = 0
 
-    def asset(self) -> dg.AssetsDefinition:
+    def spec(self) -> IngestSpec:
         source: DeltaSource | LanceSource | None = None
         if self.delta_table:
-            source = DeltaSource(self.delta_table, self.partition_column, self.columns)
+            source = DeltaSource(self.delta_table, self.partition_column)
         elif self.lance_table:
             folder, _, table = self.lance_table.rpartition("/")
-            source = LanceSource(folder, table, self.partition_column, self.columns)
-        return ingest_asset(self.name, path=self.path, source=source, format=self.format,
-                            columns=None if source else self.columns, limit=self.limit, bad_rows=self.bad_rows,
-                            min_rows=self.min_rows, **self.asset_args())
+            source = LanceSource(folder, table, self.partition_column)
+        return IngestSpec(path=self.path, source=source, format=self.format, columns=self.columns,
+                          limit=self.limit, bad_rows=self.bad_rows, min_rows=self.min_rows)
+
+    def asset(self) -> dg.AssetsDefinition:
+        return ingest_asset(self.name, spec=self.spec(), **self.asset_args())
 
 
 class Extraction(dg.Model):

@@ -16,15 +16,15 @@ from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, parti
 from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.files import extract_text
 from ai_assets.functions.images import ImageSpec, decode_images
-from ai_assets.functions.ingest import BadRows, Format, resolve_path, stream_source
+from ai_assets.functions.ingest import BadRows, Format
+from ai_assets.functions.ingest_spec import IngestSpec, TableSource
 from ai_assets.functions.preprocess import Extract, preprocess
-from ai_assets.functions.table_sources import DeltaSource, LanceSource
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.pipeline import EnrichedStream
 from ai_assets.storage.base import chain_readers, stream_with_partition
 
 Upstream = dg.AssetsDefinition | dg.AssetKey | str
-TableSource = DeltaSource | LanceSource
 
 
 def ingest_asset(
@@ -38,16 +38,17 @@ def ingest_asset(
     storage_options: Mapping[str, Any] | None = None,
     bad_rows: BadRows = "raise",
     min_rows: int = 0,
+    spec: IngestSpec | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that reads its partition, as a stream: files at ``path`` or a partition of an existing table
-    (``source=DeltaSource(...)`` / ``LanceSource(...)``).
+    (``source=DeltaSource(...)`` / ``LanceSource(...)``). The settings are an ``IngestSpec``'s (or pass ``spec=``).
 
     ``path`` may name ``{partition}`` or, for multi-partitions, each dimension (``data/{region}/{date}.csv``), and
     may be a glob. ``format="files"`` (the default for a glob with no data suffix) gives (path, bytes, size) rows,
     e.g. for images or PDFs. A row with invalid UTF-8 fails the run naming the file and row, or with
     ``bad_rows="null"`` is kept with the value nulled and the reason in ``ingest_error``; an empty file is an empty
-    partition unless ``min_rows`` asks for more.
+    partition unless ``min_rows`` asks for more. ``columns``, ``limit`` and ``min_rows`` apply to table sources too.
 
         reviews = ingest_asset("raw_reviews", path="data/reviews/{partition}.jsonl",
                                partitions_def=dg.DailyPartitionsDefinition("2024-11-01"))
@@ -55,35 +56,28 @@ def ingest_asset(
                                                          columns=["id", "text"]), partitions_def=daily)
         dg.Definitions(assets=[reviews, sales], resources={"io_manager": ParquetIOManager(root="out")})
     """
-    if (path is None) == (source is None):
-        raise dg.DagsterInvalidDefinitionError(f"ingest_asset {name!r}: give exactly one of path= and source=")
-    what = source if source is not None else path
+    if spec is not None and (path is not None or source is not None):
+        raise dg.DagsterInvalidDefinitionError(f"ingest_asset {name!r}: give spec= or the settings, not both")
+    try:
+        chosen = spec or IngestSpec(path=path, source=source, format=format, columns=columns, limit=limit,
+                                    storage_options=storage_options, bad_rows=bad_rows, min_rows=min_rows)
+    except ConfigError as exc:
+        raise dg.DagsterInvalidDefinitionError(f"ingest_asset {name!r}: {exc}") from exc
     kwargs = asset_kwargs(asset_args)
-    kwargs.setdefault("description", f"Reads {_describe_source(path, source, format)} for each partition, as a "
-                                     "stream of record batches.")
+    kwargs.setdefault("description", f"Reads {chosen.describe()} for each partition, as a stream of record batches.")
 
-    def read(fields: Mapping[str, str] | None) -> pa.RecordBatchReader:
-        if source is not None:
-            return source.read(fields)
-        assert path is not None
-        target = resolve_path(path, fields) if fields is not None else path
-        return stream_source(target, format=format, columns=columns, limit=limit, storage_options=storage_options,
-                             bad_rows=bad_rows, min_rows=min_rows)
-
-    @dg.asset(name=name, code_version=fingerprint(source=repr(what), format=format, columns=columns, limit=limit,
-                                                  bad_rows=bad_rows, min_rows=min_rows),
-              kinds={"python"}, **kwargs)
+    @dg.asset(name=name, code_version=fingerprint(**chosen.fingerprint_fields()), kinds={"python"}, **kwargs)
     def _ingest(context: dg.AssetExecutionContext) -> pa.RecordBatchReader:
         partitions = partition_fields(context)
         if not partitions:
-            return read(None)
+            return chosen.read(None)
         readers = []
         for key, fields in partitions:
             try:
-                readers.append((key, read(fields)))
+                readers.append((key, chosen.read(fields)))
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"partition {key!r}: {exc}") from exc
-            context.log.info(f"partition {key}: reading {_describe_source(path, source, format, fields)}")
+            context.log.info(f"partition {key}: reading {chosen.describe(fields)}")
         if len(readers) == 1:
             key, reader = readers[0]
             return stream_with_partition(reader, key)
@@ -92,17 +86,6 @@ def ingest_asset(
         return chain_readers(schema, iter(tagged))
 
     return _ingest
-
-
-def _describe_source(path: str | None, source: TableSource | None, format: Format | None,
-                     fields: Mapping[str, str] | None = None) -> str:
-    if isinstance(source, DeltaSource):
-        return f"the Delta table {source.uri}" + (f" (partition column {source.partition_column})"
-                                                   if source.partition_column else "")
-    if isinstance(source, LanceSource):
-        return f"the LanceDB table {source.table} in {source.uri}"
-    shown = resolve_path(path, fields) if path is not None and fields is not None else path
-    return f"{format or 'files'} at {shown}" if format == "files" else f"{shown}"
 
 
 def map_stream(reader: pa.RecordBatchReader, step: Callable[[pa.RecordBatch], pa.RecordBatch]

@@ -89,19 +89,32 @@ def stream_source(path: str, *, format: Format | None = None, columns: Sequence[
         schema = schema.append(pa.field(ERROR_COLUMN, pa.string()))
 
     def batches() -> Iterator[pa.RecordBatch]:
-        rows = 0
         for file in files:
-            for read in file.batches():
-                batch = read.slice(0, limit - rows) if limit is not None and rows + read.num_rows > limit else read
-                rows += batch.num_rows
+            for batch in file.batches():
                 if batch.num_rows:
                     yield _conform(batch, schema)
-                if limit is not None and rows >= limit:
-                    return
-        if rows < min_rows:
-            raise ConfigError(f"{path}: {rows} row(s), fewer than min_rows={min_rows}")
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return bounded(pa.RecordBatchReader.from_batches(schema, batches()), limit, min_rows, path)
+
+
+def bounded(reader: pa.RecordBatchReader, limit: int | None, min_rows: int, where: str) -> pa.RecordBatchReader:
+    """``reader`` cut after ``limit`` rows, failing at its end with fewer than ``min_rows``."""
+    if limit is None and not min_rows:
+        return reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for read in reader:
+            batch = read.slice(0, limit - rows) if limit is not None and rows + read.num_rows > limit else read
+            rows += batch.num_rows
+            if batch.num_rows:
+                yield batch
+            if limit is not None and rows >= limit:
+                break
+        if rows < min_rows:
+            raise ConfigError(f"{where}: {rows} row(s), fewer than min_rows={min_rows}")
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def _has_data_suffix(path: str) -> bool:
