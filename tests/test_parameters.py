@@ -275,3 +275,53 @@ def test_ingest_from_a_table_honours_columns_limit_and_min_rows(tmp_path: Path, 
     for setting in ({"format": "csv"}, {"bad_rows": "null"}, {"storage_options": {"anon": "true"}}):
         with pytest.raises(dg.DagsterInvalidDefinitionError, match=f"{next(iter(setting))}=.* applies to files"):
             ingest_asset("refused", source=table_source, **setting)  # type: ignore[arg-type]
+
+
+def test_sampling_params_reach_every_llm_request_of_every_factory_and_component(
+        tmp_path: Path, server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
+    """``params`` of classify (method llm) and of every task factory and component reach the wire (classify_text
+    hard-coded temperature 0; the task factories took no params); without them the defaults stay."""
+    from ai_assets import PromptParams, classify_text
+    from ai_assets.dagster import (
+        classify_asset,
+        extract_asset,
+        fix_grammar_asset,
+        mask_asset,
+        sentiment_asset,
+        summarize_asset,
+        translate_asset,
+    )
+    from ai_assets.dagster.components import ClassifyComponent, Params, TaskComponent
+
+    sent = '{"max_tokens": 33, "temperature": 0.7}'
+    params = PromptParams(temperature=0.7, max_output_tokens=33)
+    table = pa.table({"text": ["a", "b"]})
+    classify_text(table, "text", ["x", "y"], provider=llm, method="llm", params=params)
+    assert server.stats().sampling == {sent: 2}
+    server.reset()
+    classify_text(table, "text", ["x", "y"], provider=llm, method="llm")
+    assert server.stats().sampling == {'{"temperature": 0.0}': 2}
+
+    path = source(tmp_path, ["a", "b"])
+    raw = ingest_asset("raw", path=str(path))
+    factories = [
+        classify_asset("c", raw, column="text", labels=["x", "y"], method="llm", provider_key="llm", params=params),
+        extract_asset("e", raw, column="text", fields=["word"], params=params),
+        summarize_asset("s", raw, column="text", params=params),
+        translate_asset("t", raw, column="text", to="French", params=params),
+        sentiment_asset("m", raw, column="text", params=params),
+        mask_asset("k", raw, column="text", params=params),
+        fix_grammar_asset("g", raw, column="text", params=params),
+    ]
+    yaml = Params(temperature=0.7, max_output_tokens=33)
+    components = [
+        ClassifyComponent(name="yc", upstream="raw", column="text", labels=["p", "q"], method="llm",
+                          provider_key="llm", params=yaml).asset(),
+        TaskComponent(name="ys", upstream="raw", task="translate", to="German", column="text", params=yaml).asset(),
+    ]
+    resources = {"llm": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out")),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite"))}
+    server.reset()  # (each asset asks something new: the journal would answer a repeated request)
+    assert dg.materialize([raw, *factories, *components], resources=resources).success
+    assert server.stats().sampling == {sent: 2 * (len(factories) + len(components))}

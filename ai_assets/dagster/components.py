@@ -319,6 +319,7 @@ class ClassifyComponent(_EnrichComponent):
     method: Literal["embedding", "llm"] | None = None
     top_k: int | None = None
     threshold: float | None = None
+    params: Params | None = Field(default=None, description="method llm: the sampling settings")
     provider_key: str = "embedder"
     embedding_model: str | None = None
 
@@ -327,7 +328,7 @@ class ClassifyComponent(_EnrichComponent):
                               output_column=self.output_column, options=self.run_options(),
                               provider_key=self.provider_key, cache_key=self.cache_key, model=self.embedding_model,
                               prices=self.pricing(), top_k=self.top_k, threshold=self.threshold,
-                              **self.asset_args())
+                              params=self.params.build() if self.params else None, **self.asset_args())
 
 
 class TaskComponent(_EnrichComponent):
@@ -339,11 +340,13 @@ class TaskComponent(_EnrichComponent):
     to: str | None = Field(default=None, description="translate: the target language")
     entities: list[str] | None = Field(default=None, description="mask: the kinds of entity")
     fields: list[str] | dict[str, str] | None = Field(default=None, description="extract: the fields")
+    params: Params | None = None
     provider_key: str = "llm"
     llm_model: str | None = None
 
     def asset(self) -> dg.AssetsDefinition:
         common: dict[str, Any] = {"column": self.column, "output_column": self.output_column,
+                                  "params": self.params.build() if self.params else None,
                                   "options": self.run_options(), "provider_key": self.provider_key,
                                   "cache_key": self.cache_key, "model": self.llm_model, "prices": self.pricing(),
                                   **self.asset_args()}

@@ -234,11 +234,13 @@ def classify_asset(
     max_error_rate: float = 0.05,
     top_k: int | None = None,
     threshold: float | None = None,
+    params: PromptParams | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
     adding a ``{label, score}`` struct column: by embedding similarity with an embedder, by a constrained answer
-    with an LLM. With ``top_k`` / ``threshold`` it is multi-label: a list of the labels that apply, best first.
+    with an LLM (``params``: its sampling settings). With ``top_k`` / ``threshold`` it is multi-label: a list of the
+labels that apply, best first.
 
         topics = classify_asset("review_topics", clean, column="text",
                                 labels={"battery": "battery life and charging", "screen": "the display"},
@@ -247,12 +249,13 @@ def classify_asset(
     output_column = output_column or name
     described = label_descriptions(labels)
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
-                          output=output_column, top_k=top_k, threshold=threshold)
+                          output=output_column, top_k=top_k, threshold=threshold,
+                          params=params.as_request() if params else None)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_text(data, column, described, provider=call.provider, method=method,
                             output_column=output_column, prices=prices, top_k=top_k, threshold=threshold,
-                            **call.common(options))
+                            params=params, **call.common(options))
         assert isinstance(out, EnrichedStream)
         return out
 

@@ -153,10 +153,12 @@ def classify_text(
     group_column: str | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
+    params: PromptParams | None = None,
 ) -> Enriched | EnrichedStream:
     """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``): a
     ``{label, score}`` struct column. With ``top_k`` and/or ``threshold`` it is multi-label: a list of the labels
-    that apply, best first (at most ``top_k``, each scoring at least ``threshold``).
+    that apply, best first (at most ``top_k``, each scoring at least ``threshold``). ``params`` are the LLM's
+    sampling settings (default: temperature 0); an embedder takes none.
 
     ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders. With an embedder a
     score is the softmax over the cosine similarities to the labels; with an LLM it is the model's confidence. A
@@ -174,12 +176,14 @@ def classify_text(
             raise NotSupportedError(provider, "classify_text(method='llm')")
         choice = _choice_model(tuple(described)) if multi is None else _multi_model(tuple(described))
         task = ClassifyLLMTask("{" + column + "}", provider, choice, _llm_system_message(described, multi),
-                               output_column, PromptParams(temperature=0.0), options)
+                               output_column, params or PromptParams(temperature=0.0), options)
         task.multi = multi
         chosen = prices or prices_for(provider)
     else:
         if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
             raise NotSupportedError(provider, "classify_text(method='embedding')")
+        if params is not None:
+            raise ConfigError("classify_text: params are an LLM's sampling settings; method='embedding' takes none")
         task = ClassifyTextTask(column, provider, output_column, options)
         task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature,
                                   multi)

@@ -88,6 +88,8 @@ class ServerStats:
     """Every file content part received: its type, filename and MIME type."""
     models: dict[str, int] = field(default_factory=dict)
     """Requests per model named in the request body."""
+    sampling: dict[str, int] = field(default_factory=dict)
+    """Requests per sampling settings sent (a JSON object of the body's temperature, top_p and token caps)."""
     embedding_batches: list[int] = field(default_factory=list)
     """The number of inputs of every embedding request."""
     headers: dict[str, str] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
 from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit, WindowLimit
 
 TRACKED_HEADERS = ("authorization", "api-key")
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -78,6 +79,9 @@ class _Server:
         stats.headers.update({k: v for k, v in headers.items() if k in TRACKED_HEADERS or k.startswith("openai-")})
         if isinstance(data, dict) and "model" in data:
             stats.models[str(data["model"])] = stats.models.get(str(data["model"]), 0) + 1
+        if isinstance(data, dict) and any(k in data for k in SAMPLING_KEYS):
+            sampling = json.dumps({k: data[k] for k in SAMPLING_KEYS if k in data}, sort_keys=True)
+            stats.sampling[sampling] = stats.sampling.get(sampling, 0) + 1
         if path.endswith("/models"):
             return Reply(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
         if method == "POST" and path.endswith("/chat/completions"):
