@@ -325,3 +325,45 @@ def test_sampling_params_reach_every_llm_request_of_every_factory_and_component(
     server.reset()  # (each asset asks something new: the journal would answer a repeated request)
     assert dg.materialize([raw, *factories, *components], resources=resources).success
     assert server.stats().sampling == {sent: 2 * (len(factories) + len(components))}
+
+
+def test_batch_size_is_a_local_model_s_forward_pass(tmp_path: Path) -> None:
+    """``RunOptions.batch_size`` sets the texts per forward pass of a local embedder (it was ignored: the
+    provider's own size, 64, always); unset, the provider's own size stays."""
+    provider = SentenceTransformersProvider(device="cpu")
+    sizes: list[int] = []
+    hook = provider.model[0].register_forward_pre_hook(  # the model's first module: one call per forward pass
+        lambda _module, args: sizes.append(len(args[0]["input_ids"])))
+    try:
+        table = pa.table({"t": [f"text number {i}" for i in range(20)]})
+        embed_text(table, "t", provider=provider, options=RunOptions(batch_size=7))
+        assert sizes == [7, 7, 6]
+        sizes.clear()
+        embed_text(table, "t", provider=provider)
+        assert sizes == [20]
+        assert provider.batch_size == 64  # the caller's provider is not changed
+    finally:
+        hook.remove()
+
+
+def test_every_run_option_is_taken_from_yaml() -> None:
+    """The component's ``options`` are RunOptions' own fields (window_rows, window_bytes, batch, rate_headroom
+    were missing, and 11 defaults were copied by hand): each field given in YAML reaches RunOptions, and a field
+    not given keeps RunOptions' default."""
+    import dataclasses
+
+    from ai_assets.dagster.components import Options
+    from ai_assets.dagster.derived import build
+
+    assert build(Options()) == RunOptions()
+    changed = {"concurrency": 3, "rpm": 60.0, "tpm": 6000.0, "rate_headroom": 0.1, "timeout_s": 9.0,
+               "retry": {"max_attempts": 2, "base_wait": 0.1, "max_wait": 5.0}, "on_error": "null", "batch_size": 8,
+               "retry_failed_rows": False, "window_rows": 100, "window_bytes": 4096, "max_cost": 1.5,
+               "max_tokens": 1000, "mode": "batch", "batch": {"max_requests": 10, "max_bytes": 2048, "poll_s": 1.0,
+                                                              "max_wait_s": 60.0, "on_expired": "error"}}
+    assert set(changed) == {f.name for f in dataclasses.fields(RunOptions)}  # a new field must be added here
+    built = build(Options.model_validate(changed))
+    for name, value in changed.items():
+        got = getattr(built, name)
+        assert (dataclasses.asdict(got) if dataclasses.is_dataclass(got) else got) == value, name
+    assert build(Options.model_validate({"max_attempts": 7})).retry.max_attempts == 7

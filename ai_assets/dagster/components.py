@@ -27,6 +27,7 @@ import dagster as dg
 from pydantic import AfterValidator, BaseModel, Field, create_model, field_validator
 
 from ai_assets.dagster.common import AssetArgs
+from ai_assets.dagster.derived import build, yaml_model
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.dagster.placement import gpu_tags
@@ -61,7 +62,6 @@ from ai_assets.functions.table_sources import DeltaSource, LanceSource
 from ai_assets.functions.templates import FileColumn, ImageColumn, Part, check_template
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
-from ai_assets.runtime.retry import RetryPolicy
 from ai_assets.runtime.usage import Prices
 
 
@@ -100,24 +100,9 @@ class Partitions(dg.Model):
         return dg.DynamicPartitionsDefinition(name=self.dynamic)
 
 
-class Options(dg.Model):
-    """``RunOptions``: how the asset talks to its provider."""
-
-    concurrency: int = 16
-    rpm: float | None = None
-    tpm: float | None = None
-    timeout_s: float = 120.0
-    max_attempts: int = 4
-    on_error: Literal["raise", "null"] = "raise"
-    batch_size: int = 64
-    retry_failed_rows: bool = True
-    mode: Literal["live", "batch"] = "live"
-    max_cost: float | None = None
-    max_tokens: int | None = None
-
-    def build(self) -> RunOptions:
-        values = self.model_dump(exclude={"max_attempts"})
-        return RunOptions(retry=RetryPolicy(max_attempts=self.max_attempts), **values)
+# ``RunOptions`` in YAML: every field (``retry`` and ``batch`` nested), none of its defaults copied, plus
+# ``max_attempts`` as a shortcut for ``retry.max_attempts``.
+Options = yaml_model(RunOptions, name="Options", aliases={"max_attempts": "retry.max_attempts"})
 
 
 class _AssetComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -254,12 +239,12 @@ class _EnrichComponent(_AssetComponent):
 
     upstream: str
     output_column: str | None = None
-    options: Options | None = None
+    options: Options | None = None  # type: ignore[valid-type]
     cache_key: str | None = "ai_cache"
     prices: Pricing | None = None
 
     def run_options(self) -> RunOptions | None:
-        return self.options.build() if self.options else None
+        return build(self.options) if self.options else None
 
     def pricing(self) -> Prices | None:
         return Prices(self.prices.input_per_million, self.prices.output_per_million) if self.prices else None

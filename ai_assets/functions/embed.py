@@ -13,7 +13,7 @@ from typing import Any, overload
 import pyarrow as pa
 
 from ai_assets.functions.templates import check_output_column, column_texts
-from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_model
+from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_batch_size, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
@@ -28,6 +28,7 @@ from ai_assets.runtime.usage import Prices
 from ai_assets.runtime.vectors import decode_vector, encode_vector, vectors_to_arrow
 
 LOCAL_JOB = 2048  # texts per local model call: it sorts them by length and batches them itself
+REMOTE_BATCH = 64  # inputs per embedding request when RunOptions.batch_size is not set
 
 
 class VectorTask:
@@ -83,6 +84,8 @@ class EmbedTextTask(VectorTask):
         self.local = isinstance(provider, TextEmbedder)
         if not self.local and not isinstance(provider, RemoteTextEmbedder):
             raise NotSupportedError(provider, "embed_text")
+        if self.local:  # RunOptions.batch_size: texts per forward pass of a local model
+            self.provider = provider = with_batch_size(provider, options.batch_size)
         self.identity = provider.identity() if isinstance(provider, TextEmbedder) else provider.embedding_identity()
         self.max_concurrency: int | None = 1 if self.local else None
         limit = getattr(provider, "account_limit", None)
@@ -104,9 +107,10 @@ class EmbedTextTask(VectorTask):
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         if isinstance(self.provider, TextEmbedder):
-            return [Job(k[0], {INPUTS: [payloads[x] for x in k]}, keys=tuple(k)) for k in _chunks(keys, LOCAL_JOB)]
+            size = max(LOCAL_JOB, self.options.batch_size or 0)
+            return [Job(k[0], {INPUTS: [payloads[x] for x in k]}, keys=tuple(k)) for k in _chunks(keys, size)]
         provider = self.provider
-        most = max(1, min(self.options.batch_size, provider.max_inputs))
+        most = max(1, min(self.options.batch_size or REMOTE_BATCH, provider.max_inputs))
         jobs: list[Job] = []
         part: list[str] = []
         tokens = 0

@@ -21,7 +21,7 @@ from ai_assets.functions.classify import LabelScorer, label_descriptions
 from ai_assets.functions.embed import VectorTask
 from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
 from ai_assets.functions.templates import check_output_column
-from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of
+from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of, with_batch_size
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
@@ -112,7 +112,7 @@ def embed_image(
     """Embed the encoded images in ``column``; undecodable images get a null vector and an error.
     A table gives a table back, a reader a stream (see ``prompt``)."""
     options = options or RunOptions(on_error="null")
-    task = EmbedImageTask(column, provider, output_column, max_pixels)
+    task = EmbedImageTask(column, with_batch_size(provider, options.batch_size), output_column, max_pixels)
     return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
                                         group_column=group_column))
 

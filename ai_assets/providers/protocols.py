@@ -95,3 +95,19 @@ def with_model(provider: Any, model: str | None) -> Any:
 
         raise NotSupportedError(provider, f"model={model!r} (a per-call model)")
     return switch(model)
+
+
+def with_batch_size(provider: Any, batch_size: int | None) -> Any:
+    """A local model's ``provider`` running ``batch_size`` inputs per forward pass (a copy: the loaded model is
+    shared); unchanged for None."""
+    if batch_size is None:
+        return provider
+    if not isinstance(getattr(provider, "batch_size", None), int):
+        from ai_assets.runtime.errors import NotSupportedError
+
+        raise NotSupportedError(provider, f"RunOptions.batch_size={batch_size} (it has no batch_size to set)")
+    import copy
+
+    resized = copy.copy(provider)
+    resized.batch_size = batch_size
+    return resized

@@ -37,7 +37,8 @@ class RunOptions:
     it; a provider's ``RateLimit`` paces a whole account). ``timeout_s``: per request. ``retry``: attempts per row
     and waits.
     ``on_error``: ``"raise"`` fails the call on the first failed row; ``"null"`` gives it a null value and an error
-    text. ``batch_size``: inputs per embedding request (split further to the provider's limits).
+    text. ``batch_size``: inputs per embedding request (default 64, split further to the provider's limits), or per
+    forward pass of a local model (default: the provider's own ``batch_size``).
     ``retry_failed_rows``: a later run sends rows that failed before (a retry of the same run never does).
     ``window_rows`` / ``window_bytes``: how much of a stream is alive at a time. ``max_cost`` (US dollars, with
     ``prices``) / ``max_tokens``: stop sending once this run's spending reaches the cap. ``mode="batch"``: send
@@ -52,7 +53,7 @@ class RunOptions:
     timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_error: OnError = "raise"
-    batch_size: int = 64
+    batch_size: int | None = None
     retry_failed_rows: bool = True
     window_rows: int = 8192
     window_bytes: int = 64 * 1024 * 1024
@@ -65,7 +66,7 @@ class RunOptions:
         if self.mode not in ("live", "batch", "estimate"):
             raise ConfigError(f"RunOptions.mode must be 'live', 'batch' or 'estimate', got {self.mode!r}")
         for name in ("concurrency", "batch_size", "window_rows", "window_bytes"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"RunOptions.{name} must be >= 1, got {getattr(self, name)}")
         check_headroom(self.rate_headroom, "RunOptions.rate_headroom")
         if self.on_error not in ("raise", "null"):
