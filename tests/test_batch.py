@@ -26,6 +26,7 @@ from ai_assets import (
 )
 from ai_assets.runtime.batch import PENDING
 from ai_assets.runtime.cache import Entry, cache_key
+from ai_assets.runtime.errors import TransientError
 from ai_assets.runtime.options import BatchOptions
 from ai_assets.testing import BatchBehaviour, FakeOpenAIServer, Fault
 
@@ -280,3 +281,14 @@ def test_a_live_token_cap_is_used_and_reported_as_billed(tmp_path: Path, server:
     assert billed >= 0.75 * cap, f"stopped after {billed} of a {cap}-token cap"
     assert abs(caught.value.tokens - billed) <= 0.05 * billed
     assert f"spent {caught.value.tokens:,} tokens" in str(caught.value)
+
+
+def test_batch_control_calls_wait_no_longer_than_timeout_s(tmp_path: Path, server: FakeOpenAIServer,
+                                                           llm: OpenAICompatibleProvider) -> None:
+    """``RunOptions.timeout_s`` bounds each Batch API call (files, batches) as it bounds a live request; it was
+    ignored there (300 s a call, whatever the options said)."""
+    server.set_batches(BatchBehaviour(control_delay=5.0))
+    options = RunOptions(mode="batch", on_error="null", timeout_s=0.3, batch=BatchOptions(poll_s=0.05))
+    with pytest.raises(TransientError, match=r"TimeoutError talking to .*/files"):  # not one 5 s answer awaited
+        prompt(rows(5), "{text}", provider=llm, cache=ResultCache(tmp_path / "a.sqlite"), options=options)
+    assert server.stats().paths == {"/v1/files": 6}  # each control retry's upload arrived and was cut; none more

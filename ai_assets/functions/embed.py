@@ -6,6 +6,7 @@ engine's connection), so timeouts, retries, per-row errors and the journal apply
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, overload
@@ -136,7 +137,7 @@ class EmbedTextTask(VectorTask):
         parser = getattr(self.provider, "embedding_connection", None)
         if self.local or connect is None or parser is None:
             return None
-        return BatchSupport("/v1/embeddings", parser(), connect)
+        return BatchSupport("/v1/embeddings", parser(), functools.partial(connect, self.options.timeout_s))
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         if isinstance(self.provider, TextEmbedder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -141,7 +142,8 @@ class PromptTask:
             return None
         api = self.request_params.get("api") or getattr(self.provider, "api", "chat")
         endpoint = "/v1/responses" if api == "responses" else "/v1/chat/completions"
-        return BatchSupport(endpoint, parser(self.return_format, None, api), connect)
+        return BatchSupport(endpoint, parser(self.return_format, None, api),
+                            functools.partial(connect, self.options.timeout_s))  # per control call
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         api = self.request_params.get("api")

@@ -39,7 +39,7 @@ class BatchClient:
                     raise http_error(response.status, f"HTTP {response.status} from {method} {url}: "
                                      f"{error_message(payload.decode(errors='replace'))}", response.headers,
                                      self.secrets)
-            except (aiohttp.ClientError, ConnectionError) as exc:
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # TimeoutError: RunOptions.timeout_s
                 error: Exception = TransientError(f"{type(exc).__name__} talking to {url}: {exc}")
             except TransientError as exc:
                 error = exc

@@ -83,6 +83,8 @@ class BatchApi:
         parts = [p for p in path.split("/") if p]  # v1, files|batches, [id], [content|cancel]
         if len(parts) < 2 or parts[1] not in ("files", "batches"):
             return None
+        if self.behaviour.control_delay:
+            await asyncio.sleep(self.behaviour.control_delay)
         if parts[1] == "files":
             if method == "POST" and len(parts) == 2:
                 return self.upload(body, headers)

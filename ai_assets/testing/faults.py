@@ -57,13 +57,15 @@ class Rule:
 class BatchBehaviour:
     """How the fake Batch API behaves: ``delay`` seconds from creation to completion; ``expire_after`` answers
     only that many lines, then expires the batch (the rest become ``batch_expired`` errors); ``fail_validation``
-    fails every new batch at validation; ``lose_create_responses``: see below."""
+    fails every new batch at validation; ``lose_create_responses`` and ``control_delay``: see below."""
 
     delay: float = 0.2
     expire_after: int | None = None
     fail_validation: bool = False
     lose_create_responses: int = 0
     """The first this many batch creations happen, but their response is lost (the connection drops)."""
+    control_delay: float = 0.0
+    """Seconds before every files / batches request is answered (a slow control plane)."""
 
 
 @dataclass
