@@ -367,3 +367,59 @@ def test_every_run_option_is_taken_from_yaml() -> None:
         got = getattr(built, name)
         assert (dataclasses.asdict(got) if dataclasses.is_dataclass(got) else got) == value, name
     assert build(Options.model_validate({"max_attempts": 7})).retry.max_attempts == 7
+
+
+def test_yaml_resources_take_exactly_their_resource_s_fields(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A YAML provider or store takes its resource's own fields, all of them, and refuses the others (base_url,
+    rpm, tpm and the model were dropped for non-openai kinds, index_after_rows for parquet and delta)."""
+    import pydantic
+
+    from ai_assets.dagster import LlamaCppResource, SentenceTransformersResource
+    from ai_assets.dagster.components import ResourcesComponent
+    from ai_assets.dagster.registry import build
+
+    monkeypatch.setenv("MY_KEY", "sk-from-the-environment")
+    component = ResourcesComponent.model_validate({"out": str(tmp_path), "providers": {
+        "llm": {"kind": "openai", "llm_model": "m", "base_url": "http://127.0.0.1:9/v1", "rpm": 60, "tpm": 6000,
+                "api_key_env": "MY_KEY", "embedding_dimensions": 64, "max_response_bytes": 4096},
+        "local": {"kind": "llama_cpp", "llm_model": "/models/x.gguf", "context": 512},
+        "embedder": {"kind": "sentence_transformers", "embedding_model": "mini", "batch_size": 8, "device": "cpu"},
+    }, "io_managers": {"lance": {"kind": "lancedb", "root": "l", "index_after_rows": 5, "reindex_after_rows": 7}}})
+    llm = build(component.providers["llm"])
+    assert (llm.model, llm.base_url, llm.rpm, llm.tpm, llm.embedding_dimensions, llm.max_response_bytes) == (
+        "m", "http://127.0.0.1:9/v1", 60, 6000, 64, 4096)
+    assert isinstance(llm.api_key, dg.EnvVar) and llm.api_key.env_var_name == "MY_KEY"  # never the value
+    local = build(component.providers["local"])
+    assert isinstance(local, LlamaCppResource) and (local.model_path, local.context) == ("/models/x.gguf", 512)
+    embedder = build(component.providers["embedder"])
+    assert isinstance(embedder, SentenceTransformersResource)
+    assert (embedder.model, embedder.batch_size, embedder.device) == ("mini", 8, "cpu")
+    lance = build(component.io_managers["lance"], root=str(tmp_path / "l"))
+    assert (lance.index_after_rows, lance.reindex_after_rows) == (5, 7)
+    for wrong in ({"providers": {"x": {"kind": "llama_cpp", "rpm": 5}}},
+                  {"providers": {"x": {"kind": "sentence_transformers", "base_url": "http://h/v1"}}},
+                  {"providers": {"x": {"kind": "efficientnet", "llm_model": "m"}}},
+                  {"io_managers": {"x": {"kind": "parquet", "root": "p", "index_after_rows": 3}}},
+                  {"io_managers": {"x": {"kind": "delta", "root": "d", "index_after_rows": 3}}}):
+        with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
+            ResourcesComponent.model_validate(wrong)
+
+
+def test_a_label_prompt_is_a_prompt_whatever_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ClassifyImage label given as a string is a prompt even with '/' or '*' in it (it was taken as a file
+    glob, and failed); example images are a list of files or ``{glob:, files:}``."""
+    from PIL import Image
+
+    from ai_assets.dagster.components import ClassifyImageComponent
+
+    (tmp_path / "examples").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "examples" / name)
+    monkeypatch.chdir(tmp_path)
+    asset = ClassifyImageComponent(name="kinds", upstream="images", labels={
+        "phone": "a 3/4 view of a *phone*", "red": {"glob": "examples/*.png"},
+        "listed": [str(tmp_path / "examples" / "a.png")]}).asset()
+    assert asset.key == dg.AssetKey("kinds")
+    with pytest.raises(Exception, match=r"no example image for label 'none'"):
+        ClassifyImageComponent(name="k", upstream="images", labels={"none": {"glob": "nothing/*.png"}}).asset()

@@ -29,14 +29,11 @@ from pydantic import AfterValidator, BaseModel, Field, create_model, field_valid
 from ai_assets.dagster.common import AssetArgs
 from ai_assets.dagster.derived import build, yaml_model
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
-from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.dagster.placement import gpu_tags
+from ai_assets.dagster.registry import Provider, Store
+from ai_assets.dagster.registry import build as build_resource
 from ai_assets.dagster.resources import (
-    EfficientNetResource,
-    LlamaCppResource,
-    OpenAICompatibleResource,
     ResultCacheResource,
-    SentenceTransformersResource,
 )
 from ai_assets.dagster.sources import (
     decode_images_asset,
@@ -420,68 +417,41 @@ class EmbedImageComponent(_EnrichComponent):
                                  cache_key=self.cache_key, **self.asset_args())
 
 
+class Examples(dg.Model):
+    """Example images of a label: ``glob`` (relative to the working folder) and/or ``files``."""
+
+    glob: str | None = None
+    files: list[str] = Field(default_factory=list)
+
+    def paths(self) -> list[Path]:
+        found = sorted(Path().glob(self.glob)) if self.glob else []
+        return found + [Path(p) for p in self.files]
+
+
 class ClassifyImageComponent(_EnrichComponent):
-    """Labels described by a prompt (CLIP-class models) or by example image files (a glob, or a list)."""
+    """Labels described by a prompt (a string: CLIP-class models), or by example image files (a list of files,
+    or ``{glob: ..., files: [...]}``). A string is always a prompt, whatever characters it holds."""
 
     column: str = "image"
-    labels: dict[str, str | list[str]]
+    labels: dict[str, str | list[str] | Examples]
     provider_key: str = "image_embedder"
 
     def asset(self) -> dg.AssetsDefinition:
         labels: dict[str, str | list[bytes]] = {}
         for label, spec in self.labels.items():
-            if isinstance(spec, str) and not any(c in spec for c in "*?/"):
+            if isinstance(spec, str):
                 labels[label] = spec
                 continue
-            paths = sorted(Path().glob(spec)) if isinstance(spec, str) else [Path(p) for p in spec]
+            paths = spec.paths() if isinstance(spec, Examples) else [Path(p) for p in spec]
             if not paths:
-                raise ConfigError(f"{self.name}: no example image matches {spec!r} for label {label!r}")
+                raise ConfigError(f"{self.name}: no example image for label {label!r} ({spec!r})")
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise ConfigError(f"{self.name}: label {label!r}: no example image file {missing}")
             labels[label] = [p.read_bytes() for p in paths]
         return classify_image_asset(self.name, self.upstream, labels=labels, column=self.column,
                                     output_column=self.output_column, options=self.run_options(),
                                     provider_key=self.provider_key, cache_key=self.cache_key, **self.asset_args())
-
-
-class Provider(dg.Model):
-    """A provider resource: ``kind`` openai (any OpenAI-compatible endpoint), llama_cpp, sentence_transformers or
-    efficientnet."""
-
-    kind: Literal["openai", "llama_cpp", "sentence_transformers", "efficientnet"]
-    llm_model: str | None = None
-    embedding_model: str | None = None
-    base_url: str | None = None
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="The environment variable with the key")
-    rpm: float | None = None
-    tpm: float | None = None
-    rate_limit_store: str | None = None
-    parallel: int = 4
-
-    def build(self) -> dg.ConfigurableResource:  # type: ignore[type-arg]
-        if self.kind == "openai":
-            return OpenAICompatibleResource(model=self.llm_model or "gpt-4o-mini", base_url=self.base_url,
-                                            api_key=dg.EnvVar(self.api_key_env), embedding_model=self.embedding_model,
-                                            rpm=self.rpm, tpm=self.tpm, rate_limit_store=self.rate_limit_store)
-        if self.kind == "llama_cpp":
-            return LlamaCppResource(parallel=self.parallel)
-        if self.kind == "sentence_transformers":
-            return SentenceTransformersResource(model=self.embedding_model)
-        return EfficientNetResource()
-
-
-class Store(dg.Model):
-    """An IO manager; a relative ``root`` is under the resources' ``out`` folder."""
-
-    kind: Literal["parquet", "delta", "lancedb"]
-    root: str
-    index_after_rows: int | None = None
-
-    def build(self, out: str | None) -> dg.ConfigurableIOManager:
-        root = _under(out, self.root)
-        if self.kind == "parquet":
-            return ParquetIOManager(root=root)
-        if self.kind == "delta":
-            return DeltaIOManager(root=root)
-        return LanceDBIOManager(root=root, index_after_rows=self.index_after_rows)
 
 
 def _under(out: str | None, path: str) -> str:
@@ -494,13 +464,16 @@ class ResourcesComponent(dg.Component, dg.Model, dg.Resolvable):
     """Providers, IO managers and the journal, by key."""
 
     out: str | None = Field(default=None, description="The folder or URI relative roots are under")
-    providers: dict[str, Provider] = Field(default_factory=dict)
-    io_managers: dict[str, Store] = Field(default_factory=dict)
+    providers: dict[str, Provider] = Field(default_factory=dict,
+                                           description="By resource key: kind plus that resource's own fields")
+    io_managers: dict[str, Store] = Field(default_factory=dict,
+                                          description="By IO manager key: kind plus that IO manager's own fields")
     journal: str | None = Field(default=None, description="A SQLite file, object-store URI or Postgres URL")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        resources: dict[str, Any] = {key: p.build() for key, p in self.providers.items()}
-        resources.update({key: s.build(self.out) for key, s in self.io_managers.items()})
+        resources: dict[str, Any] = {key: build_resource(p) for key, p in self.providers.items()}
+        resources.update({key: build_resource(s, root=_under(self.out, s.root))
+                          for key, s in self.io_managers.items()})
         resources["ai_cache"] = ResultCacheResource(path=_under(self.out, self.journal) if self.journal else None)
         return dg.Definitions(resources=resources)
 
