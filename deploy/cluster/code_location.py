@@ -85,12 +85,13 @@ def _executor() -> dg.ExecutorDefinition | None:
     CeleryK8sRunLauncher), or unset: Dagster's default, steps in subprocesses of the run."""
     kind = os.environ.get("AI_ASSETS_EXECUTOR", "celery" if os.environ.get("DAGSTER_CELERY_BROKER_URL") else "")
     if kind == "celery":
-        from dagster_celery import celery_executor
+        from ai_assets.dagster.celery import watched_celery_executor
 
         backend = "DAGSTER_CELERY_BACKEND_URL" if os.environ.get("DAGSTER_CELERY_BACKEND_URL") else \
             "DAGSTER_CELERY_BROKER_URL"
-        return celery_executor.configured({"broker": {"env": "DAGSTER_CELERY_BROKER_URL"},
-                                           "backend": {"env": backend}})
+        lost_after_s = float(os.environ.get("AI_ASSETS_CELERY_LOST_AFTER_S", "60"))
+        return watched_celery_executor().configured({"broker": {"env": "DAGSTER_CELERY_BROKER_URL"},
+                                                     "backend": {"env": backend}, "lost_after_s": lost_after_s})
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor  # type: ignore[import-not-found]  # in the image only
 

@@ -12,3 +12,14 @@ broker_connection_retry_on_startup = True
 # A worker process that dies (SIGKILL, OOM) fails its step; Dagster's run retry re-executes the run from the
 # failure, and the journal answers every row the dead process had already paid for.
 task_reject_on_worker_lost = False
+# Steps are acknowledged when they start (a step is never run twice at once), and a started step says which worker
+# runs it: the executor (ai_assets.dagster.celery) pings that worker and fails the step once the whole worker is
+# lost (a container or node gone), so the run is retried instead of waiting for good.
+task_acks_late = False
+task_track_started = True
+# A step a lost worker had taken but not started goes back to the queue after this many seconds (Redis keeps
+# unacknowledged messages until then). Acknowledged-on-start steps are not affected, so it can be short.
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("AI_ASSETS_CELERY_VISIBILITY_TIMEOUT_S", "120")),
+    "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}
