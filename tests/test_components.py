@@ -8,15 +8,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_args
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 
 from ai_assets.dagster import components
-from ai_assets.dagster.components import answer_model
-from ai_assets.functions.arrow_types import model_struct
 from ai_assets.storage.delta import DeltaStore
 
 pytestmark = pytest.mark.slow
@@ -89,24 +85,6 @@ def test_dg_launch_materializes_a_partition(tmp_path: Path) -> None:
     assert set(topics.column("_partition").to_pylist()) == {"2024-11-02"} and topics.num_rows == 6
     insights = topics.schema.field("review_insights").type
     assert [insights.field(i).name for i in range(insights.num_fields)] == ["sentiment", "aspects", "summary"]
-
-
-def test_inline_json_schemas_become_pydantic_models() -> None:
-    model = answer_model({"type": "object", "properties": {
-        "sentiment": {"enum": ["positive", "negative"]}, "aspects": {"type": "array", "items": {"type": "string"},
-                                                                    "maxItems": 2},
-        "detail": {"type": "object", "properties": {"stars": {"type": "integer"}}}},
-        "required": ["sentiment", "aspects"]}, "review_insights")
-    assert model is not None and model.__name__ == "ReviewInsights"
-    assert model_struct(model) == pa.struct([("sentiment", pa.string()), ("aspects", pa.list_(pa.string())),
-                                             ("detail", pa.struct([("stars", pa.int64())]))])
-    assert get_args(model.model_fields["sentiment"].annotation) == ("positive", "negative")
-    with pytest.raises(Exception, match="at most 2 items"):
-        model(sentiment="positive", aspects=["a", "b", "c"])
-    imported = answer_model("ai_assets.dagster.components:Options", "x")
-    assert imported is components.Options  # 'module:Class' import paths resolve
-    with pytest.raises(ValueError, match="not a Pydantic model"):
-        answer_model("ai_assets.testing.faults:ServerStats", "x")
 
 
 def test_component_fields_never_shadow_the_base_classes() -> None:

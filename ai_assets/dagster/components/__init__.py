@@ -1,0 +1,64 @@
+"""Dagster Components for every factory: a pipeline declared in ``defs.yaml`` files, checked by ``dg check defs``.
+
+Each component's attributes mirror its factory's arguments; YAML mistakes are reported by ``dg`` with the file and
+line. Registered through the ``dagster_dg_cli.registry_modules`` entry point, so ``dg list components`` shows them.
+
+    # defs/review_insights/defs.yaml
+    type: ai_assets.dagster.components.PromptComponent
+    attributes:
+      name: review_insights
+      upstream: clean_reviews
+      template: "Product: {product}\\nReview: {review}"
+      return_format: ai_assets_demo.models:ReviewInsight     # or a JSON schema, inline
+      partitions: {daily: {start: "2024-11-01"}}
+      options: {concurrency: 4, on_error: "null"}
+
+Field names avoid the component base classes' own names (``model``, ``load``, ``build_defs``): a chat model is
+``llm_model``, an embedding model ``embedding_model``. Secrets never go into YAML: the providers read the key from
+the environment variable named by ``api_key_env`` (through ``dg.EnvVar``).
+"""
+
+from ai_assets.dagster.components.common import Daily, MessagePart, Options, Params, Partitions, Pricing
+from ai_assets.dagster.components.enrich import (
+    ClassifyComponent,
+    ClassifyImageComponent,
+    EmbedComponent,
+    EmbedImageComponent,
+    Examples,
+    PromptComponent,
+    TaskComponent,
+)
+from ai_assets.dagster.components.resources import ResourcesComponent
+from ai_assets.dagster.components.sources import (
+    DecodeImagesComponent,
+    DownloadComponent,
+    Extraction,
+    ExtractTextComponent,
+    IngestComponent,
+    PreprocessComponent,
+)
+from ai_assets.functions.json_schema import answer_model
+
+__all__ = [
+    "ClassifyComponent",
+    "ClassifyImageComponent",
+    "Daily",
+    "DecodeImagesComponent",
+    "DownloadComponent",
+    "EmbedComponent",
+    "EmbedImageComponent",
+    "Examples",
+    "ExtractTextComponent",
+    "Extraction",
+    "IngestComponent",
+    "MessagePart",
+    "Options",
+    "Params",
+    "Partitions",
+    "PreprocessComponent",
+    "Pricing",
+    "PromptComponent",
+    "ResourcesComponent",
+    "TaskComponent",
+    "answer_model",
+]

@@ -1,0 +1,161 @@
+"""Components of the enrichment steps: prompt, embed, classify, tasks, image embeddings and labels."""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dagster as dg
+from pydantic import AfterValidator, Field
+
+from ai_assets.dagster.components.common import EnrichComponentBase, MessagePart, Params, check_renders
+from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
+from ai_assets.dagster.tasks import (
+    extract_asset,
+    fix_grammar_asset,
+    mask_asset,
+    sentiment_asset,
+    summarize_asset,
+    translate_asset,
+)
+from ai_assets.functions.json_schema import answer_model
+from ai_assets.runtime.errors import ConfigError
+
+
+class PromptComponent(EnrichComponentBase):
+    """An LLM prompt per row, free text or structured by ``return_format``, from an OpenAI-compatible endpoint
+    or a local model."""
+
+    template: Annotated[str | list[MessagePart], AfterValidator(check_renders)]
+    return_format: str | dict[str, Any] | None = Field(
+        default=None, description="A Pydantic model as 'module:Class', or a JSON schema inline")
+    system_message: str | None = None
+    params: Params | None = None
+    provider_key: str = "llm"
+    llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
+
+    def asset(self) -> dg.AssetsDefinition:
+        template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
+        return prompt_asset(self.name, self.upstream, template=template, return_format=answer_model(
+            self.return_format, self.name), system_message=self.system_message, output_column=self.output_column,
+            params=self.params.build() if self.params else None, options=self.run_options(),
+            provider_key=self.provider_key, cache_key=self.cache_key, model=self.llm_model, prices=self.pricing(),
+            **self.asset_args())
+
+
+class EmbedComponent(EnrichComponentBase):
+    """Text embeddings of ``column``, from a local sentence-transformers model or an embeddings endpoint."""
+
+    column: str
+    provider_key: str = "embedder"
+    embedding_model: str | None = None
+
+    def asset(self) -> dg.AssetsDefinition:
+        return embed_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
+                           options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
+                           model=self.embedding_model, prices=self.pricing(), **self.asset_args())
+
+
+class ClassifyComponent(EnrichComponentBase):
+    """Text classification into ``labels``, by embedding similarity or by an LLM; ``top_k`` / ``threshold``
+    for several labels."""
+
+    column: str
+    labels: list[str] | dict[str, str]
+    method: Literal["embedding", "llm"] | None = None
+    top_k: int | None = None
+    threshold: float | None = None
+    params: Params | None = Field(default=None, description="method llm: the sampling settings")
+    provider_key: str = "embedder"
+    embedding_model: str | None = None
+
+    def asset(self) -> dg.AssetsDefinition:
+        return classify_asset(self.name, self.upstream, column=self.column, labels=self.labels, method=self.method,
+                              output_column=self.output_column, options=self.run_options(),
+                              provider_key=self.provider_key, cache_key=self.cache_key, model=self.embedding_model,
+                              prices=self.pricing(), top_k=self.top_k, threshold=self.threshold,
+                              params=self.params.build() if self.params else None, **self.asset_args())
+
+
+class TaskComponent(EnrichComponentBase):
+    """A task function as an asset: summarize, translate, sentiment, mask, fix_grammar or extract."""
+
+    task: Literal["summarize", "translate", "sentiment", "mask", "fix_grammar", "extract"]
+    column: str
+    max_words: int = 50
+    to: str | None = Field(default=None, description="translate: the target language")
+    entities: list[str] | None = Field(default=None, description="mask: the kinds of entity")
+    fields: list[str] | dict[str, str] | None = Field(default=None, description="extract: the fields")
+    params: Params | None = None
+    provider_key: str = "llm"
+    llm_model: str | None = None
+
+    def asset(self) -> dg.AssetsDefinition:
+        common: dict[str, Any] = {"column": self.column, "output_column": self.output_column,
+                                  "params": self.params.build() if self.params else None,
+                                  "options": self.run_options(), "provider_key": self.provider_key,
+                                  "cache_key": self.cache_key, "model": self.llm_model, "prices": self.pricing(),
+                                  **self.asset_args()}
+        if self.task == "summarize":
+            return summarize_asset(self.name, self.upstream, max_words=self.max_words, **common)
+        if self.task == "translate":
+            if not self.to:
+                raise ConfigError(f"{self.name}: task translate needs 'to' (the target language)")
+            return translate_asset(self.name, self.upstream, to=self.to, **common)
+        if self.task == "mask":
+            if self.entities:
+                common["entities"] = self.entities
+            return mask_asset(self.name, self.upstream, **common)
+        if self.task == "extract":
+            if not self.fields:
+                raise ConfigError(f"{self.name}: task extract needs 'fields'")
+            return extract_asset(self.name, self.upstream, fields=self.fields, **common)
+        factory = sentiment_asset if self.task == "sentiment" else fix_grammar_asset
+        return factory(self.name, self.upstream, **common)
+
+
+class EmbedImageComponent(EnrichComponentBase):
+    """Image embeddings (CLIP-class or EfficientNet models), on GPU when there is one."""
+
+    column: str = "image"
+    provider_key: str = "image_embedder"
+
+    def asset(self) -> dg.AssetsDefinition:
+        return embed_image_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
+                                 options=self.run_options(), provider_key=self.provider_key,
+                                 cache_key=self.cache_key, **self.asset_args())
+
+
+class Examples(dg.Model):
+    """Example images of a label: ``glob`` (relative to the working folder) and/or ``files``."""
+
+    glob: str | None = None
+    files: list[str] = Field(default_factory=list)
+
+    def paths(self) -> list[Path]:
+        found = sorted(Path().glob(self.glob)) if self.glob else []
+        return found + [Path(p) for p in self.files]
+
+
+class ClassifyImageComponent(EnrichComponentBase):
+    """Labels described by a prompt (a string: CLIP-class models), or by example image files (a list of files,
+    or ``{glob: ..., files: [...]}``). A string is always a prompt, whatever characters it holds."""
+
+    column: str = "image"
+    labels: dict[str, str | list[str] | Examples]
+    provider_key: str = "image_embedder"
+
+    def asset(self) -> dg.AssetsDefinition:
+        labels: dict[str, str | list[bytes]] = {}
+        for label, spec in self.labels.items():
+            if isinstance(spec, str):
+                labels[label] = spec
+                continue
+            paths = spec.paths() if isinstance(spec, Examples) else [Path(p) for p in spec]
+            if not paths:
+                raise ConfigError(f"{self.name}: no example image for label {label!r} ({spec!r})")
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise ConfigError(f"{self.name}: label {label!r}: no example image file {missing}")
+            labels[label] = [p.read_bytes() for p in paths]
+        return classify_image_asset(self.name, self.upstream, labels=labels, column=self.column,
+                                    output_column=self.output_column, options=self.run_options(),
+                                    provider_key=self.provider_key, cache_key=self.cache_key, **self.asset_args())
