@@ -33,8 +33,8 @@ from ai_assets.runtime.errors import (
     RowFailedError,
 )
 from ai_assets.runtime.options import BatchOptions
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream
 from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.results import Enriched, EnrichedStream
 from ai_assets.runtime.retry import RetryPolicy
 from ai_assets.runtime.usage import Prices, Usage
 

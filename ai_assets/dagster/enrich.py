@@ -31,10 +31,11 @@ from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
-from ai_assets.runtime.pipeline import EnrichedStream, Progress
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.quality import VectorStats
+from ai_assets.runtime.results import EnrichedStream
 from ai_assets.runtime.spool import Spool
+from ai_assets.runtime.task import Progress
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.storage.base import PARTITION_COLUMN
 

@@ -21,7 +21,7 @@ from ai_assets.functions.ingest_spec import IngestSpec, TableSource
 from ai_assets.functions.preprocess import Extract, preprocess
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
-from ai_assets.runtime.pipeline import EnrichedStream
+from ai_assets.runtime.results import EnrichedStream
 from ai_assets.storage.base import chain_readers, stream_with_partition
 
 Upstream = dg.AssetsDefinition | dg.AssetKey | str

@@ -15,8 +15,8 @@ from ai_assets.dagster.enrich import Call, PriceOf, Upstream, _embedding_prices,
 from ai_assets.functions import tasks
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.runtime.engine import RunOptions
-from ai_assets.runtime.pipeline import EnrichedStream
 from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.results import EnrichedStream
 from ai_assets.runtime.usage import Prices
 
 

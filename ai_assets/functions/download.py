@@ -36,8 +36,11 @@ from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_p
 from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
 from ai_assets.runtime.http import read_capped
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.results import Enriched, EnrichedStream, Source
+from ai_assets.runtime.run import run_pipeline
+from ai_assets.runtime.task import Plan, Progress
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 

@@ -21,9 +21,12 @@ from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError, ProviderError
 from ai_assets.runtime.limits import TokenCost
 from ai_assets.runtime.local import INPUTS, local_connection, split_items
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.results import Enriched, EnrichedStream, Source
+from ai_assets.runtime.run import run_pipeline
+from ai_assets.runtime.task import Plan, Progress
 from ai_assets.runtime.tokens import text_tokens
 from ai_assets.runtime.usage import Prices
 from ai_assets.runtime.vectors import decode_vector, encode_vector, vectors_to_arrow

@@ -19,18 +19,12 @@ from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
 from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
-from ai_assets.runtime.pipeline import (
-    Enriched,
-    EnrichedStream,
-    Pipeline,
-    Plan,
-    Progress,
-    Source,
-    arun_table,
-    run_pipeline,
-)
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.results import Enriched, EnrichedStream, Source
+from ai_assets.runtime.run import arun_table, run_pipeline
+from ai_assets.runtime.task import Plan, Progress
 from ai_assets.runtime.tokens import estimate_cost, request_messages
 from ai_assets.runtime.usage import Prices
 

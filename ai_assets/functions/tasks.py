@@ -30,8 +30,11 @@ from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbe
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Progress, Source, run_pipeline
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
+from ai_assets.runtime.results import Enriched, EnrichedStream, Source
+from ai_assets.runtime.run import run_pipeline
+from ai_assets.runtime.task import Progress
 from ai_assets.runtime.usage import Prices, Usage
 
 SENTIMENTS = ("positive", "negative", "neutral", "mixed")

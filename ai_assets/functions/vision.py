@@ -26,8 +26,11 @@ from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
 from ai_assets.runtime.local import INPUTS, ItemError, local_connection
-from ai_assets.runtime.pipeline import Enriched, EnrichedStream, Pipeline, Plan, Progress, Source, run_pipeline
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.results import Enriched, EnrichedStream, Source
+from ai_assets.runtime.run import run_pipeline
+from ai_assets.runtime.task import Plan, Progress
 
 LabelSpec = str | bytes | Sequence[bytes]
 JOB_BATCHES = 4  # provider batches per model call

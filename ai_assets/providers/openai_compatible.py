@@ -31,7 +31,7 @@ from instructor.processing.response import handle_response_model
 from pydantic import BaseModel
 
 from ai_assets.providers.openai_batch import BatchClient
-from ai_assets.providers.openai_wire import ChatConnection, EmbeddingConnection, ResponsesConnection
+from ai_assets.providers.openai_wire import ChatConnection, EmbeddingConnection, Endpoint, ResponsesConnection
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.ratelimit import RateLimit
 
@@ -217,7 +217,7 @@ class OpenAICompatibleProvider:
                         api: Api | None = None) -> ChatConnection:
         """A connection for chat (or Responses) answers; without a session it only parses (Batch API lines)."""
         kind = ResponsesConnection if (api or self.api) == "responses" else ChatConnection
-        return kind(self, session, response_model)
+        return kind(self.endpoint(), session, response_model)
 
     @asynccontextmanager
     async def connect_batches(self, timeout_s: float = 300.0) -> AsyncIterator[BatchClient]:
@@ -232,7 +232,11 @@ class OpenAICompatibleProvider:
 
     def embedding_connection(self, session: aiohttp.ClientSession | None = None) -> EmbeddingConnection:
         """A connection for embeddings; without a session it only parses (Batch API lines)."""
-        return EmbeddingConnection(self, session)
+        return EmbeddingConnection(self.endpoint(), session)
+
+    def endpoint(self) -> Endpoint:
+        """This provider as the wire connections see it."""
+        return Endpoint(self.base_url, self.secrets, self.max_response_bytes, self.mode)
 
     @property
     def secrets(self) -> tuple[str, ...]:

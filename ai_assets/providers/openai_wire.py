@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import instructor
 from instructor.processing.response import handle_reask_kwargs, process_response
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
@@ -29,9 +31,6 @@ from ai_assets.runtime.errors import (
 from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.retry import retry_after_seconds
 from ai_assets.runtime.vectors import decode_vector
-
-if TYPE_CHECKING:
-    from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 
 _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
@@ -59,21 +58,32 @@ def error_message(text: str) -> str:
     return str(error)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """What a connection needs of its provider, as a value the provider builds: where requests go, the secrets
+    kept out of error text, the largest answer read, and how structured answers are parsed."""
+
+    base_url: str
+    secrets: tuple[str, ...]
+    max_response_bytes: int
+    mode: instructor.Mode
+
+
 class BaseConnection:
     path = ""
 
-    def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession | None) -> None:
-        self.provider = provider
+    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession | None) -> None:
+        self.endpoint = endpoint
         self.session = session
-        self.secrets: Sequence[str] = provider.secrets
-        self.url = f"{provider.base_url}{self.path}"
+        self.secrets: Sequence[str] = endpoint.secrets
+        self.url = f"{endpoint.base_url}{self.path}"
 
     async def _post(self, request: dict[str, Any]) -> Any:
-        """The answer's JSON, read within ``provider.max_response_bytes``; HTTP failures as the runtime's errors."""
+        """The answer's JSON, read within ``endpoint.max_response_bytes``; HTTP failures as the runtime's errors."""
         assert self.session is not None, "a parsing-only connection cannot send"
         try:
             async with self.session.post(self.url, data=json.dumps(request)) as response:
-                payload = await read_capped(response, self.provider.max_response_bytes, f"answer from {self.url}",
+                payload = await read_capped(response, self.endpoint.max_response_bytes, f"answer from {self.url}",
                                             "max_response_bytes", MalformedAnswerError)
                 if response.status == 200:
                     return loads(payload, self.url)
@@ -94,9 +104,9 @@ class BaseConnection:
 class ChatConnection(BaseConnection):
     path = "/chat/completions"
 
-    def __init__(self, provider: OpenAICompatibleProvider, session: aiohttp.ClientSession | None,
+    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession | None,
                  response_model: type[BaseModel] | None) -> None:
-        super().__init__(provider, session)
+        super().__init__(endpoint, session)
         self.response_model = response_model
 
     def parse(self, request: dict[str, Any], body: Any) -> Reply:
@@ -112,9 +122,9 @@ class ChatConnection(BaseConnection):
                                        usage=usage) from exc
         try:
             parsed = process_response(completion, response_model=self.response_model, stream=False,
-                                      mode=self.provider.mode)
+                                      mode=self.endpoint.mode)
         except Exception as exc:  # instructor raises ValidationError, JSONDecodeError or its own errors
-            reask = handle_reask_kwargs(request, self.provider.mode, completion, exc)
+            reask = handle_reask_kwargs(request, self.endpoint.mode, completion, exc)
             raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}"), reask_request=reask, usage=usage,
                                      raw=_raw_output(completion) if from_tools else content) from exc
         return Reply(parsed.model_dump(mode="json"), usage)

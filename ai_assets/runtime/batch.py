@@ -34,19 +34,25 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.engine import Job, Outcome, Reply
-from ai_assets.runtime.errors import AIAssetsError, AttemptUsage, BadAnswerError, InvalidOutputError, bounded
+from ai_assets.runtime.errors import (
+    AIAssetsError,
+    AttemptUsage,
+    BadAnswerError,
+    ConfigError,
+    InvalidOutputError,
+    bounded,
+)
+from ai_assets.runtime.journal_writer import JournalWriter
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.spool import Spool
 from ai_assets.runtime.usage import Prices
-
-if TYPE_CHECKING:
-    from ai_assets.runtime.pipeline import JournalWriter, Pipeline
 
 PENDING = "batch-pending:"
 READ = {"read": True}
@@ -375,3 +381,25 @@ def _parsed_line(text: str) -> Mapping[str, Any] | None:
         logger.warning("skipping an unreadable batch output line: %.120s", text)
         return None
     return line if isinstance(line, Mapping) and isinstance(line.get("custom_id"), str) else None
+
+
+async def run_batch(pipeline: Pipeline, batches: AsyncIterator[pa.RecordBatch],
+                    schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+    """Batch mode (``ai_assets.runtime.batch``): answers through the provider's Batch API."""
+    support = getattr(pipeline.task, "batch_support", lambda: None)()
+    if support is None:
+        raise ConfigError(f"batch mode is not available for {type(pipeline.task).__name__} with this provider: it "
+                          "needs an OpenAI-compatible endpoint with the Batch API")
+    if pipeline.cache is None:
+        raise ConfigError("batch mode needs a journal (cache=...): it keeps the batch ids, so that a run never "
+                          "submits twice, and the answers as they are read")
+    pipeline.usage.batch = True
+    writer = JournalWriter(pipeline.cache)
+    started = time.perf_counter()
+    try:
+        async for out in BatchRun(pipeline, support, writer).run(batches, schema):
+            yield out
+    finally:
+        await asyncio.to_thread(writer.close)
+        await asyncio.to_thread(pipeline.cache.flush)
+        pipeline.usage.add_elapsed(time.perf_counter() - started)

@@ -15,18 +15,17 @@ the same assets (``python -m ai_assets.dagster.estimate``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
-from ai_assets.runtime.cache import Cache, Entry
+from ai_assets.runtime.calibration import CALIBRATION, Calibration
 from ai_assets.runtime.columns import set_columns
+from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.usage import Usage
-
-if TYPE_CHECKING:
-    from ai_assets.runtime.pipeline import Pipeline
 
 NOT_SENT = "not sent: estimate only"
 FREE_TEXT_TOKENS = 128
@@ -58,41 +57,6 @@ def schema_tokens(schema: Mapping[str, Any], root: Mapping[str, Any] | None = No
     if kind == "string":
         return min(int(schema.get("maxLength", 24)) // 4, 6) + 2
     return 2
-
-
-CALIBRATION = "calibration:"
-
-
-@dataclass
-class Calibration:
-    """What answers of one kind of request really cost against their estimate, learned by every live run and kept
-    in the journal (``calibration:<family>``): the next estimate of the same asset starts from it."""
-
-    estimated_in: int = 0
-    billed_in: int = 0
-    billed_out: int = 0
-    rows: int = 0
-
-    def add(self, estimated_in: int, billed_in: int, billed_out: int, rows: int = 1) -> None:
-        self.estimated_in += estimated_in
-        self.billed_in += billed_in
-        self.billed_out += billed_out
-        self.rows += rows
-
-    def merged(self, stored: Mapping[str, int] | None) -> Calibration:
-        out = Calibration(**{k: int(v) for k, v in (stored or {}).items() if k in self.__dataclass_fields__})
-        out.add(self.estimated_in, self.billed_in, self.billed_out, self.rows)
-        return out
-
-
-def save_calibration(cache: Cache, family: str, learned: Calibration) -> None:
-    """Add what a run learned to the journal's calibration of its family (a statistic: the last writer of two
-    concurrent runs wins, which only makes an estimate a little less informed)."""
-    if learned.rows == 0:
-        return
-    stored = cache.get_many([CALIBRATION + family]).get(CALIBRATION + family)
-    merged = learned.merged(stored.value if stored is not None else None)
-    cache.put_many([Entry(CALIBRATION + family, asdict(merged))])
 
 
 @dataclass
@@ -197,3 +161,12 @@ class EstimateRun:
     def task_output_tokens(self) -> float:
         expected = getattr(self.task, "expected_output_tokens", None)
         return float(expected()) if callable(expected) else 0.0
+
+
+async def run_estimate(pipeline: Pipeline, batches: AsyncIterator[pa.RecordBatch],
+                       schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+    """Estimate mode: nothing is sent; every row is counted and priced."""
+    started = time.perf_counter()
+    async for out in EstimateRun(pipeline).run(batches, schema):
+        yield out
+    pipeline.usage.add_elapsed(time.perf_counter() - started)

@@ -19,80 +19,29 @@ A table goes through the same path as a stream and its answers are kept, so a ta
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any
 
 import pyarrow as pa
 
 from ai_assets.runtime.budget import Budget
 from ai_assets.runtime.cache import Cache, CachedResult, Entry
 from ai_assets.runtime.cache.lease import Claims
+from ai_assets.runtime.calibration import Calibration, save_calibration
 from ai_assets.runtime.columns import set_columns
-from ai_assets.runtime.engine import Connection, Engine, Job, Outcome, RunOptions
-from ai_assets.runtime.errors import AttemptUsage, ConfigError, RowFailedError, Skip
-from ai_assets.runtime.estimate import Calibration, save_calibration
+from ai_assets.runtime.engine import Engine, Job, Outcome, RunOptions
+from ai_assets.runtime.errors import AttemptUsage, RowFailedError
+from ai_assets.runtime.journal_writer import JournalWriter
 from ai_assets.runtime.leases import Leases
 from ai_assets.runtime.limits import Limits
-from ai_assets.runtime.ratelimit import RateLimit
-from ai_assets.runtime.sync import iterate_sync, run_sync
+from ai_assets.runtime.task import Plan, Progress, Task
 from ai_assets.runtime.usage import Prices, Usage
+from ai_assets.runtime.windows import aiter_batches, windows
 
 MAX_AHEAD = 3
-Progress = Callable[[int, int | None], None]
-"""``progress(rows_done, rows_total)``; the total is None for a stream."""
-
-
-@dataclass
-class Plan:
-    """One window: a key per row (None: not sent, for the reason in ``skips``) and the payload of every key."""
-
-    keys: list[str | None]
-    skips: list[Skip | None]
-    payloads: dict[str, Any]
-
-
-class Task(Protocol):
-    """What an AI function does to each window; the pipeline does everything else."""
-
-    max_concurrency: int | None
-    """A cap below ``RunOptions.concurrency`` (a local model runs one batch at a time)."""
-
-    account: tuple[RateLimit, str] | None
-    """The provider account's shared rate limit and its name, if any."""
-
-    def plan(self, batch: pa.RecordBatch) -> Plan: ...
-
-    def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]: ...
-
-    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
-        """A job's outcome per row key (a batch job answers several)."""
-        ...
-
-    def retry_alone(self, outcome: Outcome) -> bool:
-        """Whether the rows of a failed job of several rows are sent again one by one (so that one bad input
-        fails alone), rather than all failing with the job."""
-        ...
-
-    def encode(self, value: Any) -> Any:
-        """A value as the journal stores it (JSON-able)."""
-        ...
-
-    def decode(self, stored: Any) -> Any: ...
-
-    def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
-        """The output columns for a window's values; None while they cannot be typed yet (e.g. no vector seen
-        to give the dimension), unless ``final``."""
-        ...
-
-    def connect(self) -> AbstractAsyncContextManager[Connection]: ...
-
-
 @dataclass
 class Window:
     batch: pa.RecordBatch
@@ -104,58 +53,6 @@ class Window:
 
     def ready(self) -> bool:
         return all(f.done() for f in self.waiting.values())
-
-
-class JournalWriter:
-    """Journal writes on one thread, as many entries per transaction as are waiting (group commit)."""
-
-    def __init__(self, cache: Cache) -> None:
-        self.cache = cache
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="ai_assets-journal-writer", daemon=True)
-        self._thread.start()
-
-    async def write(self, entries: list[Entry]) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queue.put((entries, loop, done))
-        await done
-
-    def _work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            error: BaseException | None = None
-            try:
-                self.cache.put_many([entry for entries, _, _ in batch for entry in entries])
-            except BaseException as exc:
-                error = exc
-            for _, loop, done in batch:
-                loop.call_soon_threadsafe(_settle, done, error)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
 
 
 @dataclass
@@ -184,32 +81,9 @@ class Pipeline:
     _done_rows: int = 0
     _leases: Leases | None = None
 
-    async def run(self, batches: AsyncIterator[pa.RecordBatch],
-                  schema: pa.Schema | None = None) -> AsyncIterator[pa.RecordBatch]:
-        """The output batches, in input order; with the input's ``schema``, an empty input gives one empty batch
-        (so a stream always has a schema)."""
-        if self.options.mode == "batch":
-            async for out in self._run_batch(batches, schema):
-                yield out
-            return
-        if self.options.mode == "estimate":
-            async for out in self._run_estimate(batches, schema):
-                yield out
-            return
-        async for out in self._run_live(batches, schema):
-            yield out
-
-    async def _run_estimate(self, batches: AsyncIterator[pa.RecordBatch],
-                            schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
-        from ai_assets.runtime.estimate import EstimateRun
-
-        started = time.perf_counter()
-        async for out in EstimateRun(self).run(batches, schema):
-            yield out
-        self.usage.add_elapsed(time.perf_counter() - started)
-
-    async def _run_live(self, batches: AsyncIterator[pa.RecordBatch],
-                        schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+    async def run_live(self, batches: AsyncIterator[pa.RecordBatch],
+                       schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
+        """Live mode: answers through the task's connection, window by window."""
         options = self.options
         concurrency = min(options.concurrency, self.task.max_concurrency or options.concurrency)
         limits = Limits.build(concurrency, options.rpm, options.tpm, self.task.account, options.rate_headroom)
@@ -260,36 +134,13 @@ class Pipeline:
                 await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
             self.usage.add_elapsed(time.perf_counter() - started)
 
-    async def _run_batch(self, batches: AsyncIterator[pa.RecordBatch],
-                         schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
-        """Batch mode (``ai_assets.runtime.batch``): answers through the provider's Batch API."""
-        from ai_assets.runtime.batch import BatchRun
-
-        support = getattr(self.task, "batch_support", lambda: None)()
-        if support is None:
-            raise ConfigError(f"batch mode is not available for {type(self.task).__name__} with this provider: it "
-                              "needs an OpenAI-compatible endpoint with the Batch API")
-        if self.cache is None:
-            raise ConfigError("batch mode needs a journal (cache=...): it keeps the batch ids, so that a run never "
-                              "submits twice, and the answers as they are read")
-        self.usage.batch = True
-        writer = JournalWriter(self.cache)
-        started = time.perf_counter()
-        try:
-            async for out in BatchRun(self, support, writer).run(batches, schema):
-                yield out
-        finally:
-            await asyncio.to_thread(writer.close)
-            await asyncio.to_thread(self.cache.flush)
-            self.usage.add_elapsed(time.perf_counter() - started)
-
     async def assemble(self, reader: pa.RecordBatchReader, schema: pa.Schema | None
                        ) -> AsyncIterator[pa.RecordBatch]:
         """Output windows of ``reader`` with every answer read from the journal (batch mode's second pass)."""
         assert self.cache is not None
         offset = 0
         source = windows(reader, self.options.window_rows, self.options.window_bytes)
-        async for batch in _aiter(source, blocking=True):
+        async for batch in aiter_batches(source, blocking=True):
             window = self._window(batch, offset)
             offset += batch.num_rows
             keys = list(dict.fromkeys(k for k in window.plan.keys if k is not None))
@@ -537,99 +388,3 @@ def _share(usage: AttemptUsage, parts: int) -> list[AttemptUsage]:
     return shares
 
 
-def windows(batches: Iterable[pa.RecordBatch], rows: int, nbytes: int) -> Iterator[pa.RecordBatch]:
-    """Input batches cut and joined into windows of at most ``rows`` rows and about ``nbytes`` bytes."""
-    parts: list[pa.RecordBatch] = []
-    have_rows = 0
-    have_bytes = 0
-    for batch in batches:
-        offset = 0
-        row_bytes = max(batch.nbytes // max(batch.num_rows, 1), 1)
-        while offset < batch.num_rows:
-            room = min(rows - have_rows, max((nbytes - have_bytes) // row_bytes, 1))
-            part = batch.slice(offset, min(room, batch.num_rows - offset))
-            parts.append(part)
-            offset += part.num_rows
-            have_rows += part.num_rows
-            have_bytes += part.num_rows * row_bytes
-            if have_rows >= rows or have_bytes >= nbytes:
-                yield _join(parts)
-                parts, have_rows, have_bytes = [], 0, 0
-    if parts:
-        yield _join(parts)
-
-
-def _join(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
-    return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
-
-
-async def _aiter(batches: Iterable[pa.RecordBatch], blocking: bool) -> AsyncIterator[pa.RecordBatch]:
-    """Input batches for the event loop; reading a file-backed reader happens on a worker thread."""
-    iterator = iter(batches)
-    while True:
-        batch = await asyncio.to_thread(next, iterator, None) if blocking else next(iterator, None)
-        if batch is None:
-            return
-        yield batch
-
-
-Source: TypeAlias = "pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]"
-
-
-@dataclass
-class Enriched:
-    """What an AI function returns for a table: the table with its new columns, and what it cost."""
-
-    table: pa.Table
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass
-class EnrichedStream:
-    """What an AI function returns for a stream: output batches in input order (read them once), and the usage,
-    complete when the stream is exhausted."""
-
-    batches: Iterator[pa.RecordBatch]
-    usage: Usage
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        return self.batches
-
-    def reader(self) -> pa.RecordBatchReader:
-        """The stream as a ``pyarrow.RecordBatchReader`` (its schema comes from the first output batch)."""
-        first = next(self.batches, None)
-        if first is None:
-            raise ValueError("the stream is empty: no schema to give a reader")
-
-        def rest() -> Iterator[pa.RecordBatch]:
-            yield first
-            yield from self.batches
-
-        return pa.RecordBatchReader.from_batches(first.schema, rest())
-
-    def read_all(self) -> pa.Table:
-        return pa.Table.from_batches(list(self.batches))
-
-
-def run_pipeline(data: Source, pipeline: Pipeline) -> Enriched | EnrichedStream:
-    """A table in, a table out; a reader (or any iterable of record batches) in, a stream out."""
-    options = pipeline.options
-    if isinstance(data, pa.Table):
-        return run_sync(lambda: arun_table(data, pipeline))
-
-    schema = data.schema if isinstance(data, pa.RecordBatchReader) else None
-
-    def stream() -> AsyncIterator[pa.RecordBatch]:
-        return pipeline.run(_aiter(windows(data, options.window_rows, options.window_bytes), blocking=True), schema)
-
-    return EnrichedStream(iterate_sync(stream), pipeline.usage)
-
-
-async def arun_table(table: pa.Table, pipeline: Pipeline) -> Enriched:
-    """The table path, for code already inside an event loop."""
-    options = pipeline.options
-    pipeline.remember = True
-    pipeline.total_rows = table.num_rows
-    inputs = windows(table.to_batches(), options.window_rows, options.window_bytes)
-    out = [batch async for batch in pipeline.run(_aiter(inputs, blocking=False), table.schema)]
-    return Enriched(pa.Table.from_batches(out), pipeline.usage)

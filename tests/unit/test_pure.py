@@ -20,13 +20,13 @@ from ai_assets.functions.templates import Template, column_texts
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.errors import AttemptUsage, ConfigError, Skip, SkipKind, bounded
 from ai_assets.runtime.limits import TokenCost
-from ai_assets.runtime.pipeline import windows
 from ai_assets.runtime.prices import lookup
 from ai_assets.runtime.ratelimit.stores import FileStore, MemoryStore
 from ai_assets.runtime.retry import retry_after_seconds
 from ai_assets.runtime.tokens import estimate_cost
 from ai_assets.runtime.usage import Prices
 from ai_assets.runtime.vectors import decode_vector, encode_vector, vectors_to_arrow
+from ai_assets.runtime.windows import windows
 from ai_assets.storage.base import MAX_NAME_CHARS, decode_key, encode_key, file_key, partition_filter, sql_literal
 
 
