@@ -167,20 +167,24 @@ def test_paths_fill_partitions_and_refuse_escapes() -> None:
 
 @pytest.mark.parametrize("store_kind", ["memory", "file"])
 def test_gcra_reserves_in_sequence_and_corrects(store_kind: str, tmp_path: pytest.TempPathFactory) -> None:
-    store = MemoryStore() if store_kind == "memory" else FileStore(str(tmp_path))
+    now = [1000.0]  # an injected clock: the figures are exact however loaded the machine is
+    store = MemoryStore(lambda: now[0]) if store_kind == "memory" else FileStore(str(tmp_path), lambda: now[0])
 
     async def run() -> list[float]:
         waits = [await store.reserve("b", 1.0), await store.reserve("b", 1.0)]
         await store.adjust("b", -0.5)  # the second request cost half what was reserved
         waits.append(await store.reserve("b", 1.0))
         waits.append(await store.reserve("other", 0.25))
+        now[0] += 10.0  # idle for longer than the bucket's backlog: no credit is banked
+        waits.append(await store.reserve("b", 1.0))
         return waits
 
-    first, second, third, other = asyncio.run(run())
-    assert first == pytest.approx(1.0, abs=0.05)   # no burst at start: even the first waits its own cost
-    assert second == pytest.approx(2.0, abs=0.05)
-    assert third == pytest.approx(2.5, abs=0.05)
-    assert other == pytest.approx(0.25, abs=0.05)  # buckets are independent
+    first, second, third, other, after_idle = asyncio.run(run())
+    assert first == 1.0  # no burst at start: even the first waits its own cost
+    assert second == 2.0
+    assert third == 2.5
+    assert other == 0.25  # buckets are independent
+    assert after_idle == 1.0
 
 
 def test_token_costs_bill_caps_whole_and_answers_by_length() -> None:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,15 +22,16 @@ BUCKET_TTL_S = 24 * 3600
 
 
 class MemoryStore:
-    """Buckets in this process (every event loop and thread of it)."""
+    """Buckets in this process (every event loop and thread of it); ``clock`` is injectable for tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._tat: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._clock = clock
 
     async def reserve(self, bucket: str, interval_s: float) -> float:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(self._tat.get(bucket, now), now) + interval_s
             self._tat[bucket] = start
         return start - now
@@ -41,11 +43,13 @@ class MemoryStore:
 
 
 class FileStore:
-    """Buckets in a folder on one machine: one small file each, read and rewritten under ``flock``."""
+    """Buckets in a folder on one machine: one small file each, read and rewritten under ``flock``. The clock is
+    wall time (processes share it); ``clock`` is injectable for tests."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
 
     def _path(self, bucket: str) -> Path:
         return self.folder / (hashlib.sha256(bucket.encode()).hexdigest()[:32] + ".tat")
@@ -55,7 +59,7 @@ class FileStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.read(fd, 64)
-            now = time.time()
+            now = self._clock()
             tat = float(raw) if raw else now
             tat = max(tat, now) + interval_s if reserve else tat + interval_s
             os.lseek(fd, 0, os.SEEK_SET)
