@@ -94,33 +94,6 @@ def test_landing_sensor_adds_each_file_once_and_the_partition_materializes(tmp_p
     assert result.success
 
 
-def test_public_api_is_guarded() -> None:
-    assert sorted(ai_assets.__all__) == [
-        "AIAssetsError", "BatchOptions", "BudgetExceededError", "Cache", "ConfigError", "DeltaSource",
-        "DownloadPolicy", "EfficientNetLite0Provider", "Enriched", "EnrichedStream", "FileColumn", "ImageColumn",
-        "ImageSpec", "LanceSource", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "ObjectStoreCache",
-        "OpenAICompatibleProvider", "PostgresCache", "Prices", "PromptParams", "RateLimit", "ResultCache",
-        "RetryPolicy", "RowFailedError", "RunOptions", "SentenceTransformersProvider", "Usage", "analyze_sentiment",
-        "aprompt", "classify_image", "classify_text", "decode_images", "download", "embed_image", "embed_text",
-        "extract", "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source", "similarity",
-        "stream_source", "summarize", "translate"]
-    assert sorted(ai_assets.dagster.__all__) == [
-        "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
-        "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
-        "classify_asset", "classify_image_asset", "decode_images_asset", "download_asset", "embed_asset",
-        "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags", "ingest_asset",
-        "landing_folder_sensor", "mask_asset", "partitioned_schedule", "preprocess_asset", "prompt_asset",
-        "sentiment_asset", "similarity_asset", "summarize_asset", "translate_asset"]
-    for module in (ai_assets, ai_assets.dagster):
-        assert all(hasattr(module, name) for name in module.__all__)
-
-
-def test_plain_layers_do_not_import_dagster() -> None:
-    code = ("import sys, ai_assets, ai_assets.functions.ingest, ai_assets.storage.delta, "
-            "ai_assets.storage.lance, ai_assets.storage.parquet; assert 'dagster' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 @pytest.mark.parametrize(("module", "call", "extra"), [
     ("deltalake", "from ai_assets.storage.delta import DeltaStore; DeltaStore('x').read()", "delta"),
     ("lancedb", "from ai_assets.storage.lance import LanceStore; LanceStore('x', 't')", "lancedb"),

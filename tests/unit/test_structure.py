@@ -1,10 +1,15 @@
-"""The package's shape: no import cycles (counting imports inside functions and under TYPE_CHECKING, which only
-hide one), and no module much over 400 lines."""
+"""The package's shape: the public API, no Dagster below the Dagster layer, no import cycles (counting imports
+inside functions and under TYPE_CHECKING, which only hide one), and no module much over 400 lines."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import ai_assets
+import ai_assets.dagster
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ai_assets"
 MAX_LINES = 410
@@ -76,3 +81,34 @@ def test_a_cycle_is_found() -> None:
 def test_no_module_is_much_over_400_lines() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {name: size for name, size in sizes.items() if size > MAX_LINES} == {}
+
+
+def test_public_api_is_guarded() -> None:
+    assert sorted(ai_assets.__all__) == [
+        "AIAssetsError", "BatchOptions", "BudgetExceededError", "Cache", "ConfigError", "DeltaSource",
+        "DownloadPolicy", "EfficientNetLite0Provider", "Enriched", "EnrichedStream", "FileColumn", "ImageColumn",
+        "ImageSpec", "LanceSource", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "ObjectStoreCache",
+        "OpenAICompatibleProvider", "PostgresCache", "Prices", "PromptParams", "RateLimit", "ResultCache",
+        "RetryPolicy", "RowFailedError", "RunOptions", "SentenceTransformersProvider", "Usage", "analyze_sentiment",
+        "aprompt", "classify_image", "classify_text", "decode_images", "download", "embed_image", "embed_text",
+        "extract", "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source", "similarity",
+        "stream_source", "summarize", "translate"]
+    assert sorted(ai_assets.dagster.__all__) == [
+        "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
+        "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
+        "classify_asset", "classify_image_asset", "decode_images_asset", "download_asset", "embed_asset",
+        "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags", "ingest_asset",
+        "landing_folder_sensor", "mask_asset", "partitioned_schedule", "preprocess_asset", "prompt_asset",
+        "sentiment_asset", "similarity_asset", "summarize_asset", "translate_asset"]
+    for module in (ai_assets, ai_assets.dagster):
+        assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_plain_layers_do_not_import_dagster() -> None:
+    """Every module outside ai_assets/dagster imports without Dagster (the lint rule bans the import statement;
+    this catches one that comes in through another package)."""
+    plain = sorted(name for name in modules() if not name.startswith("ai_assets.dagster")
+                   and not name.endswith("__main__"))  # a __main__ runs its program when imported
+    code = f"import importlib, sys\nfor m in {plain!r}:\n    importlib.import_module(m)\n" \
+           "assert 'dagster' not in sys.modules, [m for m in sys.modules if m.startswith('dagster')][:5]"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
