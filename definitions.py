@@ -38,6 +38,7 @@ from ai_assets.dagster import (
     partitioned_schedule,
     preprocess_asset,
     prompt_asset,
+    provider_versions,
     summarize_asset,
 )
 
@@ -134,7 +135,8 @@ def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
         api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else None)
 
 
-defs = dg.Definitions(
+# provider_versions: an asset is stale when its resource's model changes, not only its own arguments.
+defs = provider_versions(dg.Definitions(
     assets=[*review_assets, *image_assets, *document_assets, landing_reviews, landing_topics],
     schedules=[partitioned_schedule("daily_reviews", review_assets, daily, hour_of_day=1)],
     sensors=[landing_folder_sensor("landing_sensor", folder=DATA / "landing", pattern="*.jsonl",
@@ -148,4 +150,4 @@ defs = dg.Definitions(
         "lancedb": LanceDBIOManager(root=str(OUT / "lancedb"), index_after_rows=100_000),
         "delta": DeltaIOManager(root=str(OUT / "delta")),
     },
-)
+))

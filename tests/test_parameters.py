@@ -423,3 +423,38 @@ def test_a_label_prompt_is_a_prompt_whatever_it_holds(tmp_path: Path, monkeypatc
     assert asset.key == dg.AssetKey("kinds")
     with pytest.raises(Exception, match=r"no example image for label 'none'"):
         ClassifyImageComponent(name="k", upstream="images", labels={"none": {"glob": "nothing/*.png"}}).asset()
+
+
+def test_a_model_changed_on_the_resource_makes_the_asset_stale(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """Only the asset's own ``model=`` entered its code version, so a new model on the resource left the asset
+    fresh. With ``provider_versions`` the resource's answer settings count too (a rate or a key do not)."""
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from ai_assets.dagster import provider_versions
+
+    path = source(tmp_path, ["a", "b"])
+    raw = ingest_asset("raw", path=str(path))
+    answers = prompt_asset("answers", raw, template="{text}")
+
+    def defs(model: str, rpm: float | None = None) -> dg.Definitions:
+        return provider_versions(dg.Definitions(assets=[raw, answers], resources={
+            "llm": OpenAICompatibleResource(model=model, base_url=server.base_url, api_key="k", rpm=rpm),
+            "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+            "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}))
+
+    def version(d: dg.Definitions) -> str | None:
+        return d.resolve_asset_graph().get(dg.AssetKey("answers")).code_version
+
+    assert version(defs("m1")) != version(defs("m2"))
+    assert version(defs("m1")) == version(defs("m1", rpm=100))  # pacing decides no answer
+    instance = dg.DagsterInstance.ephemeral()
+    first = defs("m1")
+    assert dg.materialize(list(first.assets or []), instance=instance, resources=first.resources).success
+
+    def status(d: dg.Definitions) -> StaleStatus:
+        resolver = get_stale_status_resolver(instance, list(d.assets or []))  # Dagster's own test helper
+        return resolver.get_status(dg.AssetKey("answers"))
+
+    assert status(defs("m1")) == StaleStatus.FRESH
+    assert status(defs("m2")) == StaleStatus.STALE

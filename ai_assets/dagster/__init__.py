@@ -38,6 +38,7 @@ from ai_assets.dagster.tasks import (
     summarize_asset,
     translate_asset,
 )
+from ai_assets.dagster.versions import provider_versions
 
 __all__ = [
     "AssetArgs",
@@ -65,6 +66,7 @@ __all__ = [
     "partitioned_schedule",
     "preprocess_asset",
     "prompt_asset",
+    "provider_versions",
     "sentiment_asset",
     "similarity_asset",
     "summarize_asset",

@@ -23,6 +23,7 @@ from ai_assets.dagster.io_managers import VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
+from ai_assets.dagster.versions import PROVIDER_KEY
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, prompt
@@ -81,7 +82,8 @@ def _enrich_asset(
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
     key = dg.AssetKey([*(kwargs.pop("key_prefix", None) or []), name])
-    metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}), **(kwargs.pop("metadata", None) or {})}
+    metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}), PROVIDER_KEY: provider_key,
+                **(kwargs.pop("metadata", None) or {})}
     kwargs.setdefault("description", description)
     specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())

