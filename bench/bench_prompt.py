@@ -4,7 +4,8 @@
 * 100 ms latency, 64 in flight, N = 2,000 (limit 640 rows/s): raw ``openai.AsyncOpenAI`` + semaphore, ai_assets
   plain and structured prompts, and a Dagster materialization ingest -> prompt -> Delta (the prompt step's time,
   from its STEP_START to its STEP_SUCCESS: reading the input, the pipeline, and the Delta write);
-* 20 ms latency, 64 in flight, N = 6,000: ai_assets plain prompts vs a bare aiohttp client (bench/bare_client.py).
+* 20 ms latency, 64 in flight, N = 6,000: ai_assets plain prompts vs a bare aiohttp client (bench/bare_client.py),
+  and structured prompts vs plain ones (target: structured >= 0.85 of plain).
 
     python bench/bench_prompt.py [--rows 2000]
 """
@@ -123,6 +124,10 @@ def main() -> None:
             started = time.perf_counter()
             prompt(pa.table({"text": texts}), "{text}", provider=llm, options=options)
             record("plain 20ms", fast_n / (time.perf_counter() - started))
+            started = time.perf_counter()
+            prompt(pa.table({"text": [f"s {t}" for t in texts]}), "{text}", provider=llm, return_format=Extraction,
+                   options=options)
+            record("structured 20ms", fast_n / (time.perf_counter() - started))
     limit = c / 0.1
     print(f"N={n} rows, {c} in flight, 100 ms latency; limit {limit:.0f} rows/s")
     for name, label in (("sdk", "raw openai.AsyncOpenAI + semaphore"), ("plain", "ai_assets prompt (plain)"),
@@ -133,6 +138,9 @@ def main() -> None:
     bare, ours = best(measured, "bare 20ms"), best(measured, "plain 20ms")
     print(f"  {'bare aiohttp client':<42} {bare:7.1f} rows/s")
     print(f"  {'ai_assets prompt (plain)':<42} {ours:7.1f} rows/s  {ours / bare:5.2f} of the bare client")
+    shaped = best(measured, "structured 20ms")
+    print(f"  {'ai_assets prompt (structured)':<42} {shaped:7.1f} rows/s  {shaped / ours:5.2f} of plain, "
+          f"{shaped / bare:5.2f} of the bare client")
     results.save("prompt", {"limit_rows_per_s": limit, **{name: best(measured, name) for name in measured}})
 
 

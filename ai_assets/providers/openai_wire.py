@@ -6,6 +6,7 @@ Parsing is separate from sending, so the Batch API's output lines go through exa
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ def error_message(text: str) -> str:
     if isinstance(error, Mapping):
         return str(error.get("message", error))
     return str(error)
+
+
+JSON_CONTENT_MODES = frozenset({instructor.Mode.JSON_SCHEMA, instructor.Mode.JSON})
+"""Modes whose answer content is the JSON itself (not tool calls, not fenced Markdown)."""
+TOOL_MODES = frozenset({instructor.Mode.TOOLS, instructor.Mode.TOOLS_STRICT})
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,12 @@ class ChatConnection(BaseConnection):
         content, from_tools = shape.answer()
         if self.response_model is None:
             return Reply(content, usage)
+        direct = _direct_json(content, from_tools, self.endpoint.mode, self.response_model)
+        if direct is not None:
+            try:  # the answer is the JSON: validated once, without building the SDK's completion object
+                return Reply(self.response_model.model_validate_json(direct).model_dump(mode="json"), usage)
+            except ValidationError:
+                pass  # instructor's path below: it may still read it (e.g. fenced JSON), else builds the re-ask
         try:
             completion = ChatCompletion.model_validate(body)
         except ValidationError as exc:
@@ -169,6 +181,25 @@ class EmbeddingConnection(BaseConnection):
             raise MalformedAnswerError(bounded(f"malformed embedding from {self.url}: {exc}"),
                                        usage=shape.attempt_usage()) from exc
         return Reply(vectors, shape.attempt_usage())
+
+
+def _direct_json(content: str, from_tools: bool, mode: instructor.Mode, model: type[BaseModel]) -> str | None:
+    """The JSON an answer holds when reading it needs nothing of instructor: the content in a JSON mode, or the
+    arguments of the one tool call named after the model in a TOOLS mode; None otherwise."""
+    if not from_tools:
+        return content if mode in JSON_CONTENT_MODES else None
+    if mode not in TOOL_MODES:
+        return None
+    calls = json.loads(content)
+    if len(calls) != 1 or calls[0].get("function", {}).get("name") != _tool_name(model):
+        return None
+    arguments = calls[0]["function"].get("arguments")
+    return arguments if isinstance(arguments, str) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _tool_name(model: type[BaseModel]) -> str:
+    return str(model.model_json_schema().get("title", model.__name__))
 
 
 def _raw_output(completion: ChatCompletion) -> str:
