@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from ai_assets.dagster.metadata import table_metadata
+from ai_assets.runtime.columns import is_error_column
 from ai_assets.storage.base import PARTITION_COLUMN, TableStore, as_reader, stream_with_partition
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
@@ -43,7 +44,7 @@ class _Observed:
         self.schema = reader.schema
         self.rows = 0
         self.head: list[pa.RecordBatch] = []
-        self.errors = {name: 0 for name in reader.schema.names if name.endswith("_error")}
+        self.errors = {name: 0 for name in reader.schema.names if is_error_column(name)}
         self.by_partition: dict[str, Counter[str]] = defaultdict(Counter)
         """Per partition (a single-run backfill writes several): rows and rows with each error column."""
         self._split = PARTITION_COLUMN in reader.schema.names

@@ -19,6 +19,7 @@ from ai_assets.functions.embed import EmbedTextTask
 from ai_assets.functions.prompt import PromptParams, PromptTask
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
 from ai_assets.runtime.pipeline import Pipeline
@@ -117,7 +118,7 @@ class ClassifyTextTask(EmbedTextTask):
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
         return {self.output_column: self.scorer.column(values),
-                f"{self.output_column}_error": pa.array(errors, pa.string())}
+                error_column(self.output_column): pa.array(errors, pa.string())}
 
 
 class ClassifyLLMTask(PromptTask):
@@ -135,7 +136,7 @@ class ClassifyLLMTask(PromptTask):
         else:
             column = pa.array([None if v is None else {"label": v["label"], "score": v["confidence"]}
                                for v in values], CLASSIFICATION)
-        return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
+        return {self.output_column: column, error_column(self.output_column): pa.array(errors, pa.string())}
 
 
 def classify_text(

@@ -33,6 +33,7 @@ from yarl import URL
 
 from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
 from ai_assets.runtime.http import read_capped
@@ -207,7 +208,7 @@ class DownloadTask:
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
         return {self.output_column: pa.array(values, pa.binary()),
-                f"{self.output_column}_error": pa.array([None if e is None else bounded(e) for e in errors],
+                error_column(self.output_column): pa.array([None if e is None else bounded(e) for e in errors],
                                                         pa.string())}
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:

@@ -17,6 +17,7 @@ from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_batch_size, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError, ProviderError
 from ai_assets.runtime.limits import TokenCost
@@ -74,7 +75,7 @@ class VectorTask:
         vectors = self.vector_column(values, final=final)
         if vectors is None:
             return None
-        return {self.output_column: vectors, f"{self.output_column}_error": pa.array(errors, pa.string())}
+        return {self.output_column: vectors, error_column(self.output_column): pa.array(errors, pa.string())}
 
 
 class EmbedTextTask(VectorTask):

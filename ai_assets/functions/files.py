@@ -9,7 +9,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from ai_assets.runtime.columns import Rows, set_columns
+from ai_assets.runtime.columns import Rows, error_column, set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 Kind = Literal["pdf", "html", "text"]
@@ -83,4 +83,4 @@ def extract_text(table: Rows, column: str, *, path_column: str | None = "path", 
             texts.append(None)
             errors.append(bounded(f"row {row} ({path or 'bytes'}): {type(exc).__name__}: {exc}"))
     return set_columns(table, {output_column: pa.array(texts, pa.string()),
-                                f"{output_column}_error": pa.array(errors, pa.string())})
+                                error_column(output_column): pa.array(errors, pa.string())})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
-from ai_assets.runtime.columns import Rows, set_columns
+from ai_assets.runtime.columns import Rows, error_column, set_columns
 from ai_assets.runtime.errors import MissingExtraError, bounded
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def decode_images(table: Rows, column: str, *, spec: ImageSpec | None = None,
         f"{output_column}_width": pa.array(widths, pa.int32()),
         f"{output_column}_height": pa.array(heights, pa.int32()),
         f"{output_column}_mode": pa.array(modes, pa.string()),
-        f"{output_column}_error": pa.array(errors, pa.string()),
+        error_column(output_column): pa.array(errors, pa.string()),
     })
 
 

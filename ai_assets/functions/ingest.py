@@ -25,6 +25,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from ai_assets.runtime.columns import conform
 from ai_assets.runtime.errors import ConfigError
 
 Format = Literal["parquet", "csv", "json", "jsonl", "files"]
@@ -92,7 +93,7 @@ def stream_source(path: str, *, format: Format | None = None, columns: Sequence[
         for file in files:
             for batch in file.batches():
                 if batch.num_rows:
-                    yield _conform(batch, schema)
+                    yield conform(batch, schema)
 
     return bounded(pa.RecordBatchReader.from_batches(schema, batches()), limit, min_rows, path)
 
@@ -119,17 +120,6 @@ def bounded(reader: pa.RecordBatchReader, limit: int | None, min_rows: int, wher
 
 def _has_data_suffix(path: str) -> bool:
     return any(path.lower().endswith(s) for s in _BY_SUFFIX)
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    arrays = []
-    for field in schema:
-        if field.name in batch.schema.names:
-            column = batch.column(field.name)
-            arrays.append(column if column.type == field.type else column.cast(field.type))
-        else:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 @dataclass
@@ -262,7 +252,7 @@ def _parse(data: bytes, fmt: str, schema: pa.Schema | None) -> pa.Table:
 
 
 def _conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_batches([_conform(b, schema) for b in table.to_batches()], schema=schema)
+    return pa.Table.from_batches([conform(b, schema) for b in table.to_batches()], schema=schema)
 
 
 def _record_blocks(handle: Any, *, quoted: bool) -> Iterator[bytes]:

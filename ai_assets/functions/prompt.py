@@ -16,6 +16,7 @@ from ai_assets.functions.templates import Part, check_output_column, check_templ
 from ai_assets.providers.protocols import Prompter, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
 from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
@@ -113,7 +114,7 @@ class PromptTask:
             model = self.return_format
             column = pa.array([None if v is None else to_python(model.model_validate(v)) for v in values],
                               self.struct)
-        return {self.output_column: column, f"{self.output_column}_error": pa.array(errors, pa.string())}
+        return {self.output_column: column, error_column(self.output_column): pa.array(errors, pa.string())}
 
     def family(self) -> str:
         """What makes two requests the same kind (all but the row's content): the estimate's calibration key."""

@@ -28,6 +28,7 @@ from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, PromptTask
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
 from ai_assets.runtime.pipeline import Pipeline
@@ -51,7 +52,7 @@ class ShapedTask(PromptTask):
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
         shaped = [None if v is None else self.shape(v) for v in values]
         return {self.output_column: pa.array(shaped, self.arrow_type),
-                f"{self.output_column}_error": pa.array(errors, pa.string())}
+                error_column(self.output_column): pa.array(errors, pa.string())}
 
 
 def _run(table: Source, column: str, provider: Prompter, answer: type[BaseModel], system: str,
@@ -190,7 +191,7 @@ def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder |
         errors = [x or y for x, y in zip(rows.column(temporary[1]).to_pylist(), rows.column(temporary[3]).to_pylist(),
                                          strict=True)]
         return rows.drop_columns(temporary).append_column(output_column, scores).append_column(
-            f"{output_column}_error", pa.array(errors, pa.string()))
+            error_column(output_column), pa.array(errors, pa.string()))
 
     if isinstance(second, Enriched):
         assert isinstance(first, Enriched)

@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 
 from ai_assets.functions.images import image_mime
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.errors import ConfigError, Skip, SkipKind
 
 Rows: TypeAlias = "pa.Table | pa.RecordBatch"
@@ -142,7 +143,7 @@ Rendered = tuple[list[str | None], list[Skip | None]]
 def check_output_column(output_column: str, reads: Sequence[str], where: str) -> None:
     """Refuse an output column that would overwrite a column the step reads (``output_column="text"`` over
     ``"{text}"``): the input would be replaced silently by the answers."""
-    for name in (output_column, f"{output_column}_error"):
+    for name in (output_column, error_column(output_column)):
         if name in reads:
             raise ConfigError(f"{where}: output_column {output_column!r} would replace the input column {name!r} "
                               "it reads; choose another output_column")

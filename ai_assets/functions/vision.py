@@ -23,6 +23,7 @@ from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
 from ai_assets.functions.templates import check_output_column
 from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of, with_batch_size
 from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
 from ai_assets.runtime.local import INPUTS, ItemError, local_connection
@@ -96,7 +97,7 @@ class ClassifyImageTask(EmbedImageTask):
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array] | None:
         return {self.output_column: self.scorer.column(values),
-                f"{self.output_column}_error": pa.array(errors, pa.string())}
+                error_column(self.output_column): pa.array(errors, pa.string())}
 
 
 def embed_image(

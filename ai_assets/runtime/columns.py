@@ -1,4 +1,5 @@
-"""Adding result columns to Arrow tables and record batches."""
+"""Result columns on Arrow tables and record batches: where they go, what the error column of an output is
+called, and batches conformed to a schema."""
 
 from __future__ import annotations
 
@@ -18,3 +19,27 @@ def set_columns(rows: Rows, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -
         else:
             rows = rows.append_column(name, values)
     return rows
+
+
+ERROR_SUFFIX = "_error"
+
+
+def error_column(output_column: str) -> str:
+    """The column holding why a row has no value in ``output_column`` (null when it has one)."""
+    return output_column + ERROR_SUFFIX
+
+
+def is_error_column(name: str) -> bool:
+    return name.endswith(ERROR_SUFFIX)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` in ``schema``'s column order and types; columns it lacks become nulls."""
+    arrays = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            column = batch.column(field.name)
+            arrays.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -20,6 +20,7 @@ from typing import Protocol, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ai_assets.runtime.columns import conform
 from ai_assets.runtime.errors import ConfigError
 
 PARTITION_COLUMN = "_partition"
@@ -138,18 +139,6 @@ def stream_with_partition(reader: pa.RecordBatchReader, key: str) -> pa.RecordBa
         return batch.append_column(PARTITION_COLUMN, values)
 
     return map_reader(reader, schema, change)
-
-
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` in ``schema``'s column order and types; columns it lacks become nulls."""
-    arrays = []
-    for field in schema:
-        if field.name in batch.schema.names:
-            column = batch.column(field.name)
-            arrays.append(column if column.type == field.type else column.cast(field.type))
-        else:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def chain_readers(schema: pa.Schema, readers: Iterator[pa.RecordBatchReader]) -> pa.RecordBatchReader:
