@@ -14,7 +14,15 @@ from typing import Any, overload
 import pyarrow as pa
 
 from ai_assets.functions.templates import check_output_column, column_texts
-from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, dimension_of, with_batch_size, with_model
+from ai_assets.providers.protocols import (
+    BatchedEmbeddings,
+    RemoteTextEmbedder,
+    SharedLimit,
+    TextEmbedder,
+    dimension_of,
+    with_batch_size,
+    with_model,
+)
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
@@ -93,8 +101,8 @@ class EmbedTextTask(VectorTask):
             self.provider = provider = with_batch_size(provider, options.batch_size)
         self.identity = provider.identity() if isinstance(provider, TextEmbedder) else provider.embedding_identity()
         self.max_concurrency: int | None = 1 if self.local else None
-        limit = getattr(provider, "account_limit", None)
-        self.account: tuple[RateLimit, str] | None = None if self.local or limit is None else limit()
+        self.account: tuple[RateLimit, str] | None = \
+            provider.account_limit() if not self.local and isinstance(provider, SharedLimit) else None
         self.dim = dimension_of(provider)
 
     def plan(self, batch: pa.RecordBatch) -> Plan:
@@ -137,11 +145,11 @@ class EmbedTextTask(VectorTask):
 
     def batch_support(self) -> BatchSupport | None:
         """Batch mode for a remote embedder with a Batch API (a local model has nothing to batch)."""
-        connect = getattr(self.provider, "connect_batches", None)
-        parser = getattr(self.provider, "embedding_connection", None)
-        if self.local or connect is None or parser is None:
+        provider = self.provider
+        if self.local or not isinstance(provider, BatchedEmbeddings):
             return None
-        return BatchSupport("/v1/embeddings", parser(), functools.partial(connect, self.options.timeout_s))
+        return BatchSupport("/v1/embeddings", provider.embedding_connection(),
+                            functools.partial(provider.connect_batches, self.options.timeout_s))
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         if isinstance(self.provider, TextEmbedder):

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.templates import Part, check_output_column, check_template, render_content
-from ai_assets.providers.protocols import Prompter, with_model
+from ai_assets.providers.protocols import BatchedChat, Prompter, SharedLimit, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
@@ -71,8 +71,8 @@ class PromptTask:
         self.request_params = params.as_request()
         self.options = options
         self.identity = provider.identity()
-        limit = getattr(provider, "account_limit", None)
-        self.account: tuple[RateLimit, str] | None = limit() if limit is not None else None
+        self.account: tuple[RateLimit, str] | None = \
+            provider.account_limit() if isinstance(provider, SharedLimit) else None
 
     def plan(self, batch: pa.RecordBatch) -> Plan:
         contents, skips = render_content(batch, self.template)
@@ -131,14 +131,13 @@ class PromptTask:
 
     def batch_support(self) -> BatchSupport | None:
         """Batch mode over the provider's Batch API (OpenAI-compatible endpoints that have one)."""
-        connect = getattr(self.provider, "connect_batches", None)
-        parser = getattr(self.provider, "chat_connection", None)
-        if connect is None or parser is None:
+        provider = self.provider
+        if not isinstance(provider, BatchedChat):
             return None
-        api = self.request_params.get("api") or getattr(self.provider, "api", "chat")
+        api = self.request_params.get("api") or getattr(provider, "api", "chat")
         endpoint = "/v1/responses" if api == "responses" else "/v1/chat/completions"
-        return BatchSupport(endpoint, parser(self.return_format, None, api),
-                            functools.partial(connect, self.options.timeout_s))  # per control call
+        return BatchSupport(endpoint, provider.chat_connection(self.return_format, None, api),
+                            functools.partial(provider.connect_batches, self.options.timeout_s))  # per control call
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         api = self.request_params.get("api")

@@ -79,6 +79,50 @@ class ImageEmbedder(Protocol):
     def embed_image(self, images: Sequence[Image]) -> Matrix: ...
 
 
+@runtime_checkable
+class ModelSwitch(Protocol):
+    """A provider that can answer with another model of the same endpoint (a per-asset or per-call model)."""
+
+    def with_model(self, model: str) -> Any: ...
+
+
+@runtime_checkable
+class SharedLimit(Protocol):
+    """A provider paced by an account-wide rate limit (every process using the account shares it)."""
+
+    def account_limit(self) -> Any:
+        """``(RateLimit, account name)``, or None when the provider has no limit."""
+        ...
+
+
+@runtime_checkable
+class BatchApi(Protocol):
+    """A provider with a Batch API (files and batches): batch mode sends through it."""
+
+    def connect_batches(self, timeout_s: float = ...) -> AbstractAsyncContextManager[Any]: ...
+
+
+@runtime_checkable
+class BatchedChat(BatchApi, Protocol):
+    """Chat answers through the Batch API: a connection that only parses batch output lines."""
+
+    def chat_connection(self, response_model: type[BaseModel] | None, session: Any = ..., api: Any = ...) -> Any: ...
+
+
+@runtime_checkable
+class BatchedEmbeddings(BatchApi, Protocol):
+    """Embeddings through the Batch API: a connection that only parses batch output lines."""
+
+    def embedding_connection(self, session: Any = ...) -> Any: ...
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """A local model whose weights load before the first timed request."""
+
+    def load(self) -> None: ...
+
+
 def dimension_of(provider: object) -> int | None:
     """The vector size a provider promises, where it knows it before embedding anything."""
     value = getattr(provider, "dimension", None)
@@ -89,12 +133,11 @@ def with_model(provider: Any, model: str | None) -> Any:
     """``provider`` answering with ``model`` instead of its own (a per-asset model); unchanged for None."""
     if model is None:
         return provider
-    switch = getattr(provider, "with_model", None)
-    if switch is None:
+    if not isinstance(provider, ModelSwitch):
         from ai_assets.runtime.errors import NotSupportedError
 
         raise NotSupportedError(provider, f"model={model!r} (a per-call model)")
-    return switch(model)
+    return provider.with_model(model)
 
 
 def with_batch_size(provider: Any, batch_size: int | None) -> Any:
