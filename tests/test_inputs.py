@@ -83,3 +83,24 @@ def test_a_journal_opened_read_only_names_its_file_on_write(tmp_path: Path) -> N
     cache._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
     with pytest.raises(ConfigError, match=rf"journal {path}: .*read-only"):
         cache.put("k2", 2)
+
+
+def test_a_folder_s_defaults_fill_what_a_component_leaves_out(tmp_path: Path) -> None:
+    """``defaults.yaml`` beside a ``defs.yaml`` holds the settings its components share (written once instead of on
+    every component); a component's own value wins; a key that is no shared setting names the file."""
+    import dagster as dg
+
+    from ai_assets.dagster.components import EmbedComponent, IngestComponent
+
+    (tmp_path / "defaults.yaml").write_text(
+        'partitions: {static: ["a", "b"]}\ngroup_name: shared\nretries: 3\noptions: {concurrency: 2}\n')
+    ingest = IngestComponent(name="raw", path="x/{partition}.jsonl").with_folder_defaults(tmp_path).asset()
+    assert ingest.partitions_def == dg.StaticPartitionsDefinition(["a", "b"])
+    assert ingest.group_names_by_key[dg.AssetKey("raw")] == "shared"
+    own = EmbedComponent(name="vectors", upstream="raw", column="text", group_name="mine",
+                         options={"concurrency": 9}).with_folder_defaults(tmp_path)  # type: ignore[arg-type]
+    assert own.group_name == "mine" and own.retries == 3
+    assert own.run_options() is not None and own.run_options().concurrency == 9  # type: ignore[union-attr]
+    (tmp_path / "defaults.yaml").write_text("group_name: shared\ntemplate: '{text}'\n")
+    with pytest.raises(ConfigError, match=r"defaults\.yaml: \['template'\] are not shared settings"):
+        IngestComponent(name="raw", path="x.jsonl").with_folder_defaults(tmp_path)

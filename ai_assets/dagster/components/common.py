@@ -1,10 +1,12 @@
 """What every component shares: partitions, run options, the asset and enrichment bases, prompt parts."""
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import yaml  # type: ignore[import-untyped]  # PyYAML (a Dagster dependency) ships no types
 from pydantic import Field, field_validator
 
 from ai_assets.dagster.common import AssetArgs
@@ -95,7 +97,22 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
         raise NotImplementedError
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions(assets=[self.asset()])
+        return dg.Definitions(assets=[self.with_folder_defaults(Path(context.path)).asset()])
+
+    def with_folder_defaults(self, folder: Path) -> "AssetComponentBase":
+        """This component with the settings of ``defaults.yaml`` in its folder (or the folder above a ``defs.yaml``)
+        for every field its own YAML leaves out: the partitions, group, retries and options a folder's components
+        share, written once. A key of ``defaults.yaml`` that is no shared setting is an error naming the file."""
+        defaults = folder_defaults(folder if folder.is_dir() else folder.parent)
+        if not defaults:
+            return self
+        fields = type(self).model_fields
+        given = self.model_dump(exclude_unset=True)
+        merged = {**{k: v for k, v in defaults.values.items() if k in fields}, **given}
+        try:
+            return type(self).model_validate(merged)
+        except ValueError as exc:
+            raise ConfigError(f"{defaults.path}: {exc}") from exc
 
 
 class MessagePart(dg.Model):
@@ -168,3 +185,30 @@ def under_out(out: str | None, path: str) -> str:
     if out is None or "://" in path or Path(path).is_absolute():
         return path
     return f"{out.rstrip('/')}/{path}"
+
+
+SHARED_DEFAULTS = ("partitions", "group_name", "io_manager_key", "pool", "retries", "single_run_backfill", "gpus",
+                   "options", "cache_key", "prices")
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderDefaults:
+    path: Path
+    values: dict[str, Any]
+
+
+def folder_defaults(folder: Path) -> FolderDefaults | None:
+    """``defaults.yaml`` of ``folder``: shared settings for the components defined in it."""
+    path = folder / "defaults.yaml"
+    if not path.is_file():
+        return None
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(SHARED_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown} are not shared settings; a defaults file takes {list(SHARED_DEFAULTS)}")
+    return FolderDefaults(path, values)
