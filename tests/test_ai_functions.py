@@ -48,6 +48,7 @@ from ai_assets.dagster import (
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer
 from ai_assets.testing.documents import pdf
+from tests.kinds import STORE_KINDS
 
 pytestmark = pytest.mark.slow
 REVIEWS = pa.table({"text": ["Great screen, the battery dies by noon.", "Arrived late and the box was crushed.",
@@ -211,7 +212,7 @@ def test_task_assets_materialize(tmp_path: Path, server: FakeOpenAIServer) -> No
 LONG = ["東京の天気" * 24, "東京の天気" * 24 + "!", "a/" * 150]
 
 
-@pytest.mark.parametrize("backend", ["parquet", "delta", "lancedb"])
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_long_unicode_partition_keys_round_trip(tmp_path: Path, backend: str) -> None:
     keys = dg.StaticPartitionsDefinition(LONG)
 

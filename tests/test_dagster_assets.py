@@ -30,10 +30,10 @@ from ai_assets.dagster.io_managers import ArrowIOManager
 from ai_assets.functions.preprocess import Extract
 from ai_assets.storage.base import PARTITION_COLUMN
 from ai_assets.testing import FakeOpenAIServer, Fault
+from tests.kinds import STORE_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BACKENDS = ["parquet", "delta", "lancedb"]
 HOSTILE = ["../../x", "a' OR '1'='1", 'x"', "a/b"]
 
 
@@ -86,7 +86,7 @@ def read(backend: str, root: Path, asset: str, partitions: list[str] | None = No
     return io_manager(backend, root).store(dg.AssetKey(asset), {}).read(partitions)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_every_factory_materializes_and_reads_back(tmp_path: Path, server: FakeOpenAIServer, backend: str) -> None:
     source = write_source(tmp_path / "src")
     partitions = dg.StaticPartitionsDefinition(["day1", *HOSTILE])
@@ -139,7 +139,7 @@ def _fingerprint(backend: str, root: Path, key: str) -> Any:
     return read(backend, root, "clean", [key]).to_pylist()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_replacing_one_partition_leaves_the_others_untouched(
     tmp_path: Path, server: FakeOpenAIServer, backend: str
 ) -> None:
@@ -158,7 +158,7 @@ def test_replacing_one_partition_leaves_the_others_untouched(
     assert read(backend, tmp_path / "out", "clean", ["keep"]).num_rows == 5
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_single_run_backfill_over_a_range_writes_every_partition(
     tmp_path: Path, server: FakeOpenAIServer, backend: str
 ) -> None:
@@ -245,7 +245,7 @@ def test_multi_partitions_fill_path_fields_per_dimension(tmp_path: Path, server:
     assert table.column(PARTITION_COLUMN).to_pylist() == [str(key)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_an_unpartitioned_downstream_asset_loads_every_partition(
     tmp_path: Path, server: FakeOpenAIServer, backend: str
 ) -> None:

@@ -28,6 +28,7 @@ from ai_assets.dagster import (
     prompt_asset,
 )
 from ai_assets.testing import FakeOpenAIServer
+from tests.kinds import STORE_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "ai-assets"
@@ -74,7 +75,7 @@ def io_manager(backend: str, endpoint: str, prefix: str) -> Any:
         "aws_region": "us-east-1", "allow_http": "true"})
 
 
-@pytest.mark.parametrize("backend", ["parquet", "delta", "lancedb"])
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_io_managers_and_the_journal_on_s3(tmp_path: Path, s3: str, server: FakeOpenAIServer,
                                            backend: str) -> None:
     source = tmp_path / "src"

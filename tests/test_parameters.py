@@ -36,6 +36,7 @@ from ai_assets.storage.base import with_partition
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.testing import FakeOpenAIServer, Fault
+from tests.kinds import TABLE_STORE_KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -242,7 +243,7 @@ def test_a_concurrent_writer_sees_no_torn_journal_while_a_run_streams(tmp_path: 
     assert seen == sorted(seen) and len(cache) == 301  # 300 answers and the calibration entry
 
 
-@pytest.mark.parametrize("kind", ["delta", "lancedb"])
+@pytest.mark.parametrize("kind", TABLE_STORE_KINDS)
 def test_ingest_from_a_table_honours_columns_limit_and_min_rows(tmp_path: Path, kind: str) -> None:
     """``columns``, ``limit`` and ``min_rows`` of ``ingest_asset`` apply to a table source as to files (they were
     ignored: 10 rows, every column, success), in the factory and the YAML component alike."""

@@ -30,6 +30,7 @@ from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer, Fault
+from tests.kinds import TABLE_STORE_KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +247,7 @@ def test_sigkill_during_a_write_keeps_the_previous_version(tmp_path: Path, backe
         assert DeltaStore(root).read(["p"]).num_rows == 1
 
 
-@pytest.mark.parametrize("backend", ["delta", "lancedb"])
+@pytest.mark.parametrize("backend", TABLE_STORE_KINDS)
 def test_two_partitions_at_once_into_one_table(tmp_path: Path, server: FakeOpenAIServer, backend: str) -> None:
     write_rows(tmp_path / "src", "p1", 120)
     write_rows(tmp_path / "src", "p2", 80)

@@ -23,6 +23,7 @@ from ai_assets.dagster import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.testing import FakeOpenAIServer
+from tests.kinds import STORE_KINDS, TABLE_STORE_KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ def source_table() -> pa.Table:
                      "text": ["a", "b", "c", "d", "e"], "other": [0.1, 0.2, 0.3, 0.4, 0.5]})
 
 
-@pytest.mark.parametrize("kind", ["delta", "lancedb"])
+@pytest.mark.parametrize("kind", TABLE_STORE_KINDS)
 def test_a_partition_is_ingested_from_an_existing_table(tmp_path: Path, kind: str) -> None:
     if kind == "delta":
         DeltaStore(str(tmp_path / "sales")).write(source_table(), None)
@@ -92,7 +93,7 @@ def test_a_partition_is_ingested_from_an_existing_table(tmp_path: Path, kind: st
     assert dg.materialize([raw], partition_key="d4", resources=resources).success
 
 
-@pytest.mark.parametrize("backend", ["parquet", "delta", "lancedb"])
+@pytest.mark.parametrize("backend", STORE_KINDS)
 def test_a_reader_downstream_gets_the_rows_a_table_downstream_gets(tmp_path: Path, backend: str) -> None:
     days = dg.StaticPartitionsDefinition(["d1"])
     data = pa.table({"id": list(range(5000)), "text": [f"row {i}" for i in range(5000)]})
