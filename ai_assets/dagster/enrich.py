@@ -26,6 +26,7 @@ from ai_assets.dagster.resources import provider_of
 from ai_assets.dagster.versions import PROVIDER_KEY
 from ai_assets.functions.classify import Method, classify_text, label_descriptions
 from ai_assets.functions.embed import embed_text
+from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import Part, check_output_column, check_template
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
@@ -238,6 +239,7 @@ def classify_asset(
     top_k: int | None = None,
     threshold: float | None = None,
     params: PromptParams | None = None,
+    temperature: float = 0.05,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
@@ -253,12 +255,12 @@ labels that apply, best first.
     described = label_descriptions(labels)
     version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
                           output=output_column, top_k=top_k, threshold=threshold,
-                          params=params.as_request() if params else None)
+                          params=params.as_request() if params else None, temperature=temperature)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_text(data, column, described, provider=call.provider, method=method,
                             output_column=output_column, prices=prices, top_k=top_k, threshold=threshold,
-                            params=params, **call.common(options))
+                            params=params, temperature=temperature, **call.common(options))
         assert isinstance(out, EnrichedStream)
         return out
 
@@ -285,6 +287,7 @@ def embed_image_asset(
     cache_key: str | None = "ai_cache",
     model: str | None = None,
     max_error_rate: float = 0.0,
+    max_pixels: int = MAX_PIXELS,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that embeds the encoded images in ``column`` (CLIP through ``SentenceTransformersResource``, or
@@ -294,10 +297,10 @@ def embed_image_asset(
                                     io_manager_key="lancedb")
     """
     output_column = output_column or name
-    version = fingerprint(kind="embed_image", column=column, model=model, output=output_column)
+    version = fingerprint(kind="embed_image", column=column, model=model, output=output_column, max_pixels=max_pixels)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
-        out = embed_image(data, column, provider=call.provider, output_column=output_column,
+        out = embed_image(data, column, provider=call.provider, output_column=output_column, max_pixels=max_pixels,
                           **call.common(options, RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
@@ -322,19 +325,24 @@ def classify_image_asset(
     cache_key: str | None = "ai_cache",
     model: str | None = None,
     max_error_rate: float = 0.05,
+    temperature: float = 0.05,
+    max_pixels: int = MAX_PIXELS,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels the images in ``column``: by label prompts with a CLIP-class model
     (``{"phone": "a photo of a phone"}``) or by example images with any image embedder
-    (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column.
+    (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column; a score is the softmax of the
+    cosine similarities divided by ``temperature``.
     """
     output_column = output_column or name
     described: dict[str, LabelSpec] = label_descriptions(labels)
     version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
-                          labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()})
+                          labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()},
+                          temperature=temperature, max_pixels=max_pixels)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_image(data, column, described, provider=call.provider, output_column=output_column,
+                             temperature=temperature, max_pixels=max_pixels,
                              **call.common(options, RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out

@@ -203,15 +203,19 @@ def extract_text_asset(
     output_column: str = "text",
     max_pages: int = 50,
     max_chars: int = 100_000,
+    path_column: str | None = "path",
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
-    """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits."""
-    version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars)
+    """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits (the kind is
+    sniffed from the bytes, helped by the file name in ``path_column``)."""
+    version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars,
+                          path_column=path_column)
     description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column} (at most "
                    f"{max_pages} pages, {max_chars:,} characters).")
 
     def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return map_stream(reader, lambda batch: extract_text(batch, column, output_column=output_column,
-                                                             max_pages=max_pages, max_chars=max_chars))
+                                                             max_pages=max_pages, max_chars=max_chars,
+                                                             path_column=path_column))
 
     return _step_asset(name, upstream, version, description, step, asset_args)

@@ -16,6 +16,7 @@ from ai_assets.dagster.tasks import (
     summarize_asset,
     translate_asset,
 )
+from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.json_schema import answer_model
 from ai_assets.runtime.errors import ConfigError
 
@@ -64,6 +65,7 @@ class ClassifyComponent(EnrichComponentBase):
     top_k: int | None = None
     threshold: float | None = None
     params: Params | None = Field(default=None, description="method llm: the sampling settings")
+    temperature: float = Field(default=0.05, description="method embedding: the softmax temperature of the scores")
     provider_key: str = "embedder"
     embedding_model: str | None = None
 
@@ -72,7 +74,8 @@ class ClassifyComponent(EnrichComponentBase):
                               output_column=self.output_column, options=self.run_options(),
                               provider_key=self.provider_key, cache_key=self.cache_key, model=self.embedding_model,
                               prices=self.pricing(), top_k=self.top_k, threshold=self.threshold,
-                              params=self.params.build() if self.params else None, **self.asset_args())
+                              params=self.params.build() if self.params else None, temperature=self.temperature,
+                              **self.asset_args())
 
 
 class TaskComponent(EnrichComponentBase):
@@ -117,11 +120,14 @@ class EmbedImageComponent(EnrichComponentBase):
 
     column: str = "image"
     provider_key: str = "image_embedder"
+    embedding_model: str | None = Field(default=None, description="The image model (default: the resource's)")
+    max_pixels: int = Field(default=MAX_PIXELS, description="Larger images are refused (decompression bombs)")
 
     def asset(self) -> dg.AssetsDefinition:
         return embed_image_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
                                  options=self.run_options(), provider_key=self.provider_key,
-                                 cache_key=self.cache_key, **self.asset_args())
+                                 cache_key=self.cache_key, model=self.embedding_model, max_pixels=self.max_pixels,
+                                 **self.asset_args())
 
 
 class Examples(dg.Model):
@@ -142,6 +148,9 @@ class ClassifyImageComponent(EnrichComponentBase):
     column: str = "image"
     labels: dict[str, str | list[str] | Examples]
     provider_key: str = "image_embedder"
+    embedding_model: str | None = Field(default=None, description="The image model (default: the resource's)")
+    temperature: float = Field(default=0.05, description="The softmax temperature of the scores")
+    max_pixels: int = Field(default=MAX_PIXELS, description="Larger images are refused (decompression bombs)")
 
     def asset(self) -> dg.AssetsDefinition:
         labels: dict[str, str | list[bytes]] = {}
@@ -158,4 +167,6 @@ class ClassifyImageComponent(EnrichComponentBase):
             labels[label] = [p.read_bytes() for p in paths]
         return classify_image_asset(self.name, self.upstream, labels=labels, column=self.column,
                                     output_column=self.output_column, options=self.run_options(),
-                                    provider_key=self.provider_key, cache_key=self.cache_key, **self.asset_args())
+                                    provider_key=self.provider_key, cache_key=self.cache_key,
+                                    model=self.embedding_model, temperature=self.temperature,
+                                    max_pixels=self.max_pixels, **self.asset_args())

@@ -5,7 +5,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ai_assets.dagster.components.common import AssetComponentBase
+from ai_assets.dagster.components.common import AssetComponentBase, Options
+from ai_assets.dagster.derived import build
 from ai_assets.dagster.sources import (
     decode_images_asset,
     download_asset,
@@ -33,16 +34,19 @@ class IngestComponent(AssetComponentBase):
     limit: int | None = None
     bad_rows: Literal["raise", "null"] = "raise"
     min_rows: int = 0
+    storage_options: dict[str, str] | None = Field(default=None, description="fsspec options for the files, or "
+                                                   "the table's storage options")
 
     def spec(self) -> IngestSpec:
         source: DeltaSource | LanceSource | None = None
         if self.delta_table:
-            source = DeltaSource(self.delta_table, self.partition_column)
+            source = DeltaSource(self.delta_table, self.partition_column, storage_options=self.storage_options)
         elif self.lance_table:
             folder, _, table = self.lance_table.rpartition("/")
-            source = LanceSource(folder, table, self.partition_column)
+            source = LanceSource(folder, table, self.partition_column, storage_options=self.storage_options)
         return IngestSpec(path=self.path, source=source, format=self.format, columns=self.columns,
-                          limit=self.limit, bad_rows=self.bad_rows, min_rows=self.min_rows)
+                          limit=self.limit, bad_rows=self.bad_rows, min_rows=self.min_rows,
+                          storage_options=self.storage_options if source is None else None)
 
     def asset(self) -> dg.AssetsDefinition:
         return ingest_asset(self.name, spec=self.spec(), **self.asset_args())
@@ -83,12 +87,17 @@ class DownloadComponent(AssetComponentBase):
         "Reach private, loopback, shared and reserved addresses (refused by default; link-local and metadata "
         "addresses are refused regardless)."))
     protocols: list[str] = Field(default_factory=lambda: sorted(DownloadPolicy().protocols))
+    max_redirects: int = DownloadPolicy.max_redirects
+    storage_options: dict[str, str] | None = Field(default=None, description="fsspec options for object stores")
+    options: Options | None = None  # type: ignore[valid-type]
 
     def asset(self) -> dg.AssetsDefinition:
         policy = DownloadPolicy(max_bytes=self.max_bytes, allow_files=self.allow_files,
-                                allow_private=self.allow_private, protocols=frozenset(self.protocols))
+                                allow_private=self.allow_private, protocols=frozenset(self.protocols),
+                                max_redirects=self.max_redirects, storage_options=self.storage_options)
         return download_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
-                              policy=policy, **self.asset_args())
+                              policy=policy, options=build(self.options) if self.options else None,
+                              **self.asset_args())
 
 
 class DecodeImagesComponent(AssetComponentBase):
@@ -101,12 +110,14 @@ class DecodeImagesComponent(AssetComponentBase):
     size: list[int] | None = Field(default=None, description="[width, height] to fit into")
     resize: Literal["thumbnail", "exact"] = "thumbnail"
     format: str = "PNG"
+    max_pixels: int = Field(default=ImageSpec.max_pixels, description="Larger images are refused (decompression "
+                            "bombs)")
 
     def asset(self) -> dg.AssetsDefinition:
         if self.size is not None and len(self.size) != 2:
             raise ConfigError(f"{self.name}: size is [width, height], got {self.size}")
         size = (self.size[0], self.size[1]) if self.size else None
-        spec = ImageSpec(mode=self.mode, size=size, resize=self.resize, format=self.format)
+        spec = ImageSpec(mode=self.mode, size=size, resize=self.resize, format=self.format, max_pixels=self.max_pixels)
         return decode_images_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
                                    spec=spec, **self.asset_args())
 
@@ -119,7 +130,9 @@ class ExtractTextComponent(AssetComponentBase):
     output_column: str = "text"
     max_pages: int = 50
     max_chars: int = 100_000
+    path_column: str | None = Field(default="path", description="The file names that help tell the kind")
 
     def asset(self) -> dg.AssetsDefinition:
         return extract_text_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
-                                  max_pages=self.max_pages, max_chars=self.max_chars, **self.asset_args())
+                                  max_pages=self.max_pages, max_chars=self.max_chars, path_column=self.path_column,
+                                  **self.asset_args())

@@ -1,0 +1,74 @@
+"""Every parameter reaches every view of a step: each parameter of a plain function is a parameter of its
+factory, and each parameter of a factory is a field of its YAML component (a nested spec's fields flattened where
+the component flattens them). A parameter added to a function and forgotten in the factory or the YAML fails here."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import ai_assets as plain
+import ai_assets.dagster as factories
+from ai_assets.dagster import components
+from ai_assets.functions.ingest_spec import IngestSpec
+
+RUN_CONTEXT = {"table", "provider", "cache", "progress", "run_id", "group_column"}
+"""What the Dagster layer supplies itself (the upstream rows, the resource's provider, the journal)."""
+DAGSTER_ONLY = {"name", "upstream", "asset_args", "provider_key", "cache_key", "max_error_rate", "min_valid_share"}
+MODEL_FIELDS = ("llm_model", "embedding_model")  # a component's ``model`` (the base classes own that name)
+FLATTENED: dict[str, type[Any]] = {"policy": plain.DownloadPolicy, "spec": plain.ImageSpec}
+"""Factory parameters whose dataclass's fields the component takes one by one."""
+
+STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
+    (plain.prompt, factories.prompt_asset, components.PromptComponent),
+    (plain.embed_text, factories.embed_asset, components.EmbedComponent),
+    (plain.classify_text, factories.classify_asset, components.ClassifyComponent),
+    (plain.embed_image, factories.embed_image_asset, components.EmbedImageComponent),
+    (plain.classify_image, factories.classify_image_asset, components.ClassifyImageComponent),
+    (plain.download, factories.download_asset, components.DownloadComponent),
+    (plain.decode_images, factories.decode_images_asset, components.DecodeImagesComponent),
+    (plain.extract_text, factories.extract_text_asset, components.ExtractTextComponent),
+    (plain.summarize, factories.summarize_asset, components.TaskComponent),
+    (plain.translate, factories.translate_asset, components.TaskComponent),
+    (plain.extract, factories.extract_asset, components.TaskComponent),
+    (plain.mask, factories.mask_asset, components.TaskComponent),
+    (plain.fix_grammar, factories.fix_grammar_asset, components.TaskComponent),
+    (plain.analyze_sentiment, factories.sentiment_asset, components.TaskComponent),
+    (plain.similarity, factories.similarity_asset, None),  # no component yet: two columns, an embedder
+]
+
+
+def parameters(function: Callable[..., Any]) -> set[str]:
+    return {name for name, p in inspect.signature(function).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+@pytest.mark.parametrize(("function", "factory", "component"), STEPS, ids=[s[1].__name__ for s in STEPS])
+def test_every_parameter_reaches_the_factory_and_the_component(
+        function: Callable[..., Any], factory: Callable[..., Any], component: type[Any] | None) -> None:
+    assert parameters(function) - RUN_CONTEXT - parameters(factory) == set()
+    if component is None:
+        return
+    fields = set(component.model_fields)
+    missing = set()
+    for name in parameters(factory) - DAGSTER_ONLY - {"prices"}:
+        if name in FLATTENED:
+            inner = {f.name for f in dataclasses.fields(FLATTENED[name])} - {"size"} | ({"size"} & fields)
+            missing |= {f"{name}.{f}" for f in inner - fields}
+        elif name == "model":
+            missing |= set() if set(MODEL_FIELDS) & fields else {"model"}
+        elif name not in fields:
+            missing.add(name)
+    assert missing == set()
+    assert "prices" not in parameters(factory) or "prices" in fields
+
+
+def test_every_ingest_setting_is_in_the_factory_and_the_component() -> None:
+    spec = {f.name for f in dataclasses.fields(IngestSpec)}
+    assert spec - parameters(factories.ingest_asset) == set()
+    # the component names its table source by kind (delta_table / lance_table + partition_column)
+    assert spec - {"source"} - set(components.IngestComponent.model_fields) == set()
