@@ -112,3 +112,16 @@ def test_plain_layers_do_not_import_dagster() -> None:
     code = f"import importlib, sys\nfor m in {plain!r}:\n    importlib.import_module(m)\n" \
            "assert 'dagster' not in sys.modules, [m for m in sys.modules if m.startswith('dagster')][:5]"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_the_registries_name_the_same_kinds_and_each_provider_serves_a_capability() -> None:
+    from ai_assets.dagster.registry import PROVIDERS as RESOURCES
+    from ai_assets.providers import protocols
+    from ai_assets.providers.registry import PROVIDERS, provider_class
+
+    assert set(PROVIDERS) == set(RESOURCES)  # a plain provider for every resource kind, and back
+    capabilities = (protocols.Prompter, protocols.TextEmbedder, protocols.RemoteTextEmbedder,
+                    protocols.ImageEmbedder)
+    for name in PROVIDERS:
+        cls = provider_class(name)
+        assert any(all(hasattr(cls, m) for m in vars(c) if not m.startswith("_")) for c in capabilities), name
