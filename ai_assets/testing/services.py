@@ -215,10 +215,20 @@ def start_redis(folder: Path, port: int | None = None) -> Service:
           str(pidfile), "--logfile", str(log), "--dir", str(folder), "--save", "", "--appendonly", "no"],
          "redis-server", log)
     wait_for_port(port, what="redis-server", log=log)
-    deadline = time.monotonic() + 10
-    while not pidfile.exists() and time.monotonic() < deadline:
+    return Service("redis", f"redis://127.0.0.1:{port}/0", _pid_from(pidfile, "redis-server"), folder, port)
+
+
+def _pid_from(pidfile: Path, what: str, timeout_s: float = 10.0) -> int:
+    """The pid a daemon writes to ``pidfile``. The file can exist before its number is in it (redis creates it,
+    then writes): seen as ``int('')`` once under load, so it is read until it holds a number."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{what} wrote no pid to {pidfile} within {timeout_s:g}s (read {text!r})")
         time.sleep(0.05)
-    return Service("redis", f"redis://127.0.0.1:{port}/0", int(pidfile.read_text()), folder, port)
 
 
 @contextlib.contextmanager
