@@ -207,19 +207,25 @@ def answered_rows(state: dict[str, Any]) -> int:
     return count
 
 
-def test_backfill_on_the_cluster_survives_a_killed_worker(cluster: dict[str, Any], fake: FakeOpenAIServer,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    state = cluster
-    seed(state)
+def backfill_until_sending(state: dict[str, Any], fake: FakeOpenAIServer, round: int) -> tuple[str, int, int]:
+    """Seed this round's reviews, launch the backfill and wait until a third of its rows are answered: the
+    backfill's id, the journal's answers before it, and a Celery pool process with requests in flight."""
+    seed(state, round)
     fake.reset()
     answered = answered_rows(state)
     backfill_id = launch(state["webserver"])
-
-    # Kill a Celery pool process while it has requests in flight (a third of the rows answered by then).
-    rows = ROWS * len(DAYS)
-    wait_for("requests", lambda: fake.stats().chat_requests >= rows // 3, 300, state)
+    wait_for("requests", lambda: fake.stats().chat_requests >= ROWS * len(DAYS) // 3, 300, state)
     port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
-    victim = wait_for("a worker sending requests", lambda: sending_worker_process(state, port), 60, state)
+    pool = wait_for("a worker sending requests", lambda: sending_worker_process(state, port), 60, state)
+    return backfill_id, answered, pool
+
+
+def test_backfill_on_the_cluster_survives_a_killed_worker(cluster: dict[str, Any], fake: FakeOpenAIServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    state = cluster
+    rows = ROWS * len(DAYS)
+    # Kill a Celery pool process while it has requests in flight (a third of the rows answered by then).
+    backfill_id, answered, victim = backfill_until_sending(state, fake, round=0)
     os.kill(victim, signal.SIGKILL)
     killed_at = fake.stats().chat_requests
 
@@ -259,14 +265,8 @@ def test_backfill_on_the_cluster_survives_a_lost_worker(cluster: dict[str, Any],
     """A whole worker SIGKILLed (main process and pool: its process group) while it sends requests. Nothing of it
     reports the loss; the executor's pings do, within LOST_AFTER_S, and the run is retried on the other worker."""
     state = cluster
-    seed(state, round=1)  # new reviews: nothing of them is in the journal yet
-    fake.reset()
-    answered = answered_rows(state)
-    backfill_id = launch(state["webserver"])
     rows = ROWS * len(DAYS)
-    wait_for("requests", lambda: fake.stats().chat_requests >= rows // 3, 300, state)
-    port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
-    pool = wait_for("a worker sending requests", lambda: sending_worker_process(state, port), 60, state)
+    backfill_id, answered, pool = backfill_until_sending(state, fake, round=1)  # new reviews: none journalled
     name = worker_of(state, pool)
     os.killpg(state["processes"][name], signal.SIGKILL)
     killed_at, lost_at = fake.stats().chat_requests, time.monotonic()

@@ -98,10 +98,12 @@ def _watched_executor(config: dict[str, Any]) -> dg.Executor:
 
     class WatchedCeleryExecutor(CeleryExecutor):
         def execute(self, plan_context: Any, execution_plan: Any) -> Any:
-            watches: dict[int, WorkerWatch] = {}
+            watches: dict[int, WorkerWatch] = {}  # one per Celery app (the loop makes one per execution)
 
             def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> Any:
-                watch = watches.setdefault(id(app), WorkerWatch(app, ping_every_s, lost_after_s))
+                if id(app) not in watches:
+                    watches[id(app)] = WorkerWatch(app, ping_every_s, lost_after_s)
+                watch = watches[id(app)]
                 result = _submit_task(app, context, step, queue, priority, known_state)  # type: ignore[no-untyped-call]
                 return WatchedResult(result, watch, step.key)
 
