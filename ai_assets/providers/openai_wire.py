@@ -121,7 +121,7 @@ class ChatConnection(BaseConnection):
         content, from_tools = shape.answer()
         if self.response_model is None:
             return Reply(content, usage)
-        direct = _direct_json(content, from_tools, self.endpoint.mode, self.response_model)
+        direct = _direct_json(shape, content, from_tools, self.endpoint.mode, self.response_model)
         if direct is not None:
             try:  # the answer is the JSON: validated once, without building the SDK's completion object
                 return Reply(self.response_model.model_validate_json(direct).model_dump(mode="json"), usage)
@@ -183,18 +183,18 @@ class EmbeddingConnection(BaseConnection):
         return Reply(vectors, shape.attempt_usage())
 
 
-def _direct_json(content: str, from_tools: bool, mode: instructor.Mode, model: type[BaseModel]) -> str | None:
+def _direct_json(shape: ChatBody, content: str, from_tools: bool, mode: instructor.Mode,
+                 model: type[BaseModel]) -> str | None:
     """The JSON an answer holds when reading it needs nothing of instructor: the content in a JSON mode, or the
     arguments of the one tool call named after the model in a TOOLS mode; None otherwise."""
     if not from_tools:
         return content if mode in JSON_CONTENT_MODES else None
-    if mode not in TOOL_MODES:
+    message = shape.choices[0].message if mode in TOOL_MODES and shape.choices else None
+    calls = (message.tool_calls or []) if message is not None else []
+    function = calls[0].function if len(calls) == 1 else None
+    if function is None or function.name != _tool_name(model):
         return None
-    calls = json.loads(content)
-    if len(calls) != 1 or calls[0].get("function", {}).get("name") != _tool_name(model):
-        return None
-    arguments = calls[0]["function"].get("arguments")
-    return arguments if isinstance(arguments, str) else None
+    return function.arguments
 
 
 @functools.lru_cache(maxsize=256)
