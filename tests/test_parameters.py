@@ -378,7 +378,7 @@ def test_yaml_resources_take_exactly_their_resource_s_fields(tmp_path: Path,
 
     from ai_assets.dagster import LlamaCppResource, SentenceTransformersResource
     from ai_assets.dagster.components import ResourcesComponent
-    from ai_assets.dagster.registry import build
+    from ai_assets.dagster.registry import build_resource
 
     monkeypatch.setenv("MY_KEY", "sk-from-the-environment")
     component = ResourcesComponent.model_validate({"out": str(tmp_path), "providers": {
@@ -387,16 +387,16 @@ def test_yaml_resources_take_exactly_their_resource_s_fields(tmp_path: Path,
         "local": {"kind": "llama_cpp", "llm_model": "/models/x.gguf", "context": 512},
         "embedder": {"kind": "sentence_transformers", "embedding_model": "mini", "batch_size": 8, "device": "cpu"},
     }, "io_managers": {"lance": {"kind": "lancedb", "root": "l", "index_after_rows": 5, "reindex_after_rows": 7}}})
-    llm = build(component.providers["llm"])
+    llm = build_resource(component.providers["llm"])
     assert (llm.model, llm.base_url, llm.rpm, llm.tpm, llm.embedding_dimensions, llm.max_response_bytes) == (
         "m", "http://127.0.0.1:9/v1", 60, 6000, 64, 4096)
     assert isinstance(llm.api_key, dg.EnvVar) and llm.api_key.env_var_name == "MY_KEY"  # never the value
-    local = build(component.providers["local"])
+    local = build_resource(component.providers["local"])
     assert isinstance(local, LlamaCppResource) and (local.model_path, local.context) == ("/models/x.gguf", 512)
-    embedder = build(component.providers["embedder"])
+    embedder = build_resource(component.providers["embedder"])
     assert isinstance(embedder, SentenceTransformersResource)
     assert (embedder.model, embedder.batch_size, embedder.device) == ("mini", 8, "cpu")
-    lance = build(component.io_managers["lance"], root=str(tmp_path / "l"))
+    lance = build_resource(component.io_managers["lance"], root=str(tmp_path / "l"))
     assert (lance.index_after_rows, lance.reindex_after_rows) == (5, 7)
     for wrong in ({"providers": {"x": {"kind": "llama_cpp", "rpm": 5}}},
                   {"providers": {"x": {"kind": "sentence_transformers", "base_url": "http://h/v1"}}},

@@ -41,7 +41,7 @@ _BUILT: dict[type[dg.Model], tuple[str, type[Any], dict[str, str]]] = {}
 
 
 def _variant(kind: str, resource: type[Any], *, secrets: bool) -> type[dg.Model]:
-    fields: dict[str, Any] = {"kind": (Literal[kind], Field(description=f"{resource.__name__}"))}
+    fields: dict[str, Any] = {"kind": (Literal[kind], Field(description=resource.__name__))}
     for name, info in resource.model_fields.items():
         if name in SECRETS:
             continue
@@ -66,7 +66,7 @@ def _variant(kind: str, resource: type[Any], *, secrets: bool) -> type[dg.Model]
     return model
 
 
-def build(value: dg.Model, **overrides: Any) -> Any:
+def build_resource(value: dg.Model, **overrides: Any) -> Any:
     """The resource or IO manager a YAML entry describes, from the fields it gave (and ``overrides``)."""
     kind, resource, aliases = _BUILT[type(value)]
     given = {name: getattr(value, name) for name in value.model_fields_set if name not in ("kind", "api_key_env")}

@@ -6,8 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from ai_assets.dagster.components.common import under_out
-from ai_assets.dagster.registry import Provider, Store
-from ai_assets.dagster.registry import build as build_resource
+from ai_assets.dagster.registry import Provider, Store, build_resource
 from ai_assets.dagster.resources import (
     ResultCacheResource,
 )
