@@ -214,8 +214,18 @@ def start_redis(folder: Path, port: int | None = None) -> Service:
     _run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile",
           str(pidfile), "--logfile", str(log), "--dir", str(folder), "--save", "", "--appendonly", "no"],
          "redis-server", log)
-    wait_for_port(port, what="redis-server", log=log)
-    return Service("redis", f"redis://127.0.0.1:{port}/0", _pid_from(pidfile, "redis-server"), folder, port)
+    try:
+        wait_for_port(port, what="redis-server", log=log)
+        pid = _pid_from(pidfile, "redis-server")
+    except BaseException:
+        _shutdown_redis(port)  # daemonized: nothing else would stop it
+        raise
+    return Service("redis", f"redis://127.0.0.1:{port}/0", pid, folder, port)
+
+
+def _shutdown_redis(port: int) -> None:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+        connection.sendall(b"SHUTDOWN NOSAVE\r\n")
 
 
 def _pid_from(pidfile: Path, what: str, timeout_s: float = 10.0) -> int:
