@@ -5,7 +5,9 @@ Cases, at ``--small`` and ``--rows`` rows:
 * ``plain``: ``prompt()`` over a ``RecordBatchReader`` of a Parquet file, writing the output batches to Parquet;
 * ``dagster``: a Dagster materialization ingest (JSONL) -> prompt -> Delta Lake, one partition;
 * ``table``: ``prompt()`` over a ``pyarrow.Table`` (the table path), at ``--small`` rows only, and the same with
-  the code at ``--baseline`` (a checkout of an earlier commit) when given.
+  the code at ``--baseline`` (a checkout of an earlier commit) when given;
+* with ``--baseline``, also ``dagster`` at ``--rows`` with the baseline's code: rows/s, peak RSS and the bytes
+  that went through a spool file before reaching the store.
 
 Prints each case's rows/s and peak RSS, and the ratios the targets are about.
 
@@ -36,6 +38,14 @@ from ai_assets.testing import FakeOpenAIServer
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+import ai_assets.runtime.spool as spool_module  # counts what goes through a spool file (Arrow IPC) on its way
+spooled = [0]
+_write = spool_module.Spool.write
+def _counted(self, batch):
+    spooled[0] += batch.nbytes
+    _write(self, batch)
+spool_module.Spool.write = _counted
 
 kwargs = {"track": False} if "track" in FakeOpenAIServer.__init__.__code__.co_varnames else {}
 with FakeOpenAIServer(latency=0.005, **kwargs) as server:
@@ -71,10 +81,12 @@ with FakeOpenAIServer(latency=0.005, **kwargs) as server:
             "llm": OpenAICompatibleResource(model="bench", base_url=server.base_url, api_key="bench"),
             "ai_cache": ResultCacheResource(path=str(folder / f"{case}-{tag}.sqlite")),
             "io_manager": ParquetIOManager(root=str(folder / "parquet")),
-            "delta": DeltaIOManager(root=str(folder / "delta"))})
+            "delta": DeltaIOManager(root=str(folder / f"delta-{tag}"))})
         assert result.success
     elapsed = time.perf_counter() - started
-print(json.dumps({"rows_per_s": rows / elapsed, "peak_mb": peak_mb()}), flush=True)
+stored = sum(f.stat().st_size for f in (folder / f"delta-{tag}").rglob("*.parquet")) / 1e6 if case == "dagster" else 0.0
+print(json.dumps({"rows_per_s": rows / elapsed, "peak_mb": peak_mb(), "spooled_mb": spooled[0] / 1e6,
+                  "stored_mb": stored}), flush=True)
 import os
 os._exit(0)  # deltalake can abort at exit after reads (delta-rs #2184)
 '''
@@ -107,7 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
-    parser.add_argument("--baseline", default=None, help="a checkout of an earlier commit, for its table path")
+    parser.add_argument("--baseline", default=None,
+                        help="a checkout of an earlier commit, for its table path and its 1M-row materialization")
     args = parser.parse_args()
     results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,13 +131,16 @@ def main() -> None:
             cases = ["table", "plain", "dagster"] if rows == args.small else ["plain", "dagster"]
             for case in cases:
                 results[(case, rows)] = run(case, rows, folder)
-                print(f"  {case:<8} {rows:>9,} rows  {results[(case, rows)]['rows_per_s']:8.0f} rows/s  "
-                      f"peak RSS {results[(case, rows)]['peak_mb']:6.0f} MB", flush=True)
+                got = results[(case, rows)]
+                print(f"  {case:<8} {rows:>9,} rows  {got['rows_per_s']:8.0f} rows/s  peak RSS {got['peak_mb']:6.0f} MB"
+                      f"  spooled {got['spooled_mb']:5,.0f} MB", flush=True)
             if args.baseline and rows == args.small:
                 results[("baseline table", rows)] = run("table", rows, folder, args.baseline)
                 print(f"  baseline table path {rows:>9,} rows  "
                       f"{results[('baseline table', rows)]['rows_per_s']:8.0f} rows/s  "
                       f"peak RSS {results[('baseline table', rows)]['peak_mb']:6.0f} MB", flush=True)
+            if args.baseline and rows == args.rows:
+                results[("baseline dagster", rows)] = run("dagster", rows, folder, args.baseline)
     big, small = args.rows, args.small
     print(f"5 ms latency, 64 in flight, SQLite journal; limit {64 / 0.005:,.0f} rows/s")
     for case in ("plain", "dagster"):
@@ -136,6 +152,12 @@ def main() -> None:
         print(f"  {case:<8} {results[(case, big)]['rows_per_s'] / reference['rows_per_s']:.2f} of the "
               f"{'baseline' if ('baseline table', small) in results else 'current'} table path's rows/s at "
               f"{small:,} (target >= 1.0)")
+    if ("baseline dagster", big) in results:
+        now, before = results[("dagster", big)], results[("baseline dagster", big)]
+        print(f"  dagster at {big:,} rows against the baseline's: {now['rows_per_s'] / before['rows_per_s']:.2f}x "
+              f"rows/s, {now['peak_mb'] / before['peak_mb']:.2f}x peak RSS; spooled {now['spooled_mb']:,.0f} MB vs "
+              f"{before['spooled_mb']:,.0f} MB of Arrow before the store (the Delta table: "
+              f"{now['stored_mb']:,.0f} MB of Parquet)")
     results_file.save("memory", {f"{case} {rows}": figures for (case, rows), figures in results.items()})
 
 

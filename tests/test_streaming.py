@@ -19,10 +19,18 @@ from ai_assets import (
     embed_text,
     prompt,
 )
-from ai_assets.dagster import DeltaIOManager, LanceDBIOManager, ParquetIOManager, ingest_asset
+from ai_assets.dagster import (
+    DeltaIOManager,
+    LanceDBIOManager,
+    OpenAICompatibleResource,
+    ParquetIOManager,
+    ResultCacheResource,
+    ingest_asset,
+    prompt_asset,
+)
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
-from ai_assets.testing import FakeOpenAIServer
+from ai_assets.testing import FakeOpenAIServer, Fault
 from tests.kinds import STORE_KINDS, TABLE_STORE_KINDS
 
 pytestmark = pytest.mark.slow
@@ -117,3 +125,66 @@ def test_a_reader_downstream_gets_the_rows_a_table_downstream_gets(tmp_path: Pat
     from_reader = manager.store(dg.AssetKey("as_reader"), {}).read(["d1"]).sort_by("id")
     assert from_reader.select(["id", "text"]).equals(from_table.select(["id", "text"]))
     assert from_table.num_rows == 5000
+
+
+class _Watching(dg.IOManager):
+    """Reads the output batch by batch and notes how many prompts the server had answered when the first batch
+    reached it."""
+
+    def __init__(self, server: FakeOpenAIServer) -> None:
+        self.server = server
+        self.answered_at_first_batch: int | None = None
+        self.rows = 0
+
+    def handle_output(self, context: dg.OutputContext, obj: pa.RecordBatchReader) -> None:
+        for batch in obj:
+            if self.answered_at_first_batch is None:
+                self.answered_at_first_batch = self.server.stats().chat_requests
+            self.rows += batch.num_rows
+
+    def load_input(self, context: dg.InputContext) -> None:
+        raise NotImplementedError
+
+
+def test_the_store_write_begins_before_the_last_row_is_sent(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """Write once: the IO manager reads the output while later windows are still being computed (no spool file in
+    between), and usage metadata still reaches the materialization."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"id": {i}, "text": "row {i}"}}\n' for i in range(200)))
+    raw = ingest_asset("raw", path=str(path))
+    answers = prompt_asset("answers", raw, template="{text}", io_manager_key="watching",
+                           options=RunOptions(concurrency=4, window_rows=20))
+    watching = _Watching(server)
+    result = dg.materialize([raw, answers], resources={
+        "llm": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+        "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+        "io_manager": ParquetIOManager(root=str(tmp_path / "out")),
+        "watching": dg.IOManagerDefinition.hardcoded_io_manager(watching)})
+    assert result.success
+    assert server.stats().chat_requests == 200
+    assert watching.rows == 200
+    assert watching.answered_at_first_batch is not None
+    assert watching.answered_at_first_batch < 200  # was 200: every row sent and spooled before the write began
+    metadata = result.asset_materializations_for_node("answers")[0].metadata
+    assert metadata["ai/rows_sent"].value == 200
+
+
+def test_an_error_in_a_later_window_commits_nothing(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    server.set_faults(Fault("400", match="row 150", attempts=None))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"id": {i}, "text": "row {i}"}}\n' for i in range(200)))
+    raw = ingest_asset("raw", path=str(path))
+    answers = prompt_asset("answers", raw, template="{text}", io_manager_key="delta",
+                           options=RunOptions(window_rows=20, on_error="raise"))
+    resources = {"llm": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out")),
+                 "delta": DeltaIOManager(root=str(tmp_path / "delta"))}
+    result = dg.materialize([raw, answers], resources=resources, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("answers")
+    assert failure is not None and "row 150" in str(failure.error)
+    assert not (tmp_path / "delta" / "answers" / "_delta_log").exists()  # nothing committed
+    server.set_faults()
+    assert dg.materialize([raw, answers], resources=resources).success  # the re-run pays only for what failed
+    assert DeltaStore(str(tmp_path / "delta" / "answers")).read().num_rows == 200

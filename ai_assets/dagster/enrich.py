@@ -1,13 +1,16 @@
 """Factories for enrichment assets: prompt, embed, classify (text and images).
 
 Each asset reads its upstream partition as a stream, runs the plain-Python function window by window (bounded
-memory whatever the partition's size), spools the output batches to a local file while the asset checks measure
-them, and hands the IO manager a reader over the spool, which it writes batch by batch and commits once. Usage and
-cost go into each partition's own materialization, also when one run covers a range of partitions.
+memory whatever the partition's size) and hands the IO manager a reader over the output as it is computed, which
+it writes batch by batch and commits once: each output byte is written once, to the store. The checks measure the
+batches as they pass; usage and cost are added to the materialization when the last batch has been read (before
+Dagster logs it), into each partition's own materialization when one run covers a range of partitions. An error
+in a later window surfaces from the IO manager's write, which then commits nothing.
 """
 
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Unpack
@@ -36,7 +39,6 @@ from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.quality import VectorStats
 from ai_assets.runtime.results import EnrichedStream
-from ai_assets.runtime.spool import Spool
 from ai_assets.runtime.task import Progress
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.storage.base import PARTITION_COLUMN
@@ -100,24 +102,38 @@ def _enrich_asset(
         call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id,
                     PARTITION_COLUMN if partitions else None)
         stream = run(upstream, call)
-        spool = Spool()
         vectors = VectorStats() if vector_column else None
-        for batch in stream:
-            spool.write(batch)
-            if vectors is not None and vector_column in batch.schema.names:
-                vectors.update(batch.column(vector_column))
-        usage = stream.usage
-        prices = price_of(provider)
-        summary = usage.summary()
-        context.log.info(
-            f"{name}: {summary['rows']} rows, {summary['cache_hits']} from the journal, {summary['sent_rows']} sent, "
-            f"{summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
-        for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
-            context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
-                                       partition_key=partition)
-        yield dg.Output(spool.reader(upstream.schema), metadata={} if partitions else usage_metadata(usage, prices))
+        done = False
+
+        def report() -> None:  # runs as the IO manager reads the last batch: before the materialization is logged
+            usage, prices = stream.usage, price_of(provider)
+            summary = usage.summary()
+            context.log.info(
+                f"{name}: {summary['rows']} rows, {summary['cache_hits']} from the journal, {summary['sent_rows']} "
+                f"sent, {summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
+            for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
+                context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
+                                           partition_key=partition)
+            if not partitions:
+                context.add_asset_metadata(usage_metadata(usage, prices))
+
+        def measured(first: pa.RecordBatch | None) -> Iterator[pa.RecordBatch]:
+            nonlocal done
+            for batch in itertools.chain([first] if first is not None else [], stream):
+                if vectors is not None and vector_column in batch.schema.names:
+                    vectors.update(batch.column(vector_column))
+                yield batch
+            done = True
+            report()
+
+        first = next(iter(stream), None)  # the output's schema; an empty partition keeps its upstream's
+        yield dg.Output(pa.RecordBatchReader.from_batches(first.schema if first is not None else upstream.schema,
+                                                          measured(first)))
+        if not done:
+            context.log.warning(f"{name}: the IO manager did not read the whole output; usage and checks cover "
+                                "the rows it read")
         for check in checks:
-            yield check.evaluate(Measured(usage, vectors))
+            yield check.evaluate(Measured(stream.usage, vectors))
 
     return _enrich
 
