@@ -3,6 +3,7 @@ fake server (what it received) or in the stored tables."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -326,6 +327,32 @@ def test_sampling_params_reach_every_llm_request_of_every_factory_and_component(
     server.reset()  # (each asset asks something new: the journal would answer a repeated request)
     assert dg.materialize([raw, *factories, *components], resources=resources).success
     assert server.stats().sampling == {sent: 2 * (len(factories) + len(components))}
+
+
+def test_the_task_component_builds_every_task_and_refuses_what_a_task_does_not_take(
+        tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """similarity comes from YAML too (two columns, an embedder); a setting of another task or a missing one is a
+    ConfigError naming it (``to`` on summarize used to be ignored)."""
+    from ai_assets.dagster.components import TaskComponent
+    from ai_assets.runtime.errors import ConfigError
+
+    raw = ingest_asset("raw", path=str(source(tmp_path, ["a", "b"])))
+    similar = TaskComponent(name="same", upstream="raw", task="similarity", left="text", right="text",
+                            embedding_model="e-1").asset()
+    resources = {"embedder": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out")),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite"))}
+    assert dg.materialize([raw, similar], resources=resources).success
+    scores = ParquetIOManager(root=str(tmp_path / "out")).store(dg.AssetKey("same"), {}).read().column("same")
+    assert scores.to_pylist() == pytest.approx([1.0, 1.0])
+    assert server.stats().embedding_inputs == 2  # each distinct text once, for both columns
+
+    for settings, named in (({"task": "summarize", "column": "text", "to": "French"}, "['to']"),
+                            ({"task": "translate", "column": "text"}, "needs ['to']"),
+                            ({"task": "similarity", "left": "a", "right": "b", "llm_model": "m"}, "['llm_model']"),
+                            ({"task": "similarity", "left": "a"}, "needs ['right']")):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            TaskComponent(name="t", upstream="raw", **settings).asset()
 
 
 def test_batch_size_is_a_local_model_s_forward_pass(tmp_path: Path) -> None:

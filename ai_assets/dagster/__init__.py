@@ -36,6 +36,7 @@ from ai_assets.dagster.tasks import (
     sentiment_asset,
     similarity_asset,
     summarize_asset,
+    task_asset,
     translate_asset,
 )
 from ai_assets.dagster.versions import provider_versions
@@ -70,5 +71,6 @@ __all__ = [
     "sentiment_asset",
     "similarity_asset",
     "summarize_asset",
+    "task_asset",
     "translate_asset",
 ]

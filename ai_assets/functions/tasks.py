@@ -18,6 +18,7 @@ Multi-label classification is ``classify_text(..., top_k=, threshold=)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -172,12 +173,12 @@ def fix_grammar(table: Source, column: str, *, provider: Prompter, output_column
 
 def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder | RemoteTextEmbedder,
                output_column: str = "similarity", options: RunOptions | None = None, cache: Cache | None = None,
-               progress: Progress | None = None, model: str | None = None, run_id: str | None = None,
-               group_column: str | None = None) -> Enriched | EnrichedStream:
+               progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
+               run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
     """The cosine similarity (float32, -1 to 1) of the embeddings of the texts in ``left`` and ``right``; null
     where either is missing. Both columns share the journal: a text embedded once is never embedded again."""
     common: dict[str, Any] = {"provider": provider, "options": options, "cache": cache, "model": model,
-                              "run_id": run_id, "group_column": group_column}
+                              "prices": prices, "run_id": run_id, "group_column": group_column}
     first = embed_text(table, left, output_column="__similarity_left", **common)
     source = first.table if isinstance(first, Enriched) else first.reader()
     second = embed_text(source, right, output_column="__similarity_right", progress=progress, **common)
@@ -222,3 +223,46 @@ def _add(usage: Usage, other: Usage) -> None:
                  "deduplicated"):
         setattr(usage, name, getattr(usage, name) + getattr(other, name))
     usage.elapsed_s += other.elapsed_s
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """What the factories and the YAML component need to know of a task function."""
+
+    function: Callable[..., Enriched | EnrichedStream]
+    what: Callable[[Mapping[str, Any]], str]
+    """The asset's description, from the task's arguments."""
+    inputs: tuple[str, ...] = ("column",)
+    """The columns it reads, by argument name."""
+    settings: tuple[str, ...] = ("params",)
+    """Its own arguments, beyond the inputs and the run context."""
+    required: tuple[str, ...] = ()
+    """Settings without a default, which a YAML must give."""
+    prompts: bool = True
+    """A chat model does it (an ``llm`` resource); else an embedder."""
+
+
+def _words(arguments: Mapping[str, Any]) -> str:
+    return f"Summarizes `{arguments['column']}` in at most {arguments.get('max_words') or 50} words"
+
+
+def _fields(arguments: Mapping[str, Any]) -> str:
+    fields = arguments["fields"]
+    return f"Extracts {fields.__name__ if isinstance(fields, type) else ', '.join(fields)} from `{arguments['column']}`"
+
+
+TASKS: dict[str, TaskEntry] = {
+    "extract": TaskEntry(extract, _fields, settings=("fields", "params"), required=("fields",)),
+    "summarize": TaskEntry(summarize, _words, settings=("max_words", "params")),
+    "translate": TaskEntry(translate, lambda a: f"Translates `{a['column']}` into {a['to']}",
+                           settings=("to", "params"), required=("to",)),
+    "sentiment": TaskEntry(analyze_sentiment, lambda a: f"Gives the sentiment (positive, negative, neutral, mixed) "
+                           f"of `{a['column']}`"),
+    "mask": TaskEntry(mask, lambda a: f"Masks every {', '.join(a.get('entities') or DEFAULT_ENTITIES)} of "
+                      f"`{a['column']}`", settings=("entities", "params")),
+    "fix_grammar": TaskEntry(fix_grammar, lambda a: f"Corrects the grammar and spelling of `{a['column']}`"),
+    "similarity": TaskEntry(similarity, lambda a: f"Scores the cosine similarity of the embeddings of `{a['left']}` "
+                            f"and `{a['right']}`", inputs=("left", "right"), settings=(), prompts=False),
+}
+"""Every task function by its name in YAML (``task: summarize``): the one list the factories and the component
+read. A new task is its function above and one line here (and a component field for a new kind of setting)."""

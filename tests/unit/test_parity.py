@@ -38,7 +38,7 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
     (plain.mask, factories.mask_asset, components.TaskComponent),
     (plain.fix_grammar, factories.fix_grammar_asset, components.TaskComponent),
     (plain.analyze_sentiment, factories.sentiment_asset, components.TaskComponent),
-    (plain.similarity, factories.similarity_asset, None),  # no component yet: two columns, an embedder
+    (plain.similarity, factories.similarity_asset, components.TaskComponent),
 ]
 
 
@@ -72,3 +72,24 @@ def test_every_ingest_setting_is_in_the_factory_and_the_component() -> None:
     assert spec - parameters(factories.ingest_asset) == set()
     # the component names its table source by kind (delta_table / lance_table + partition_column)
     assert spec - {"source"} - set(components.IngestComponent.model_fields) == set()
+
+
+def test_the_task_registry_is_what_the_factories_and_the_component_offer() -> None:
+    """``TASKS`` is the one list of tasks: the component's ``task`` choices are its names, every entry's inputs and
+    settings are parameters of its function and fields of the component, and each task function has a factory."""
+    from typing import get_args
+
+    from ai_assets.dagster.components.enrich import TASK_SETTINGS
+    from ai_assets.functions.tasks import TASKS
+
+    assert set(get_args(components.TaskComponent.model_fields["task"].annotation)) == set(TASKS)
+    assert set(TASK_SETTINGS) <= set(components.TaskComponent.model_fields)
+    factory_of = {step[0]: step[1] for step in STEPS}
+    for name, entry in TASKS.items():
+        taken = {*entry.inputs, *entry.settings}
+        assert taken <= parameters(entry.function), name
+        assert taken <= set(TASK_SETTINGS), name
+        assert set(entry.required) <= set(entry.settings), name
+        assert taken <= parameters(factory_of[entry.function]), name
+    covered = {step[0] for step in STEPS if step[2] is components.TaskComponent}
+    assert covered == {entry.function for entry in TASKS.values()}

@@ -99,7 +99,7 @@ def test_public_api_is_guarded() -> None:
         "classify_asset", "classify_image_asset", "decode_images_asset", "download_asset", "embed_asset",
         "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags", "ingest_asset",
         "landing_folder_sensor", "mask_asset", "partitioned_schedule", "preprocess_asset", "prompt_asset",
-        "provider_versions", "sentiment_asset", "similarity_asset", "summarize_asset", "translate_asset"]
+        "provider_versions", "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset", "translate_asset"]
     for module in (ai_assets, ai_assets.dagster):
         assert all(hasattr(module, name) for name in module.__all__)
 

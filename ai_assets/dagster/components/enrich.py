@@ -8,16 +8,10 @@ from pydantic import AfterValidator, Field
 
 from ai_assets.dagster.components.common import EnrichComponentBase, MessagePart, Params, check_renders
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
-from ai_assets.dagster.tasks import (
-    extract_asset,
-    fix_grammar_asset,
-    mask_asset,
-    sentiment_asset,
-    summarize_asset,
-    translate_asset,
-)
+from ai_assets.dagster.tasks import task_asset
 from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.json_schema import answer_model
+from ai_assets.functions.tasks import TASKS
 from ai_assets.runtime.errors import ConfigError
 
 
@@ -78,41 +72,42 @@ class ClassifyComponent(EnrichComponentBase):
                               **self.asset_args())
 
 
-class TaskComponent(EnrichComponentBase):
-    """A task function as an asset: summarize, translate, sentiment, mask, fix_grammar or extract."""
+TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params")
 
-    task: Literal["summarize", "translate", "sentiment", "mask", "fix_grammar", "extract"]
-    column: str
-    max_words: int = 50
+
+class TaskComponent(EnrichComponentBase):
+    """A task function as an asset (``task``: a name in ``ai_assets.functions.tasks.TASKS``): summarize,
+    translate, sentiment, mask, fix_grammar and extract prompt a chat model; similarity compares the embeddings of
+    ``left`` and ``right``. A setting the task does not take is an error, not ignored."""
+
+    task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
+    column: str | None = Field(default=None, description="The text column (every task but similarity)")
+    left: str | None = Field(default=None, description="similarity: the first text column")
+    right: str | None = Field(default=None, description="similarity: the second text column")
+    max_words: int | None = Field(default=None, description="summarize: the length bound (default 50)")
     to: str | None = Field(default=None, description="translate: the target language")
     entities: list[str] | None = Field(default=None, description="mask: the kinds of entity")
     fields: list[str] | dict[str, str] | None = Field(default=None, description="extract: the fields")
-    params: Params | None = None
-    provider_key: str = "llm"
-    llm_model: str | None = None
+    params: Params | None = Field(default=None, description="Prompting tasks: the sampling settings")
+    provider_key: str | None = Field(default=None, description="Default: llm, or embedder for similarity")
+    llm_model: str | None = Field(default=None, description="Prompting tasks: the chat model")
+    embedding_model: str | None = Field(default=None, description="similarity: the embedding model")
 
     def asset(self) -> dg.AssetsDefinition:
-        common: dict[str, Any] = {"column": self.column, "output_column": self.output_column,
-                                  "params": self.params.build() if self.params else None,
-                                  "options": self.run_options(), "provider_key": self.provider_key,
-                                  "cache_key": self.cache_key, "model": self.llm_model, "prices": self.pricing(),
-                                  **self.asset_args()}
-        if self.task == "summarize":
-            return summarize_asset(self.name, self.upstream, max_words=self.max_words, **common)
-        if self.task == "translate":
-            if not self.to:
-                raise ConfigError(f"{self.name}: task translate needs 'to' (the target language)")
-            return translate_asset(self.name, self.upstream, to=self.to, **common)
-        if self.task == "mask":
-            if self.entities:
-                common["entities"] = self.entities
-            return mask_asset(self.name, self.upstream, **common)
-        if self.task == "extract":
-            if not self.fields:
-                raise ConfigError(f"{self.name}: task extract needs 'fields'")
-            return extract_asset(self.name, self.upstream, fields=self.fields, **common)
-        factory = sentiment_asset if self.task == "sentiment" else fix_grammar_asset
-        return factory(self.name, self.upstream, **common)
+        entry = TASKS[self.task]
+        takes = (*entry.inputs, *entry.settings)
+        stray = [name for name in TASK_SETTINGS if name in self.model_fields_set and name not in takes]
+        stray += [name for name in ("llm_model", "embedding_model") if name in self.model_fields_set
+                  and name != ("llm_model" if entry.prompts else "embedding_model")]
+        if stray:
+            raise ConfigError(f"{self.name}: task {self.task} takes no {stray} (it takes {list(takes)})")
+        arguments = {name: getattr(self, name) for name in takes}
+        if self.params is not None:
+            arguments["params"] = self.params.build()
+        return task_asset(self.name, self.upstream, self.task, arguments, output_column=self.output_column,
+                          options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
+                          model=self.llm_model if entry.prompts else self.embedding_model, prices=self.pricing(),
+                          **self.asset_args())
 
 
 class EmbedImageComponent(EnrichComponentBase):
