@@ -4,6 +4,7 @@ The plain-Python layers (functions, providers, runtime, storage) import no Dagst
 ``ai_assets.dagster``.
 """
 
+from ai_assets.functions.chunks import chunk_text
 from ai_assets.functions.classify import classify_text
 from ai_assets.functions.download import DownloadPolicy, download
 from ai_assets.functions.embed import embed_text
@@ -70,6 +71,7 @@ __all__ = [
     "Usage",
     "analyze_sentiment",
     "aprompt",
+    "chunk_text",
     "classify_image",
     "classify_text",
     "decode_images",

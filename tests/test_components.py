@@ -32,7 +32,7 @@ def test_dg_lists_the_components() -> None:
     keys = {item["key"] for item in json.loads(result.stdout)["items"]}
     expected = {f"ai_assets.dagster.components.{name}" for name in (
         "IngestComponent", "PreprocessComponent", "PromptComponent", "EmbedComponent", "ClassifyComponent",
-        "TaskComponent", "DownloadComponent", "DecodeImagesComponent", "ExtractTextComponent",
+        "TaskComponent", "DownloadComponent", "DecodeImagesComponent", "ExtractTextComponent", "ChunkTextComponent",
         "EmbedImageComponent", "ClassifyImageComponent", "ResourcesComponent")}
     assert expected <= keys
 

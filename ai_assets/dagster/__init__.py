@@ -23,6 +23,7 @@ from ai_assets.dagster.resources import (
 )
 from ai_assets.dagster.sensors import landing_folder_sensor, partitioned_schedule
 from ai_assets.dagster.sources import (
+    chunk_text_asset,
     decode_images_asset,
     download_asset,
     extract_text_asset,
@@ -51,6 +52,7 @@ __all__ = [
     "ParquetIOManager",
     "ResultCacheResource",
     "SentenceTransformersResource",
+    "chunk_text_asset",
     "classify_asset",
     "classify_image_asset",
     "decode_images_asset",

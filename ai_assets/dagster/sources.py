@@ -1,4 +1,4 @@
-"""Factories for ingest and the row-wise steps before enrichment: preprocess, download, decode images, text.
+"""Factories for ingest and the row-wise steps before enrichment: preprocess, download, decode images, text, chunks.
 
 Every one of them streams: ingest returns a reader over the partition's files or source table, and each step maps
 its upstream reader batch by batch, so the IO manager writes while the step computes and a partition never has to
@@ -13,8 +13,9 @@ import dagster as dg
 import pyarrow as pa
 
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, partition_fields, upstream_key
+from ai_assets.functions.chunks import Unit, chunk_text
 from ai_assets.functions.download import DownloadPolicy, download
-from ai_assets.functions.files import extract_text
+from ai_assets.functions.files import By, extract_text
 from ai_assets.functions.images import ImageSpec, decode_images
 from ai_assets.functions.ingest import BadRows, Format
 from ai_assets.functions.ingest_spec import IngestSpec, TableSource
@@ -200,6 +201,7 @@ def extract_text_asset(
     upstream: Upstream,
     *,
     column: str = "bytes",
+    by: By = "file",
     output_column: str = "text",
     max_pages: int = 50,
     max_chars: int = 100_000,
@@ -207,15 +209,52 @@ def extract_text_asset(
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits (the kind is
-    sniffed from the bytes, helped by the file name in ``path_column``)."""
+    sniffed from the bytes, helped by the file name in ``path_column``); ``by="page"``: one row per page, with
+    ``page_number``, without the bytes."""
     version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars,
-                          path_column=path_column)
-    description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column} (at most "
-                   f"{max_pages} pages, {max_chars:,} characters).")
+                          path_column=path_column, **({"by": by} if by != "file" else {}))
+    description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column}"
+                   f"{', one row per page' if by == 'page' else ''} (at most {max_pages} pages, {max_chars:,} "
+                   "characters).")
 
     def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-        return map_stream(reader, lambda batch: extract_text(batch, column, output_column=output_column,
+        return map_stream(reader, lambda batch: extract_text(batch, column, by=by, output_column=output_column,
                                                              max_pages=max_pages, max_chars=max_chars,
                                                              path_column=path_column))
+
+    return _step_asset(name, upstream, version, description, step, asset_args)
+
+
+def chunk_text_asset(
+    name: str,
+    upstream: Upstream,
+    *,
+    column: str = "text",
+    size: int = 2048,
+    overlap: int = 200,
+    unit: Unit = "chars",
+    tokenizer: str | None = None,
+    output_column: str = "chunk",
+    key_columns: Sequence[str] | None = None,
+    keep_column: bool = False,
+    **asset_args: Unpack[AssetArgs],
+) -> dg.AssetsDefinition:
+    """One row per chunk of ``column`` (``size`` / ``overlap`` in characters or tokens), with stable chunk ids and
+    offsets; feed it to ``embed_asset(..., column="chunk")`` for a vector table.
+
+        pages = extract_text_asset("pages", files, by="page")
+        chunks = chunk_text_asset("chunks", pages, size=256, overlap=32, unit="tokens")
+        vectors = embed_asset("chunk_vectors", chunks, column="chunk", io_manager_key="lancedb")
+    """
+    version = fingerprint(kind="chunks", column=column, size=size, overlap=overlap, unit=unit, tokenizer=tokenizer,
+                          output=output_column, keys=list(key_columns) if key_columns is not None else None,
+                          keep=keep_column)
+    description = (f"Splits {column} into chunks of at most {size} {'tokens' if unit == 'tokens' else 'characters'}"
+                   f" ({overlap} overlapping), one row each in {output_column}.")
+
+    def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return map_stream(reader, lambda batch: chunk_text(batch, column, size=size, overlap=overlap, unit=unit,
+                                                           tokenizer=tokenizer, output_column=output_column,
+                                                           key_columns=key_columns, keep_column=keep_column))
 
     return _step_asset(name, upstream, version, description, step, asset_args)

@@ -21,6 +21,16 @@ def set_columns(rows: Rows, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -
     return rows
 
 
+def fan_out(rows: Rows, keep: list[str], parents: list[int], columns: Mapping[str, pa.Array]) -> Rows:
+    """New rows, one per item of ``parents`` (an index into ``rows``): the ``keep`` columns of that parent, then
+    ``columns``, also when no column is kept."""
+    if keep:
+        return set_columns(rows.select(keep).take(pa.array(parents, pa.int64())), columns)
+    if isinstance(rows, pa.Table):
+        return pa.table(dict(columns))
+    return pa.RecordBatch.from_pydict(dict(columns))
+
+
 ERROR_SUFFIX = "_error"
 
 

@@ -1,4 +1,5 @@
-"""Small real documents for tests and the demo, made without any PDF library: a valid one-page PDF of text lines."""
+"""Small real documents for tests, benchmarks and the demo, made without any PDF library: valid PDFs of text
+lines, one page or many."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ def _escape(text: str) -> str:
 
 def pdf(lines: str | Sequence[str]) -> bytes:
     """A one-page PDF with ``lines`` in 12 pt Helvetica, byte offsets computed so readers need no repair."""
-    lines = [lines] if isinstance(lines, str) else list(lines)
-    body = " ".join(f"({_escape(line)}) Tj T*" for line in lines)
-    stream = f"BT /F1 12 Tf 14 TL 72 720 Td {body} ET".encode("latin-1", errors="replace")
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    return pdf_pages([[lines] if isinstance(lines, str) else list(lines)])
+
+
+def pdf_pages(pages: Sequence[Sequence[str]]) -> bytes:
+    """A PDF with one page per item of ``pages`` (each a list of text lines, 12 pt Helvetica, 14 pt leading), byte
+    offsets computed so readers need no repair."""
+    count = len(pages)
+    font = 3 + 2 * count  # objects: catalog, pages, then a page and its content stream per page, then the font
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode()]
+    for i, lines in enumerate(pages):
+        body = " ".join(f"({_escape(line)}) Tj T*" for line in lines)
+        stream = f"BT /F1 12 Tf 14 TL 72 720 Td {body} ET".encode("latin-1", errors="replace")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
+                       f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode())
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, content in enumerate(objects, start=1):

@@ -32,6 +32,7 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
     (plain.download, factories.download_asset, components.DownloadComponent),
     (plain.decode_images, factories.decode_images_asset, components.DecodeImagesComponent),
     (plain.extract_text, factories.extract_text_asset, components.ExtractTextComponent),
+    (plain.chunk_text, factories.chunk_text_asset, components.ChunkTextComponent),
     (plain.summarize, factories.summarize_asset, components.TaskComponent),
     (plain.translate, factories.translate_asset, components.TaskComponent),
     (plain.extract, factories.extract_asset, components.TaskComponent),

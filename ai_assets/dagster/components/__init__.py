@@ -30,6 +30,7 @@ from ai_assets.dagster.components.enrich import (
 )
 from ai_assets.dagster.components.resources import ResourcesComponent
 from ai_assets.dagster.components.sources import (
+    ChunkTextComponent,
     DecodeImagesComponent,
     DownloadComponent,
     Extraction,
@@ -40,6 +41,7 @@ from ai_assets.dagster.components.sources import (
 from ai_assets.functions.json_schema import answer_model
 
 __all__ = [
+    "ChunkTextComponent",
     "ClassifyComponent",
     "ClassifyImageComponent",
     "Daily",

@@ -1,4 +1,4 @@
-"""Components of the steps before enrichment: ingest, preprocess, download, decode images, extract text."""
+"""Components of the steps before enrichment: ingest, preprocess, download, decode images, extract text, chunks."""
 
 from typing import Literal
 
@@ -8,6 +8,7 @@ from pydantic import Field
 from ai_assets.dagster.components.common import AssetComponentBase, Options
 from ai_assets.dagster.derived import build
 from ai_assets.dagster.sources import (
+    chunk_text_asset,
     decode_images_asset,
     download_asset,
     extract_text_asset,
@@ -127,12 +128,34 @@ class ExtractTextComponent(AssetComponentBase):
 
     upstream: str
     column: str = "bytes"
+    by: Literal["file", "page"] = Field(default="file", description="One row per file, or one row per page")
     output_column: str = "text"
     max_pages: int = 50
     max_chars: int = 100_000
     path_column: str | None = Field(default="path", description="The file names that help tell the kind")
 
     def asset(self) -> dg.AssetsDefinition:
-        return extract_text_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
-                                  max_pages=self.max_pages, max_chars=self.max_chars, path_column=self.path_column,
-                                  **self.asset_args())
+        return extract_text_asset(self.name, self.upstream, column=self.column, by=self.by,
+                                  output_column=self.output_column, max_pages=self.max_pages,
+                                  max_chars=self.max_chars, path_column=self.path_column, **self.asset_args())
+
+
+class ChunkTextComponent(AssetComponentBase):
+    """One row per chunk of a text column, with stable ids and offsets, for embedding into a vector table."""
+
+    upstream: str
+    column: str = "text"
+    size: int = Field(default=2048, description="The largest chunk, in `unit`s")
+    overlap: int = Field(default=200, description="How much of a chunk the next repeats, in `unit`s")
+    unit: Literal["chars", "tokens"] = "chars"
+    tokenizer: str | None = Field(default=None,
+                                  description="A folder with tokenizer.json (default: all-MiniLM-L6-v2's)")
+    output_column: str = "chunk"
+    key_columns: list[str] | None = Field(default=None, description="Parent columns in the chunk id (default: path, "
+                                                                    "page_number)")
+    keep_column: bool = Field(default=False, description="Keep the parent's text column in each chunk row")
+
+    def asset(self) -> dg.AssetsDefinition:
+        return chunk_text_asset(self.name, self.upstream, column=self.column, size=self.size, overlap=self.overlap,
+                                unit=self.unit, tokenizer=self.tokenizer, output_column=self.output_column,
+                                key_columns=self.key_columns, keep_column=self.keep_column, **self.asset_args())
