@@ -27,6 +27,7 @@ from ai_assets.dagster import (
     ParquetIOManager,
     ResultCacheResource,
     SentenceTransformersResource,
+    chunk_text_asset,
     classify_asset,
     classify_image_asset,
     decode_images_asset,
@@ -115,16 +116,23 @@ product_image_classes = classify_image_asset(
     group_name="images")
 image_assets = [product_images, product_images_small, product_image_embeddings, product_image_classes]
 
-# Documents: PDFs (made by scripts/make_demo_pdfs.py) -> their text -> a summary of each from the LLM. With a model
-# that reads files, prompt_asset(template=["Summarize:", FileColumn("bytes", filename_column="path")]) sends the PDF
-# itself instead.
+# Documents: PDFs (made by scripts/make_demo_pdfs.py) -> pages -> chunks of 256 MiniLM tokens -> embeddings in
+# LanceDB (vector and full-text indexes: hybrid search), and -> their text -> a summary of each from the LLM. With
+# a model that reads files, prompt_asset(template=["Summarize:", FileColumn("bytes", filename_column="path")])
+# sends the PDF itself instead.
 product_docs = ingest_asset("product_docs", path=str(DATA / "pdfs" / "*.pdf"), format="files", group_name="documents")
+product_doc_pages = extract_text_asset("product_doc_pages", product_docs, by="page", group_name="documents")
+product_doc_chunks = chunk_text_asset("product_doc_chunks", product_doc_pages, size=256, overlap=32, unit="tokens",
+                                      group_name="documents")
+product_doc_chunk_vectors = embed_asset("product_doc_chunk_vectors", product_doc_chunks, column="chunk",
+                                        io_manager_key="lancedb", group_name="documents")
 product_doc_text = extract_text_asset("product_doc_text", product_docs, column="bytes", group_name="documents")
 product_doc_summaries = summarize_asset(
     "product_doc_summaries", product_doc_text, column="text", max_words=20, provider_key="llm",
     model=llm_model if remote_llm else None, options=RunOptions(concurrency=4, on_error="null"),
     group_name="documents")
-document_assets = [product_docs, product_doc_text, product_doc_summaries]
+document_assets = [product_docs, product_doc_pages, product_doc_chunks, product_doc_chunk_vectors, product_doc_text,
+                   product_doc_summaries]
 
 
 def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]

@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+import lancedb
+
+from ai_assets import SentenceTransformersProvider
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
@@ -40,6 +43,15 @@ print(f"  Document summaries:       {out / 'parquet' / 'product_doc_summaries'}"
 for row in summaries.select(["path", "product_doc_summaries", "product_doc_summaries_error"]).to_pylist():
     shown = row["product_doc_summaries"] or f"error: {row['product_doc_summaries_error']}"
     print(f"    {Path(row['path']).name:<28} {shown[:70]}")
+chunks = LanceStore(str(out / "lancedb"), "product_doc_chunk_vectors")
+print(f"  Document chunks (LanceDB): {chunks.uri}  {chunks.read().num_rows} chunks, vector + full-text indexes")
+query = "how long is the warranty"
+vector = SentenceTransformersProvider(device="cpu").model.encode([query], normalize_embeddings=True)[0]
+hit = (lancedb.connect(str(out / "lancedb")).open_table("product_doc_chunk_vectors")
+       .search(query_type="hybrid", vector_column_name="product_doc_chunk_vectors").vector(vector).text(query)
+       .limit(1).to_arrow().to_pylist()[0])
+print(f"    hybrid query {query!r}: {Path(hit['path']).name} page {hit['page_number']}: "
+      f"{' '.join(hit['chunk'].split())[:60]}")
 print(f"  Journal:                  {out / 'cache.sqlite'}\n")
 sys.stdout.flush()
 os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184); the demo must exit 0

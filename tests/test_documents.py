@@ -143,3 +143,55 @@ def test_an_appended_document_costs_only_its_own_chunks(tmp_path: Path, server: 
     assert server.stats().embedding_inputs == len(set(new.column("chunk").to_pylist()) - known) > 0
     embedded = store.store(dg.AssetKey("chunk_vectors"), {}).read()
     assert embedded.num_rows == after.num_rows and embedded.column("chunk_vectors").null_count == 0
+
+
+def test_chunk_vectors_in_lancedb_answer_a_hybrid_query(tmp_path: Path) -> None:
+    """pages -> chunks -> all-MiniLM-L6-v2 embeddings -> LanceDB, partitioned: the table has a vector column and a
+    full-text index on the chunk text, so a hybrid (vector + BM25) query finds the chunk that names a word."""
+    import lancedb
+
+    from ai_assets.dagster import LanceDBIOManager, SentenceTransformersResource
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    days = dg.StaticPartitionsDefinition(["d1", "d2"])
+    for day, seed in (("d1", 1), ("d2", 2)):
+        (folder / day).mkdir()
+        lines = document(seed, pages=2, lines=8)
+        if day == "d2":
+            lines[1][3] = "the warranty covers water damage for two years"
+        (folder / day / f"doc-{seed}.pdf").write_bytes(pdf_pages(lines))
+    files = ingest_asset("files", path=str(folder / "{partition}" / "*.pdf"), format="files", partitions_def=days)
+    pages = extract_text_asset("pages", files, by="page", partitions_def=days)
+    chunks = chunk_text_asset("chunks", pages, size=120, overlap=20, unit="tokens", partitions_def=days)
+    vectors = embed_asset("chunk_vectors", chunks, column="chunk", io_manager_key="lancedb", partitions_def=days)
+    resources = {"embedder": SentenceTransformersResource(device="cpu"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out")),
+                 "lancedb": LanceDBIOManager(root=str(tmp_path / "lance"))}
+    for day in ("d1", "d2"):
+        assert dg.materialize([files, pages, chunks, vectors], partition_key=day, resources=resources).success
+
+    from ai_assets import SentenceTransformersProvider
+
+    table = lancedb.connect(str(tmp_path / "lance")).open_table("chunk_vectors")
+    assert {tuple(i.columns) for i in table.list_indices()} >= {("chunk",)}  # the full-text index
+    query = "water damage warranty"
+    vector = SentenceTransformersProvider(device="cpu").model.encode([query], normalize_embeddings=True)[0]
+    hits = (table.search(query_type="hybrid", vector_column_name="chunk_vectors").vector(vector).text(query)
+            .limit(3).to_arrow())
+    assert "warranty covers water damage" in hits.column("chunk")[0].as_py()
+    assert hits.column("_partition")[0].as_py() == "d2"
+    text_only = table.search(query, query_type="fts").limit(1).to_arrow()
+    assert "warranty" in text_only.column("chunk")[0].as_py()
+
+
+def test_a_scanned_page_gives_its_text_through_ocr() -> None:
+    from ai_assets.testing.documents import scanned_pdf
+
+    lines = ["The warranty covers water damage", "for two years from the date of purchase."]
+    table = pa.table({"path": ["scan.pdf", "typed.pdf"],
+                      "bytes": [scanned_pdf(lines), pdf_pages([["a typed page"]])]})
+    assert extract_text(table, "bytes", by="page").column("text").to_pylist() == ["", "a typed page"]
+    read = extract_text(table, "bytes", by="page", ocr=True).column("text").to_pylist()
+    assert read == ["\n".join(lines), "a typed page"]  # OCR only where there is no text layer

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
-from ai_assets.dagster.io_managers import VECTOR_COLUMN
+from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
@@ -82,10 +82,12 @@ def _enrich_asset(
     vector_column: str | None,
     description: str,
     asset_args: AssetArgs,
+    text_column: str | None = None,
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
     key = dg.AssetKey([*(kwargs.pop("key_prefix", None) or []), name])
-    metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}), PROVIDER_KEY: provider_key,
+    metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}),
+                **({TEXT_COLUMN: text_column} if text_column else {}), PROVIDER_KEY: provider_key,
                 **(kwargs.pop("metadata", None) or {})}
     kwargs.setdefault("description", description)
     specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
@@ -233,7 +235,7 @@ def embed_asset(
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
                          price_of=_embedding_prices(prices), code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
-                         vector_column=output_column, asset_args=asset_args,
+                         vector_column=output_column, text_column=column, asset_args=asset_args,
                          description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
                                                     model))
 

@@ -29,6 +29,8 @@ from ai_assets.storage.parquet import ParquetStore
 MERGE_ON = "ai_assets/merge_on"
 MERGE_DELETE_MISSING = "ai_assets/merge_delete_missing"
 VECTOR_COLUMN = "ai_assets/vector_column"
+TEXT_COLUMN = "ai_assets/text_column"
+"""The text an embedding asset embedded: LanceDB gives it a full-text index beside the vector index."""
 PREVIEW_ROWS = 5
 ROW_COUNT = "dagster/row_count"
 
@@ -165,8 +167,11 @@ class LanceDBIOManager(ArrowIOManager):
         default=None, description="Build a cosine vector index once the table has this many rows (None: never)")
     reindex_after_rows: int = Field(
         default=10_000, description="Fold new rows into the index once this many are not in it")
+    full_text_index: bool = Field(
+        default=True, description="Give an embedding asset's text column a full-text index (hybrid search)")
 
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
         return LanceStore(self.root, _table_name(key), vector_column=definition_metadata.get(VECTOR_COLUMN),
+                          text_column=definition_metadata.get(TEXT_COLUMN) if self.full_text_index else None,
                           index_after_rows=self.index_after_rows, reindex_after_rows=self.reindex_after_rows,
                           storage_options=self.storage_options or None)

@@ -4,7 +4,9 @@ A partition is replaced in one versioned commit: ``merge_insert`` on ``(_partiti
 in, updates matching rows, inserts new ones and deletes the partition's rows missing from the new data. Reads give
 each partition's rows in ``_row`` order (LanceDB scans in no fixed order, so a partition is read in ranges of
 ``_row``). A cosine vector index is built once the table passes ``index_after_rows``, and brought up to date
-(``optimize``) once more than ``reindex_after_rows`` rows are not in it. Partition keys reach filters only as
+(``optimize``) once more than ``reindex_after_rows`` rows are not in it. With a ``text_column`` (the text an
+embedding asset embedded) a full-text index is built on it after the first write and kept up to date the same
+way, so the table answers vector, full-text and hybrid queries. Partition keys reach filters only as
 escaped SQL literals.
 """
 
@@ -45,13 +47,14 @@ def _lancedb() -> Any:
 class LanceStore:
     def __init__(self, uri: str, table_name: str, *, vector_column: str | None = None,
                  index_after_rows: int | None = None, reindex_after_rows: int = 10_000,
-                 storage_options: dict[str, str] | None = None) -> None:
+                 text_column: str | None = None, storage_options: dict[str, str] | None = None) -> None:
         self.root = uri.rstrip("/")
         self.table_name = table_name
         self.uri = f"{self.root}/{table_name}.lance"
         self.vector_column = vector_column
         self.index_after_rows = index_after_rows
         self.reindex_after_rows = reindex_after_rows
+        self.text_column = text_column
         self._db = _lancedb().connect(self.root, storage_options=storage_options)
 
     def _open(self) -> Any:
@@ -72,6 +75,7 @@ class LanceStore:
                                   f"columns: {reader.schema.names}")
             handle = self._replace(_numbered(reader, rows, set(partitions)), partitions)
         self._maintain_index(handle)
+        self._maintain_text_index(handle)
         return WriteResult(self.uri, int(handle.version), rows[0])
 
     def _merge(self, handle: Any, source: pa.RecordBatchReader, partitions: Sequence[str]) -> None:
@@ -131,6 +135,21 @@ class LanceStore:
                 from lancedb.index import IvfPq
 
                 handle.create_index(self.vector_column, config=IvfPq(distance_type="cosine"))
+            return
+        stats = handle.index_stats(index.name)
+        if stats is not None and stats.num_unindexed_rows > self.reindex_after_rows:
+            handle.optimize()
+
+    def _maintain_text_index(self, handle: Any) -> None:
+        """A full-text (inverted) index on ``text_column``: built on the first write, then folded up to date past
+        ``reindex_after_rows`` new rows (rows not yet in it are still searched, by a scan)."""
+        if not self.text_column or self.text_column not in handle.schema.names:
+            return
+        index = next((i for i in handle.list_indices() if self.text_column in i.columns), None)
+        if index is None:
+            from lancedb.index import FTS
+
+            handle.create_index(self.text_column, config=FTS())
             return
         stats = handle.index_stats(index.name)
         if stats is not None and stats.num_unindexed_rows > self.reindex_after_rows:
