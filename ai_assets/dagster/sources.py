@@ -206,13 +206,15 @@ def extract_text_asset(
     max_pages: int = 50,
     max_chars: int = 100_000,
     path_column: str | None = "path",
+    ocr: bool = False,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits (the kind is
     sniffed from the bytes, helped by the file name in ``path_column``); ``by="page"``: one row per page, with
-    ``page_number``, without the bytes."""
+    ``page_number``, without the bytes; ``ocr``: scanned pages (no text layer) read by OCR."""
     version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars,
-                          path_column=path_column, **({"by": by} if by != "file" else {}))
+                          path_column=path_column, **({"by": by} if by != "file" else {}),
+                          **({"ocr": True} if ocr else {}))
     description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column}"
                    f"{', one row per page' if by == 'page' else ''} (at most {max_pages} pages, {max_chars:,} "
                    "characters).")
@@ -220,7 +222,7 @@ def extract_text_asset(
     def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return map_stream(reader, lambda batch: extract_text(batch, column, by=by, output_column=output_column,
                                                              max_pages=max_pages, max_chars=max_chars,
-                                                             path_column=path_column))
+                                                             path_column=path_column, ocr=ocr))
 
     return _step_asset(name, upstream, version, description, step, asset_args)
 

@@ -39,3 +39,30 @@ def pdf_pages(pages: Sequence[Sequence[str]]) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def scanned_pdf(lines: Sequence[str], size: tuple[int, int] = (1240, 1754)) -> bytes:
+    """A one-page PDF holding only an image of ``lines`` (as a scanner makes): no text layer, so only OCR reads
+    it. Needs Pillow and pypdfium2."""
+    import io
+
+    import pypdfium2
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=36)
+    for i, line in enumerate(lines):
+        draw.text((90, 120 + i * 64), line, fill="black", font=font)
+    document = pypdfium2.PdfDocument.new()
+    width, height = 595, 842  # A4 in points; the image fills the page
+    page = document.new_page(width, height)
+    picture = pypdfium2.PdfImage.new(document)
+    picture.set_bitmap(pypdfium2.PdfBitmap.from_pil(image))
+    picture.set_matrix(pypdfium2.PdfMatrix().scale(width, height))
+    page.insert_obj(picture)
+    page.gen_content()
+    out = io.BytesIO()
+    document.save(out)
+    document.close()
+    return out.getvalue()

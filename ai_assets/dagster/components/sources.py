@@ -133,11 +133,13 @@ class ExtractTextComponent(AssetComponentBase):
     max_pages: int = 50
     max_chars: int = 100_000
     path_column: str | None = Field(default="path", description="The file names that help tell the kind")
+    ocr: bool = Field(default=False, description="Read scanned PDF pages (no text layer) by OCR (the ocr extra)")
 
     def asset(self) -> dg.AssetsDefinition:
         return extract_text_asset(self.name, self.upstream, column=self.column, by=self.by,
                                   output_column=self.output_column, max_pages=self.max_pages,
-                                  max_chars=self.max_chars, path_column=self.path_column, **self.asset_args())
+                                  max_chars=self.max_chars, path_column=self.path_column, ocr=self.ocr,
+                                  **self.asset_args())
 
 
 class ChunkTextComponent(AssetComponentBase):
