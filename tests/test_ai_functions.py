@@ -120,6 +120,33 @@ def test_files_reach_the_server_as_file_parts_and_refused_types_are_row_errors(
     assert server.stats().file_parts == [{"type": "input_file", "filename": "report.pdf", "mime": "application/pdf"}]
 
 
+def wav(seconds: float = 0.2, rate: int = 8000) -> bytes:
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes(bytes(int(seconds * rate) * 2))
+    return out.getvalue()
+
+
+def test_audio_files_reach_the_server_as_input_audio_parts(server: FakeOpenAIServer,
+                                                          llm: OpenAICompatibleProvider) -> None:
+    """A WAV or MP3 in a FileColumn goes as ``input_audio`` (base64 and its format), as chat models that hear
+    take it; each distinct recording is a distinct prompt, journalled like any other."""
+    clips = [wav(0.2), wav(0.3), b"ID3\x04\x00" + bytes(64)]
+    table = pa.table({"path": ["a.wav", "b.wav", "c.mp3"], "audio": clips})
+    out = prompt(table, ["Transcribe and summarize:", FileColumn("audio", filename_column="path")], provider=llm)
+    assert out.table.column("response").null_count == 0
+    got = server.stats().audio_parts
+    assert [p["format"] for p in got] == ["wav", "wav", "mp3"]
+    assert [abs(int(p["bytes"]) - len(c)) <= 2 for p, c in zip(got, clips, strict=True)] == [True] * 3
+    assert server.stats().file_parts == []  # not sent as files
+    assert len({k for k in server.stats().by_key if "<audio " in k}) == 3
+
+
 def test_image_urls_pass_through_without_a_download(server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:
     table = pa.table({"url": ["https://images.example.com/a.jpg", "https://images.example.com/b.jpg"]})
     out = prompt(table, ["Describe:", ImageColumn("url", as_url=True)], provider=llm)

@@ -99,9 +99,10 @@ class ImageColumn:
 
 @dataclass(frozen=True)
 class FileColumn:
-    """A message part: the file bytes in ``column`` (a PDF, a text file...) sent as a file content part. The
-    MIME type is sniffed from the content (or given as ``mime``); the name comes from ``filename_column`` (e.g. the
-    ``path`` of ingested files). A file over ``max_bytes`` is not sent (its row gets the reason)."""
+    """A message part: the file bytes in ``column`` (a PDF, a text file...) sent as a file content part, or, for
+    WAV and MP3 audio, as an ``input_audio`` part (the chat models that hear take audio that way). The MIME type
+    is sniffed from the content (or given as ``mime``); the name comes from ``filename_column`` (e.g. the ``path``
+    of ingested files). A file over ``max_bytes`` is not sent (its row gets the reason)."""
 
     column: str
     filename_column: str | None = None
@@ -110,11 +111,16 @@ class FileColumn:
 
     def part(self, value: bytes, name: str | None) -> dict[str, object]:
         mime = self.mime or file_mime(value)
+        if mime in AUDIO_FORMATS:
+            return {"type": "input_audio",
+                    "input_audio": {"data": base64.b64encode(value).decode(), "format": AUDIO_FORMATS[mime]}}
         filename = PurePosixPath(name).name if name else f"{self.column}{_EXTENSIONS.get(mime, '')}"
         data = f"data:{mime};base64,{base64.b64encode(value).decode()}"
         return {"type": "file", "file": {"filename": filename, "file_data": data}}
 
 
+AUDIO_FORMATS = {"audio/wav": "wav", "audio/mpeg": "mp3"}
+"""Audio a chat request carries as ``input_audio``, by MIME type."""
 _EXTENSIONS = {"application/pdf": ".pdf", "text/plain": ".txt", "text/html": ".html", "application/json": ".json"}
 
 
@@ -122,6 +128,10 @@ def file_mime(data: bytes) -> str:
     """The MIME type of file bytes, from their magic number (images too); text when it decodes as UTF-8."""
     if data.startswith(b"%PDF"):
         return "application/pdf"
+    if data.startswith(b"RIFF") and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
     image = image_mime(data)
     if image != "application/octet-stream":
         return image

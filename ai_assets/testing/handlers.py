@@ -211,6 +211,11 @@ class App:
         for message in messages:
             content = message.get("content")
             for part in content if isinstance(content, list) else []:
+                if part.get("type") == "input_audio":
+                    audio = part.get("input_audio") or {}
+                    self.stats.audio_parts.append({"format": str(audio.get("format")),
+                                                   "bytes": str(len(str(audio.get("data", ""))) * 3 // 4)})
+                    continue
                 file = part.get("file") if part.get("type") == "file" else part if part.get("type") == "input_file" \
                     else None
                 if file is None:
@@ -313,6 +318,8 @@ def _content_text(content: Any) -> str:
         elif kind in ("image_url", "input_image"):
             url = part.get("image_url", {}).get("url", "") if kind == "image_url" else part.get("image_url", "")
             parts.append(f"<image {seed_of(str(url)) % 10**8}>")
+        elif kind == "input_audio":
+            parts.append(f"<audio {seed_of(str(part.get('input_audio', {}).get('data', ''))) % 10**8}>")
         elif kind in ("file", "input_file"):
             file = part.get("file", {}) if kind == "file" else part
             parts.append(f"<file {file.get('filename')} {seed_of(str(file.get('file_data', ''))) % 10**8}>")
