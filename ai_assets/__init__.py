@@ -4,6 +4,7 @@ The plain-Python layers (functions, providers, runtime, storage) import no Dagst
 ``ai_assets.dagster``.
 """
 
+from ai_assets.functions.audio import transcribe
 from ai_assets.functions.chunks import chunk_text
 from ai_assets.functions.classify import classify_text
 from ai_assets.functions.download import DownloadPolicy, download
@@ -88,5 +89,6 @@ __all__ = [
     "similarity",
     "stream_source",
     "summarize",
+    "transcribe",
     "translate",
 ]

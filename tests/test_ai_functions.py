@@ -22,6 +22,7 @@ from ai_assets import (
     RunOptions,
     analyze_sentiment,
     classify_text,
+    embed_text,
     extract,
     fix_grammar,
     mask,
@@ -145,6 +146,71 @@ def test_audio_files_reach_the_server_as_input_audio_parts(server: FakeOpenAISer
     assert [abs(int(p["bytes"]) - len(c)) <= 2 for p, c in zip(got, clips, strict=True)] == [True] * 3
     assert server.stats().file_parts == []  # not sent as files
     assert len({k for k in server.stats().by_key if "<audio " in k}) == 3
+
+
+def test_transcribe_returns_text_and_caches_like_prompt(tmp_path: Path, server: FakeOpenAIServer,
+                                                        llm: OpenAICompatibleProvider) -> None:
+    from ai_assets import transcribe
+    from ai_assets.testing import Fault
+
+    clips = [wav(0.2), wav(0.3), None, wav(0.2), wav(0.4)]
+    table = pa.table({"path": ["/in/a.wav", "/in/b.wav", "/in/c.wav", "/in/d.wav", "/in/bad.wav"], "audio": clips})
+    server.set_faults(Fault("400", match="audio bad.wav", attempts=None))
+    cache = ResultCache(tmp_path / "journal.sqlite")
+    out = transcribe(table, "audio", provider=llm, language="de", cache=cache, options=RunOptions(on_error="null"))
+    texts = out.table.column("transcript").to_pylist()
+    errors = out.table.column("transcript_error").to_pylist()
+    assert texts[0] is not None and texts[0].startswith("Transcript (de) of ")
+    assert texts[3] == texts[0]  # the same recording (the key is its bytes): sent once, answered for both
+    assert texts[2] is None and errors[2] == "skipped: column 'audio' is null"
+    assert texts[4] is None and "HTTP 400" in errors[4]
+    assert server.stats().transcriptions == 3  # a (d joins it in flight), b, bad once (a 400 is final)
+    assert server.stats().models == {"whisper-1": 3}
+    again = transcribe(table, "audio", provider=llm, language="de", cache=cache, options=RunOptions(on_error="null"))
+    assert again.table.column("transcript").to_pylist()[:4] == texts[:4]
+    assert server.stats().transcriptions == 4  # only the failed row is sent again
+    transcribe(table.slice(0, 1), "audio", provider=llm, language="de", cache=cache, model="gpt-4o-transcribe")
+    assert server.stats().models["gpt-4o-transcribe"] == 1  # another model is another answer
+    big = transcribe(table.slice(0, 1), "audio", provider=llm, max_bytes=10).table
+    assert big.column("transcript_error")[0].as_py() == \
+        f"skipped: the file in column 'audio' is {len(clips[0]):,} bytes, over max_bytes=10"
+
+
+def test_a_folder_of_recordings_is_transcribed_by_an_asset_and_by_yaml(tmp_path: Path,
+                                                                       server: FakeOpenAIServer) -> None:
+    from ai_assets.dagster import transcribe_asset
+    from ai_assets.dagster.components import TaskComponent
+
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"call-{i}.wav").write_bytes(wav(0.1 * (i + 1)))
+    calls = ingest_asset("calls", path=str(folder / "*.wav"), format="files")
+    transcripts = transcribe_asset("transcripts", calls, language="en", model="gpt-4o-mini-transcribe")
+    yaml = TaskComponent(name="yaml_transcripts", upstream="calls", task="transcribe", column="bytes",
+                         language="fr").asset()
+    resources = {"llm": OpenAICompatibleResource(model="m", base_url=server.base_url, api_key="k"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    assert dg.materialize([calls, transcripts, yaml], resources=resources).success
+    store = ParquetIOManager(root=str(tmp_path / "out"))
+    got = store.store(dg.AssetKey("transcripts"), {}).read().column("transcripts").to_pylist()
+    assert len(got) == 3 and all(t.startswith("Transcript (en) of call-") for t in got)
+    french = store.store(dg.AssetKey("yaml_transcripts"), {}).read().column("yaml_transcripts").to_pylist()
+    assert all(t.startswith("Transcript (fr)") for t in french)
+    assert server.stats().models == {"gpt-4o-mini-transcribe": 3, "whisper-1": 3}
+
+
+def test_a_per_call_model_replaces_the_model_of_its_role(server: FakeOpenAIServer,
+                                                         llm: OpenAICompatibleProvider) -> None:
+    """``model=`` on embed_text is the embedding model (it used to replace the chat model and leave the embedding
+    model in place, so the request named text-embedding-3-small whatever was asked)."""
+    table = pa.table({"text": ["a", "b"]})
+    embed_text(table, "text", provider=llm, model="text-embedding-3-large")
+    assert server.stats().models == {"text-embedding-3-large": 1}
+    server.reset()
+    prompt(table, "{text}", provider=llm, model="gpt-x")
+    assert server.stats().models == {"gpt-x": 2}
 
 
 def test_image_urls_pass_through_without_a_download(server: FakeOpenAIServer, llm: OpenAICompatibleProvider) -> None:

@@ -38,6 +38,7 @@ from ai_assets.dagster.tasks import (
     similarity_asset,
     summarize_asset,
     task_asset,
+    transcribe_asset,
     translate_asset,
 )
 from ai_assets.dagster.versions import provider_versions
@@ -74,5 +75,6 @@ __all__ = [
     "similarity_asset",
     "summarize_asset",
     "task_asset",
+    "transcribe_asset",
     "translate_asset",
 ]

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 import dagster as dg
 import pyarrow as pa
@@ -33,7 +33,7 @@ from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import Part, check_output_column, check_template
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
-from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, with_model
+from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.prices import prices_for
@@ -83,6 +83,7 @@ def _enrich_asset(
     description: str,
     asset_args: AssetArgs,
     text_column: str | None = None,
+    model_role: ModelRole | Literal["auto"] = "chat",
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
     key = dg.AssetKey([*(kwargs.pop("key_prefix", None) or []), name])
@@ -96,7 +97,7 @@ def _enrich_asset(
     @dg.asset(key=key, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=code_version,
               required_resource_keys=resource_keys, check_specs=specs, metadata=metadata, kinds={"ai"}, **kwargs)
     def _enrich(context: dg.AssetExecutionContext, upstream: pa.RecordBatchReader) -> Iterator[Any]:
-        provider = with_model(provider_of(getattr(context.resources, provider_key)), model)
+        provider = with_model(provider_of(getattr(context.resources, provider_key)), model, model_role)
         cache = getattr(context.resources, cache_key).get_cache() if cache_key else None
         partitions = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range \
             else []
@@ -236,6 +237,7 @@ def embed_asset(
                          price_of=_embedding_prices(prices), code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
                          vector_column=output_column, text_column=column, asset_args=asset_args,
+                         model_role="embedding",
                          description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
                                                     model))
 
@@ -290,6 +292,7 @@ labels that apply, best first.
                          price_of=price_of, code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
+                         model_role="auto" if method is None else "chat" if method == "llm" else "embedding",
                          description=describe_classify(upstream_key(upstream), column, list(described),
                                                        output_column, provider_key, model, method))
 
@@ -324,7 +327,7 @@ def embed_image_asset(
         return out
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=prices_for, code_version=version,
+                         price_of=prices_for, code_version=version, model_role="embedding",
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
                          vector_column=output_column, asset_args=asset_args,
                          description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
@@ -366,7 +369,7 @@ def classify_image_asset(
         return out
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=prices_for, code_version=version,
+                         price_of=prices_for, code_version=version, model_role="embedding",
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
                          description=describe_classify(upstream_key(upstream), column, list(described),

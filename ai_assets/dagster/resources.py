@@ -60,7 +60,7 @@ class OpenAICompatibleResource(ProviderResource):
     uses this account shares them; without it they hold per process."""
 
     answer_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "embedding_model", "embedding_dimensions",
-                                                "mode")
+                                                "transcription_model", "mode")
     model: str = Field(description="Chat model name, e.g. gpt-4o-mini")
     base_url: str | None = Field(default=None, description="The API's base URL, ending in /v1; default "
                                                            "$OPENAI_BASE_URL, else https://api.openai.com/v1")
@@ -68,6 +68,8 @@ class OpenAICompatibleResource(ProviderResource):
                                                           "$OPENAI_API_KEY")
     embedding_model: str | None = Field(default=None, description="Embedding model for embed / classify")
     embedding_dimensions: int | None = Field(default=None, description="Ask for vectors of this size")
+    transcription_model: str | None = Field(default=None, description="Speech-to-text model for transcribe "
+                                                                      "(default whisper-1)")
     mode: StructuredMode | None = Field(
         default=None, description="instructor mode for structured output; default TOOLS on OpenAI, "
                                   "JSON_SCHEMA elsewhere")
@@ -92,9 +94,9 @@ class OpenAICompatibleResource(ProviderResource):
             limit = RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
         return OpenAICompatibleProvider(
             self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
-            embedding_dimensions=self.embedding_dimensions, mode=self.mode.value if self.mode else None,
-            headers=self.headers, organization=self.organization, project=self.project, auth=self.auth,
-            rate_limit=limit, max_response_bytes=self.max_response_bytes)
+            embedding_dimensions=self.embedding_dimensions, transcription_model=self.transcription_model,
+            mode=self.mode.value if self.mode else None, headers=self.headers, organization=self.organization,
+            project=self.project, auth=self.auth, rate_limit=limit, max_response_bytes=self.max_response_bytes)
 
 
 class LlamaCppResource(ProviderResource):

@@ -1,6 +1,6 @@
 """Asset factories for the task functions (``ai_assets.functions.tasks``): extract, summarize, translate,
-sentiment, mask, fix_grammar, similarity. Each is an enrichment asset like ``prompt_asset``: streamed, journalled,
-with usage and cost per partition and an error-rate check. ``task_asset`` builds any task of the registry
+sentiment, mask, fix_grammar, transcribe, similarity. Each is an enrichment asset like ``prompt_asset``: streamed,
+journalled, with usage and cost per partition and an error-rate check. ``task_asset`` builds any task of the registry
 (``tasks.TASKS``) by name; the named factories are its typed views."""
 
 from collections.abc import Mapping, Sequence
@@ -14,6 +14,7 @@ from ai_assets.dagster.checks import error_rate_check
 from ai_assets.dagster.common import AssetArgs, fingerprint, upstream_key
 from ai_assets.dagster.enrich import Call, Upstream, _embedding_prices, _enrich_asset
 from ai_assets.functions import tasks
+from ai_assets.functions.audio import MAX_AUDIO_BYTES
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
@@ -64,7 +65,7 @@ def task_asset(name: str, upstream: Upstream, task: str, arguments: Mapping[str,
     limit = max_error_rate if max_error_rate is not None else (0.05 if entry.prompts else 0.0)
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
                          price_of=price_of, code_version=version, checks=[error_rate_check(output, limit)],
-                         vector_column=None, description=description, asset_args=asset_args)
+                         vector_column=None, description=description, asset_args=asset_args, model_role=entry.role)
 
 
 def extract_asset(name: str, upstream: Upstream, *, column: str,
@@ -142,3 +143,17 @@ def similarity_asset(name: str, upstream: Upstream, *, left: str, right: str, ou
     return task_asset(name, upstream, "similarity", {"left": left, "right": right}, output_column=output_column,
                       options=options, provider_key=provider_key, cache_key=cache_key, model=model, prices=prices,
                       max_error_rate=max_error_rate, **asset_args)
+
+
+def transcribe_asset(name: str, upstream: Upstream, *, column: str = "bytes", language: str | None = None,
+                     prompt: str | None = None, filename_column: str | None = "path",
+                     max_bytes: int = MAX_AUDIO_BYTES, output_column: str | None = None,
+                     options: RunOptions | None = None, provider_key: str = "llm", cache_key: str | None = "ai_cache",
+                     model: str | None = None, prices: Prices | None = None, max_error_rate: float = 0.05,
+                     **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
+    """The transcripts of the audio files in ``column`` (e.g. ``ingest_asset(..., format="files")``), from the
+    resource's ``/audio/transcriptions`` (``transcription_model``, or ``model``)."""
+    return task_asset(name, upstream, "transcribe", {"column": column, "language": language, "prompt": prompt,
+                                                     "filename_column": filename_column, "max_bytes": max_bytes},
+                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
+                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)

@@ -170,7 +170,7 @@ def classify_text(
     """
     described = label_descriptions(labels)
     multi = MultiLabel(top_k, threshold) if top_k is not None or threshold is not None else None
-    provider = with_model(provider, model)
+    provider = with_model(provider, model, "auto" if method is None else "chat" if method == "llm" else "embedding")
     options = options or RunOptions()
     if method is None:
         method = "llm" if isinstance(provider, Prompter) else "embedding"

@@ -196,7 +196,7 @@ def embed_text(
     Identical texts are embedded once; null or empty texts are not embedded and get a null vector with a reason.
     A table gives a table back, a reader a stream (see ``prompt``).
     """
-    provider = with_model(provider, model)
+    provider = with_model(provider, model, "embedding")
     options = options or RunOptions()
     task = EmbedTextTask(column, provider, output_column, options)
     remote = not task.local

@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
+from ai_assets.functions.audio import transcribe
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, PromptTask
-from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
+from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
@@ -239,7 +240,9 @@ class TaskEntry:
     required: tuple[str, ...] = ()
     """Settings without a default, which a YAML must give."""
     prompts: bool = True
-    """A chat model does it (an ``llm`` resource); else an embedder."""
+    """An LLM endpoint does it (an ``llm`` resource); else an embedder."""
+    role: ModelRole = "chat"
+    """Which of the provider's models ``model=`` replaces."""
 
 
 def _words(arguments: Mapping[str, Any]) -> str:
@@ -261,8 +264,11 @@ TASKS: dict[str, TaskEntry] = {
     "mask": TaskEntry(mask, lambda a: f"Masks every {', '.join(a.get('entities') or DEFAULT_ENTITIES)} of "
                       f"`{a['column']}`", settings=("entities", "params")),
     "fix_grammar": TaskEntry(fix_grammar, lambda a: f"Corrects the grammar and spelling of `{a['column']}`"),
+    "transcribe": TaskEntry(transcribe, lambda a: f"Transcribes the audio in `{a['column']}`",
+                            settings=("language", "prompt", "filename_column", "max_bytes"), role="transcription"),
     "similarity": TaskEntry(similarity, lambda a: f"Scores the cosine similarity of the embeddings of `{a['left']}` "
-                            f"and `{a['right']}`", inputs=("left", "right"), settings=(), prompts=False),
+                            f"and `{a['right']}`", inputs=("left", "right"), settings=(), prompts=False,
+                            role="embedding"),
 }
 """Every task function by its name in YAML (``task: summarize``): the one list the factories and the component
 read. A new task is its function above and one line here (and a component field for a new kind of setting)."""

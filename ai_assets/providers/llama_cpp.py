@@ -58,7 +58,7 @@ class LlamaCppProvider:
     def __repr__(self) -> str:
         return f"LlamaCppProvider(model={self.model_path.name!r})"
 
-    def with_model(self, model: str) -> Self:
+    def with_model(self, model: str, role: str = "chat") -> Self:
         """This provider, if ``model`` names its own weights (another model is another GGUF file)."""
         if model not in (self.model, self.model_path.name):
             raise ConfigError(f"model {model!r}: this llama.cpp server serves {self.model_path.name}; start "

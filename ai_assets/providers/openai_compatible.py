@@ -31,7 +31,14 @@ from instructor.processing.response import handle_response_model
 from pydantic import BaseModel
 
 from ai_assets.providers.openai_batch import BatchClient
-from ai_assets.providers.openai_wire import ChatConnection, EmbeddingConnection, Endpoint, ResponsesConnection
+from ai_assets.providers.openai_wire import (
+    ChatConnection,
+    EmbeddingConnection,
+    Endpoint,
+    ResponsesConnection,
+    TranscriptionConnection,
+)
+from ai_assets.providers.protocols import ModelRole
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.ratelimit import RateLimit
 
@@ -67,6 +74,7 @@ class OpenAICompatibleProvider:
         api_key_env: str = "OPENAI_API_KEY",
         embedding_model: str | None = None,
         embedding_dimensions: int | None = None,
+        transcription_model: str | None = None,
         mode: instructor.Mode | str | None = None,
         headers: Mapping[str, str] | None = None,
         organization: str | None = None,
@@ -83,6 +91,7 @@ class OpenAICompatibleProvider:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
         self.embedding_model = embedding_model or "text-embedding-3-small"
         self.embedding_dimensions = embedding_dimensions
+        self.transcription_model = transcription_model or "whisper-1"
         self.mode = instructor.Mode(mode) if mode is not None else default_mode(self.base_url)
         self._api_key = api_key if api_key is not None else os.environ.get(api_key_env)
         self._api_key_env = api_key_env
@@ -106,10 +115,13 @@ class OpenAICompatibleProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"
 
-    def with_model(self, model: str) -> Self:
-        """The same endpoint, key and settings, answering with another chat model."""
+    def with_model(self, model: str, role: ModelRole = "chat") -> Self:
+        """The same endpoint, key and settings, answering with another chat, embedding or transcription model."""
         other = copy.copy(self)
-        other.model = model
+        attribute = {"chat": "model", "embedding": "embedding_model", "transcription": "transcription_model"}
+        if role not in attribute:
+            raise ConfigError(f"no {role!r} model on an OpenAI-compatible endpoint (roles: {list(attribute)})")
+        setattr(other, attribute[role], model)
         return other
 
     def identity(self) -> Mapping[str, Any]:
@@ -224,6 +236,20 @@ class OpenAICompatibleProvider:
         """The Batch API (files and batches) of this endpoint."""
         async with self._session(4, timeout_s, json_body=False) as session:
             yield BatchClient(self.base_url, session, self.secrets)
+
+    def transcription_identity(self) -> Mapping[str, Any]:
+        return {"provider": "openai-compatible", "base_url": self.base_url, "model": self.transcription_model}
+
+    def transcription_request(self, audio: bytes, filename: str, mime: str, language: str | None,
+                              prompt: str | None) -> dict[str, Any]:
+        return {"model": self.transcription_model, "file": audio, "filename": filename, "mime": mime,
+                "language": language, "prompt": prompt, "response_format": "json"}
+
+    @asynccontextmanager
+    async def connect_transcriptions(self, concurrency: int,
+                                     timeout_s: float) -> AsyncIterator[TranscriptionConnection]:
+        async with self._session(concurrency, timeout_s, json_body=False) as session:  # multipart sets its type
+            yield TranscriptionConnection(self.endpoint(), session)
 
     @asynccontextmanager
     async def connect_embeddings(self, concurrency: int, timeout_s: float) -> AsyncIterator[EmbeddingConnection]:

@@ -18,7 +18,14 @@ from instructor.processing.response import handle_reask_kwargs, process_response
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from ai_assets.providers.wire_shapes import ChatBody, EmbeddingsBody, ResponsesBody, loads, validated
+from ai_assets.providers.wire_shapes import (
+    ChatBody,
+    EmbeddingsBody,
+    ResponsesBody,
+    TranscriptionBody,
+    loads,
+    validated,
+)
 from ai_assets.runtime.engine import Reply
 from ai_assets.runtime.errors import (
     EmptyAnswerError,
@@ -84,11 +91,15 @@ class BaseConnection:
         self.secrets: Sequence[str] = endpoint.secrets
         self.url = f"{endpoint.base_url}{self.path}"
 
+    def body(self, request: dict[str, Any]) -> Any:
+        """What goes on the wire for ``request``: its JSON."""
+        return json.dumps(request)
+
     async def _post(self, request: dict[str, Any]) -> Any:
         """The answer's JSON, read within ``endpoint.max_response_bytes``; HTTP failures as the runtime's errors."""
         assert self.session is not None, "a parsing-only connection cannot send"
         try:
-            async with self.session.post(self.url, data=json.dumps(request)) as response:
+            async with self.session.post(self.url, data=self.body(request)) as response:
                 payload = await read_capped(response, self.endpoint.max_response_bytes, f"answer from {self.url}",
                                             "max_response_bytes", MalformedAnswerError)
                 if response.status == 200:
@@ -181,6 +192,24 @@ class EmbeddingConnection(BaseConnection):
             raise MalformedAnswerError(bounded(f"malformed embedding from {self.url}: {exc}"),
                                        usage=shape.attempt_usage()) from exc
         return Reply(vectors, shape.attempt_usage())
+
+
+class TranscriptionConnection(BaseConnection):
+    """``/audio/transcriptions``: the audio as a multipart upload, the transcript's text back."""
+
+    path = "/audio/transcriptions"
+
+    def body(self, request: dict[str, Any]) -> Any:
+        form = aiohttp.FormData()
+        form.add_field("file", request["file"], filename=request["filename"], content_type=request["mime"])
+        for name in ("model", "language", "prompt", "response_format"):
+            if request.get(name) is not None:
+                form.add_field(name, str(request[name]))
+        return form
+
+    def parse(self, request: dict[str, Any], body: Any) -> Reply:
+        shape = validated(TranscriptionBody, body, self.url)
+        return Reply(shape.text, shape.attempt_usage())
 
 
 def _direct_json(shape: ChatBody, content: str, from_tools: bool, mode: instructor.Mode,

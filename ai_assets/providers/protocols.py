@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
+ModelRole = Literal["chat", "embedding", "transcription"]
 
 
 @runtime_checkable
@@ -40,6 +41,23 @@ class Prompter(Protocol):
     def connect(
         self, response_model: type[BaseModel] | None, concurrency: int, timeout_s: float
     ) -> AbstractAsyncContextManager[Connection]: ...
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    """Speech to text over HTTP (``/audio/transcriptions``): one recording a request."""
+
+    transcription_model: str
+
+    def transcription_identity(self) -> Mapping[str, Any]:
+        """What decides a transcript (provider, model): part of every cache key."""
+        ...
+
+    def transcription_request(self, audio: bytes, filename: str, mime: str, language: str | None,
+                              prompt: str | None) -> dict[str, Any]: ...
+
+    def connect_transcriptions(self, concurrency: int, timeout_s: float) -> AbstractAsyncContextManager[Connection]:
+        ...
 
 
 @runtime_checkable
@@ -81,9 +99,11 @@ class ImageEmbedder(Protocol):
 
 @runtime_checkable
 class ModelSwitch(Protocol):
-    """A provider that can answer with another model of the same endpoint (a per-asset or per-call model)."""
+    """A provider that can answer with another model of the same endpoint (a per-asset or per-call model);
+    ``role`` says which of its models a call uses (an OpenAI-compatible endpoint has a chat, an embedding and a
+    transcription model)."""
 
-    def with_model(self, model: str) -> Any: ...
+    def with_model(self, model: str, role: ModelRole = "chat") -> Any: ...
 
 
 @runtime_checkable
@@ -129,15 +149,19 @@ def dimension_of(provider: object) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def with_model(provider: Any, model: str | None) -> Any:
-    """``provider`` answering with ``model`` instead of its own (a per-asset model); unchanged for None."""
+def with_model(provider: Any, model: str | None, role: ModelRole | Literal["auto"] = "chat") -> Any:
+    """``provider`` answering with ``model`` instead of its own (a per-asset model) in ``role``: its chat,
+    embedding or transcription model; ``"auto"``: chat for a chat provider, else embedding (``classify_text``'s
+    default method). Unchanged for None."""
     if model is None:
         return provider
+    if role == "auto":
+        role = "chat" if isinstance(provider, Prompter) else "embedding"
     if not isinstance(provider, ModelSwitch):
         from ai_assets.runtime.errors import NotSupportedError
 
         raise NotSupportedError(provider, f"model={model!r} (a per-call model)")
-    return provider.with_model(model)
+    return provider.with_model(model, role)
 
 
 def with_batch_size(provider: Any, batch_size: int | None) -> Any:

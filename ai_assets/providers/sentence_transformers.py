@@ -104,8 +104,8 @@ class SentenceTransformersProvider:
         size = measure()
         return int(size) if size else None
 
-    def with_model(self, model: str) -> SentenceTransformersProvider:
-        """The same device and settings with another model."""
+    def with_model(self, model: str, role: str = "embedding") -> SentenceTransformersProvider:
+        """The same device and settings with another model (one model serves every role)."""
         return SentenceTransformersProvider(model, device=self.device, batch_size=self.batch_size, fp16=self.fp16,
                                             normalize=self.normalize)
 

@@ -134,6 +134,10 @@ class EmbeddingsBody(_Body):
     data: list[EmbeddingItem]
 
 
+class TranscriptionBody(_Body):
+    text: Annotated[str, Field(strict=True)]
+
+
 S = TypeVar("S", bound=_Body)
 
 

@@ -111,12 +111,7 @@ class BatchApi:
         return Reply(200, batch.describe())
 
     def upload(self, body: bytes, headers: dict[str, str]) -> Reply:
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {headers.get('content-type', '')}\r\n\r\n".encode() + body)
-        fields: dict[str, Any] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True))
+        fields = multipart_fields(body, headers)
         if "file" not in fields or "purpose" not in fields:
             return Reply(400, {"error": {"message": "file and purpose are required", "type": "invalid_request_error"}})
         filename, data = fields["file"]
@@ -226,3 +221,15 @@ def _line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any]
 
 def _not_found(kind: str, ident: str) -> Reply:
     return Reply(404, {"error": {"message": f"No such {kind}: {ident}", "type": "invalid_request_error"}})
+
+
+def multipart_fields(body: bytes, headers: dict[str, str]) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body as {field name: (file name or None, bytes)}."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {headers.get('content-type', '')}\r\n\r\n".encode() + body)
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields

@@ -88,6 +88,8 @@ class ServerStats:
     """(arrival time, tokens charged) of every chat, responses and embedding request."""
     file_parts: list[dict[str, str]] = field(default_factory=list)
     """Every file content part received: its type, filename and MIME type."""
+    transcriptions: int = 0
+    """Requests to ``/audio/transcriptions``."""
     audio_parts: list[dict[str, str]] = field(default_factory=list)
     """Every ``input_audio`` part received: its format and decoded size in bytes."""
     models: dict[str, int] = field(default_factory=dict)

@@ -298,6 +298,27 @@ class App:
         })
 
 
+    async def transcribe(self, fields: dict[str, tuple[str | None, bytes]]) -> Reply | object:
+        """``/audio/transcriptions``: a deterministic transcript of the uploaded file; faults match
+        ``audio <filename>``."""
+        if "file" not in fields or "model" not in fields:
+            return Reply(400, {"error": {"message": "file and model are required", "type": "invalid_request_error"}})
+        filename, audio = fields["file"]
+        key = f"audio {filename} {seed_of(audio.hex()) % 10**8}"
+        self.stats.transcriptions += 1
+        model = fields["model"][1].decode()
+        self.stats.models[model] = self.stats.models.get(model, 0) + 1
+        fault = self.fault_for(key, self.count(key))
+        if fault is not None:
+            return await self.fail(fault)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        language = fields.get("language", (None, b""))[1].decode() or "en"
+        seconds = max(1, len(audio) // 16_000)
+        return Reply(200, {"text": f"Transcript ({language}) of {filename}: {seed_of(audio.hex()) % 10**6}",
+                           "usage": {"type": "duration", "seconds": seconds}})
+
+
 def prompt_key(messages: list[dict[str, Any]]) -> str:
     """The text of the first user message (text parts joined; images and files by a short digest): what a test
     counts. The first, not the last: a re-ask appends its correction as a later user message."""

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Self
 
-from ai_assets.testing.batches import BatchApi
+from ai_assets.testing.batches import BatchApi, multipart_fields
 from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
 from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit, WindowLimit
 
@@ -90,6 +90,8 @@ class _Server:
             return await app.responses(data)
         if method == "POST" and path.endswith("/embeddings"):
             return await app.embeddings(data)
+        if method == "POST" and path.endswith("/audio/transcriptions"):
+            return await app.transcribe(multipart_fields(body, headers) if multipart else {})
         routed = await self.batches.route(method, path, data, body, headers)
         if routed is not None:
             return routed

@@ -40,6 +40,7 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
     (plain.fix_grammar, factories.fix_grammar_asset, components.TaskComponent),
     (plain.analyze_sentiment, factories.sentiment_asset, components.TaskComponent),
     (plain.similarity, factories.similarity_asset, components.TaskComponent),
+    (plain.transcribe, factories.transcribe_asset, components.TaskComponent),
 ]
 
 

@@ -92,7 +92,7 @@ def test_public_api_is_guarded() -> None:
         "RetryPolicy", "RowFailedError", "RunOptions", "SentenceTransformersProvider", "Usage", "analyze_sentiment",
         "aprompt", "chunk_text", "classify_image", "classify_text", "decode_images", "download", "embed_image",
         "embed_text", "extract", "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source",
-        "similarity", "stream_source", "summarize", "translate"]
+        "similarity", "stream_source", "summarize", "transcribe", "translate"]
     assert sorted(ai_assets.dagster.__all__) == [
         "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
         "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
@@ -100,7 +100,7 @@ def test_public_api_is_guarded() -> None:
         "embed_asset", "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags",
         "ingest_asset", "landing_folder_sensor", "mask_asset", "partitioned_schedule", "preprocess_asset",
         "prompt_asset", "provider_versions", "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset",
-        "translate_asset"]
+        "transcribe_asset", "translate_asset"]
     for module in (ai_assets, ai_assets.dagster):
         assert all(hasattr(module, name) for name in module.__all__)
 

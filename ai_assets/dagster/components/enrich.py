@@ -72,13 +72,15 @@ class ClassifyComponent(EnrichComponentBase):
                               **self.asset_args())
 
 
-TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params")
+TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params", "language", "prompt",
+                 "filename_column", "max_bytes")
 
 
 class TaskComponent(EnrichComponentBase):
     """A task function as an asset (``task``: a name in ``ai_assets.functions.tasks.TASKS``): summarize,
-    translate, sentiment, mask, fix_grammar and extract prompt a chat model; similarity compares the embeddings of
-    ``left`` and ``right``. A setting the task does not take is an error, not ignored."""
+    translate, sentiment, mask, fix_grammar and extract prompt a chat model; transcribe sends audio to
+    ``/audio/transcriptions``; similarity compares the embeddings of ``left`` and ``right``. A setting the task
+    does not take is an error, not ignored."""
 
     task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
     column: str | None = Field(default=None, description="The text column (every task but similarity)")
@@ -89,6 +91,10 @@ class TaskComponent(EnrichComponentBase):
     entities: list[str] | None = Field(default=None, description="mask: the kinds of entity")
     fields: list[str] | dict[str, str] | None = Field(default=None, description="extract: the fields")
     params: Params | None = Field(default=None, description="Prompting tasks: the sampling settings")
+    language: str | None = Field(default=None, description="transcribe: the spoken language (ISO-639-1)")
+    prompt: str | None = Field(default=None, description="transcribe: text that guides the model (names, spelling)")
+    filename_column: str | None = Field(default=None, description="transcribe: the file names (default: path)")
+    max_bytes: int | None = Field(default=None, description="transcribe: the largest recording sent (default 25 MB)")
     provider_key: str | None = Field(default=None, description="Default: llm, or embedder for similarity")
     llm_model: str | None = Field(default=None, description="Prompting tasks: the chat model")
     embedding_model: str | None = Field(default=None, description="similarity: the embedding model")
