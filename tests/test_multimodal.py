@@ -239,3 +239,38 @@ def test_image_pipeline_materializes_with_thumbnails(tmp_path: Path) -> None:
     assert "![thumbnail](data:image/png;base64," in preview
     assert result.asset_materializations_for_node("small")[0].metadata["rows_with_image_error"].value == 1
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_classify_image_by_a_vision_llm(tmp_path: Path, fake_server: FakeOpenAIServer) -> None:
+    """method="llm": each image goes as an image part with the labels as a Literal choice; the answer is a valid
+    label with a confidence (shape and validity, not accuracy: the fake server answers from the schema)."""
+    from ai_assets.dagster import OpenAICompatibleResource, ParquetIOManager, ResultCacheResource
+    from ai_assets.dagster import classify_image_asset as factory
+    from ai_assets.runtime.errors import ConfigError
+
+    fake_server.set_faults()
+    fake_server.reset()
+    llm = OpenAICompatibleProvider("vision-model", base_url=fake_server.base_url, api_key="k")
+    images = pa.table({"image": [png("red"), png("blue"), None]})
+    labels = {"phone": "a smartphone", "laptop": "a laptop computer", "watch": "a wristwatch"}
+    out = classify_image(images, "image", labels, provider=llm).table
+    picked = out.column("image_class").to_pylist()
+    assert [p["label"] in labels for p in picked[:2]] == [True, True]
+    assert all(0 <= p["score"] <= 1 for p in picked[:2])
+    assert picked[2] is None and out.column("image_class_error")[2].as_py() == "skipped: image column 'image' is null"
+    assert sum("<image " in key for key in fake_server.stats().by_key) == 2
+    with pytest.raises(ConfigError, match="example images"):
+        classify_image(images, "image", {"phone": [png("red")], "watch": "a wristwatch"}, provider=llm,
+                       method="llm")
+
+    @dg.asset(key="raw")
+    def raw_images() -> pa.Table:
+        return images
+
+    asset = factory("classes", raw_images, labels=labels, method="llm", provider_key="llm", model="gpt-vision")
+    resources = {"llm": OpenAICompatibleResource(model="m", base_url=fake_server.base_url, api_key="k"),
+                 "ai_cache": ResultCacheResource(path=str(tmp_path / "journal.sqlite")),
+                 "io_manager": ParquetIOManager(root=str(tmp_path / "out"))}
+    fake_server.reset()
+    assert dg.materialize([raw_images, asset], resources=resources).success
+    assert fake_server.stats().models == {"gpt-vision": 2}

@@ -340,36 +340,42 @@ def classify_image_asset(
     *,
     labels: Sequence[str] | Mapping[str, LabelSpec],
     column: str = "image",
+    method: Method | None = None,
     output_column: str | None = None,
     options: RunOptions | None = None,
     provider_key: str = "image_embedder",
     cache_key: str | None = "ai_cache",
     model: str | None = None,
+    prices: Prices | None = None,
     max_error_rate: float = 0.05,
     temperature: float = 0.05,
     max_pixels: int = MAX_PIXELS,
+    params: PromptParams | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels the images in ``column``: by label prompts with a CLIP-class model
     (``{"phone": "a photo of a phone"}``) or by example images with any image embedder
     (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column; a score is the softmax of the
-    cosine similarities divided by ``temperature``.
+    cosine similarities divided by ``temperature``. With ``method="llm"`` and a chat resource
+    (``provider_key="llm"``) a vision LLM picks the label (``params``: its sampling settings).
     """
     output_column = output_column or name
     described: dict[str, LabelSpec] = label_descriptions(labels)
     version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
                           labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()},
-                          temperature=temperature, max_pixels=max_pixels)
+                          temperature=temperature, max_pixels=max_pixels, method=method,
+                          params=params.as_request() if params else None)
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
-        out = classify_image(data, column, described, provider=call.provider, output_column=output_column,
-                             temperature=temperature, max_pixels=max_pixels,
-                             **call.common(options, RunOptions(on_error="null")))
+        out = classify_image(data, column, described, provider=call.provider, method=method,
+                             output_column=output_column, temperature=temperature, max_pixels=max_pixels,
+                             params=params, prices=prices, **call.common(options, RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=prices_for, code_version=version, model_role="embedding",
+                         price_of=lambda provider: prices or prices_for(provider), code_version=version,
+                         model_role="auto" if method is None else "chat" if method == "llm" else "embedding",
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
                          description=describe_classify(upstream_key(upstream), column, list(described),

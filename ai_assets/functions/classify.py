@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, create_model
 
 from ai_assets.functions.embed import EmbedTextTask
 from ai_assets.functions.prompt import PromptParams, PromptTask
+from ai_assets.functions.templates import Part
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.columns import error_column
@@ -178,10 +179,7 @@ def classify_text(
     if method == "llm":
         if not isinstance(provider, Prompter):
             raise NotSupportedError(provider, "classify_text(method='llm')")
-        choice = _choice_model(tuple(described)) if multi is None else _multi_model(tuple(described))
-        task = ClassifyLLMTask("{" + column + "}", provider, choice, _llm_system_message(described, multi),
-                               output_column, params or PromptParams(temperature=0.0), options)
-        task.multi = multi
+        task = llm_classifier("{" + column + "}", "text", described, provider, output_column, multi, params, options)
         chosen = prices or prices_for(provider)
     else:
         if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
@@ -206,6 +204,18 @@ def _embed_labels(described: Mapping[str, str], provider: TextEmbedder | RemoteT
     return np.asarray(out.table.column("embedding").to_pylist(), dtype=np.float32)
 
 
+def llm_classifier(template: str | Sequence[Part], subject: str, described: Mapping[str, str], provider: Prompter,
+                   output_column: str, multi: MultiLabel | None, params: PromptParams | None,
+                   options: RunOptions) -> ClassifyLLMTask:
+    """The LLM path of a classification: a ``Literal`` label (or every label that applies) and a confidence for
+    each row's rendered ``template`` (text, or an image part for ``classify_image``)."""
+    choice = _choice_model(tuple(described)) if multi is None else _multi_model(tuple(described))
+    task = ClassifyLLMTask(template, provider, choice, _llm_system_message(described, multi, subject), output_column,
+                           params or PromptParams(temperature=0.0), options)
+    task.multi = multi
+    return task
+
+
 def _choice_model(names: tuple[str, ...]) -> type[BaseModel]:
     label_type: Any = Literal[names]
     return create_model(
@@ -225,9 +235,10 @@ def _multi_model(names: tuple[str, ...]) -> type[BaseModel]:
                         __base__=BaseModel)
 
 
-def _llm_system_message(described: Mapping[str, str], multi: MultiLabel | None = None) -> str:
+def _llm_system_message(described: Mapping[str, str], multi: MultiLabel | None = None, subject: str = "text") -> str:
     legend = "\n".join(f"- {name}: {text}" for name, text in described.items())
     if multi is not None:
-        return (f"Which of these labels apply to the text?\n{legend}\nList every label that applies, each with a "
-                "score from 0 to 1 for how well it fits.")
-    return f"Classify the text into exactly one of these labels:\n{legend}\nAnswer with the label and confidence."
+        return (f"Which of these labels apply to the {subject}?\n{legend}\nList every label that applies, each "
+                "with a score from 0 to 1 for how well it fits.")
+    return (f"Classify the {subject} into exactly one of these labels:\n{legend}\nAnswer with the label and "
+            "confidence.")

@@ -17,21 +17,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ai_assets.functions.classify import LabelScorer, label_descriptions
+from ai_assets.functions.classify import LabelScorer, Method, label_descriptions, llm_classifier
 from ai_assets.functions.embed import VectorTask
 from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
-from ai_assets.functions.templates import check_output_column
-from ai_assets.providers.protocols import ImageEmbedder, TextEmbedder, dimension_of, with_batch_size
+from ai_assets.functions.prompt import PromptParams
+from ai_assets.functions.templates import ImageColumn, Part, check_output_column
+from ai_assets.providers.protocols import ImageEmbedder, Prompter, TextEmbedder, dimension_of, with_batch_size
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
 from ai_assets.runtime.local import INPUTS, ItemError, local_connection
 from ai_assets.runtime.pipeline import Pipeline
+from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import run_pipeline
 from ai_assets.runtime.task import Plan, Progress
+from ai_assets.runtime.usage import Prices
 
 LabelSpec = str | bytes | Sequence[bytes]
 JOB_BATCHES = 4  # provider batches per model call
@@ -144,21 +147,55 @@ def classify_image(
     column: str,
     labels: Sequence[str] | Mapping[str, LabelSpec],
     *,
-    provider: ImageEmbedder,
+    provider: ImageEmbedder | Prompter,
+    method: Method | None = None,
     output_column: str = "image_class",
     temperature: float = 0.05,
     max_pixels: int = MAX_PIXELS,
+    params: PromptParams | None = None,
     options: RunOptions | None = None,
     cache: Cache | None = None,
     progress: Progress | None = None,
+    prices: Prices | None = None,
     run_id: str | None = None,
     group_column: str | None = None,
 ) -> Enriched | EnrichedStream:
     """Label each image with one of ``labels``: ``["a phone", ...]``, ``{"phone": "a photo of a phone"}`` or
-    ``{"phone": [example image bytes, ...]}``. Adds a ``{label, score}`` struct column."""
+    ``{"phone": [example image bytes, ...]}``. Adds a ``{label, score}`` struct column.
+
+    ``method="llm"`` (the default for a chat provider) asks a vision LLM instead, the image as an image part and
+    the labels (names or descriptions) as a ``Literal`` choice with a confidence, for labels that embeddings do not
+    separate; ``params`` are its sampling settings (default temperature 0), ``prices`` its cost."""
     described: dict[str, LabelSpec] = label_descriptions(labels)
+    if method is None:
+        method = "llm" if isinstance(provider, Prompter) and not isinstance(provider, ImageEmbedder) else "embedding"
+    if method == "llm":
+        return _classify_by_llm(table, column, described, provider, output_column, params, options, cache, progress,
+                                prices, run_id, group_column)
+    if not isinstance(provider, ImageEmbedder):
+        raise NotSupportedError(provider, "classify_image(method='embedding')")
+    if params is not None:
+        raise ConfigError("classify_image: params are an LLM's sampling settings; method='embedding' takes none")
     task = ClassifyImageTask(column, provider, output_column, max_pixels)
     task.scorer = LabelScorer(list(described), label_vectors(described, provider, max_pixels), temperature)
     options = options or RunOptions(on_error="null")
     return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
                                         group_column=group_column))
+
+
+def _classify_by_llm(table: Source, column: str, described: Mapping[str, LabelSpec], provider: Any,
+                     output_column: str, params: PromptParams | None, options: RunOptions | None,
+                     cache: Cache | None, progress: Progress | None, prices: Prices | None, run_id: str | None,
+                     group_column: str | None) -> Enriched | EnrichedStream:
+    if not isinstance(provider, Prompter):
+        raise NotSupportedError(provider, "classify_image(method='llm')")
+    examples = [label for label, spec in described.items() if not isinstance(spec, str)]
+    if examples:
+        raise ConfigError(f"classify_image(method='llm'): labels {examples} are example images; an LLM takes "
+                          "labels by name or description")
+    texts = {label: str(spec) for label, spec in described.items()}
+    options = options or RunOptions(on_error="null")
+    template: list[Part] = ["Classify this image.", ImageColumn(column)]
+    task = llm_classifier(template, "image", texts, provider, output_column, None, params, options)
+    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
+                                        group_column=group_column, prices=prices or prices_for(provider)))

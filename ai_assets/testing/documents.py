@@ -15,16 +15,16 @@ def pdf(lines: str | Sequence[str]) -> bytes:
     return pdf_pages([[lines] if isinstance(lines, str) else list(lines)])
 
 
-def pdf_pages(pages: Sequence[Sequence[str]]) -> bytes:
-    """A PDF with one page per item of ``pages`` (each a list of text lines, 12 pt Helvetica, 14 pt leading), byte
-    offsets computed so readers need no repair."""
+def pdf_pages(pages: Sequence[Sequence[str]], font_size: int = 12, leading: int = 14) -> bytes:
+    """A PDF with one page per item of ``pages`` (each a list of text lines, Helvetica), byte offsets computed so
+    readers need no repair. Lines past the page's foot are still written (PDFium reads them, pymupdf does not)."""
     count = len(pages)
     font = 3 + 2 * count  # objects: catalog, pages, then a page and its content stream per page, then the font
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode()]
     for i, lines in enumerate(pages):
         body = " ".join(f"({_escape(line)}) Tj T*" for line in lines)
-        stream = f"BT /F1 12 Tf 14 TL 72 720 Td {body} ET".encode("latin-1", errors="replace")
+        stream = f"BT /F1 {font_size} Tf {leading} TL 72 720 Td {body} ET".encode("latin-1", errors="replace")
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
                        f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode())
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")

@@ -152,6 +152,10 @@ class ClassifyImageComponent(EnrichComponentBase):
     embedding_model: str | None = Field(default=None, description="The image model (default: the resource's)")
     temperature: float = Field(default=0.05, description="The softmax temperature of the scores")
     max_pixels: int = Field(default=MAX_PIXELS, description="Larger images are refused (decompression bombs)")
+    method: Literal["embedding", "llm"] | None = Field(
+        default=None, description="llm: a vision LLM picks the label (provider_key: a chat resource)")
+    params: Params | None = Field(default=None, description="method llm: the sampling settings")
+    llm_model: str | None = Field(default=None, description="method llm: the vision model (default: the resource's)")
 
     def asset(self) -> dg.AssetsDefinition:
         labels: dict[str, str | list[bytes]] = {}
@@ -167,7 +171,8 @@ class ClassifyImageComponent(EnrichComponentBase):
                 raise ConfigError(f"{self.name}: label {label!r}: no example image file {missing}")
             labels[label] = [p.read_bytes() for p in paths]
         return classify_image_asset(self.name, self.upstream, labels=labels, column=self.column,
-                                    output_column=self.output_column, options=self.run_options(),
-                                    provider_key=self.provider_key, cache_key=self.cache_key,
-                                    model=self.embedding_model, temperature=self.temperature,
-                                    max_pixels=self.max_pixels, **self.asset_args())
+                                    method=self.method, output_column=self.output_column,
+                                    options=self.run_options(), provider_key=self.provider_key,
+                                    cache_key=self.cache_key, model=self.llm_model or self.embedding_model,
+                                    prices=self.pricing(), temperature=self.temperature, max_pixels=self.max_pixels,
+                                    params=self.params.build() if self.params else None, **self.asset_args())
