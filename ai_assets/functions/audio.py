@@ -21,14 +21,14 @@ from ai_assets.functions.templates import check_output_column
 from ai_assets.providers.protocols import SharedLimit, Transcriber, with_model
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
-from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
+from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind
 from ai_assets.runtime.limits import TokenCost
 from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Plan, Progress
+from ai_assets.runtime.task import OneRowJobs, Plan, Progress
 from ai_assets.runtime.usage import Prices
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
@@ -48,7 +48,7 @@ def audio_type(data: bytes) -> tuple[str, str]:
     return "application/octet-stream", ".wav"
 
 
-class TranscribeTask:
+class TranscribeTask(OneRowJobs):
     """One transcription request per row."""
 
     max_concurrency: int | None = None
@@ -88,18 +88,6 @@ class TranscribeTask:
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         return [Job(k, payloads[k], TokenCost(len(payloads[k]["file"]) // 1024)) for k in keys]
-
-    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
-        return [(job.key, outcome)]
-
-    def retry_alone(self, outcome: Outcome) -> bool:
-        return False  # one row a job
-
-    def encode(self, value: Any) -> Any:
-        return value
-
-    def decode(self, stored: Any) -> Any:
-        return stored
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
         return {self.output_column: pa.array(values, pa.string()),

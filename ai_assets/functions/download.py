@@ -34,14 +34,14 @@ from yarl import URL
 from ai_assets.functions.templates import check_output_column, column_texts
 from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
 from ai_assets.runtime.columns import error_column
-from ai_assets.runtime.engine import Connection, Job, Outcome, Reply, RunOptions
+from ai_assets.runtime.engine import Connection, Job, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
 from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Plan, Progress
+from ai_assets.runtime.task import OneRowJobs, Plan, Progress
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -174,7 +174,7 @@ async def _connect(policy: DownloadPolicy, options: RunOptions) -> AsyncIterator
         yield _Downloader(session, policy)
 
 
-class DownloadTask:
+class DownloadTask(OneRowJobs):
     """One GET (or object-store read) per distinct URL; no journal (bytes are not worth keeping twice)."""
 
     max_concurrency: int | None = None
@@ -193,18 +193,6 @@ class DownloadTask:
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         return [Job(url, {"url": url}) for url in keys]
-
-    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
-        return [(job.key, outcome)]
-
-    def retry_alone(self, outcome: Outcome) -> bool:
-        return False  # one row a job
-
-    def encode(self, value: Any) -> Any:
-        return value
-
-    def decode(self, stored: Any) -> Any:
-        return stored
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
         return {self.output_column: pa.array(values, pa.binary()),

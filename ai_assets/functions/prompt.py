@@ -17,7 +17,7 @@ from ai_assets.providers.protocols import BatchedChat, Prompter, SharedLimit, wi
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
-from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
+from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import NotSupportedError
 from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
 from ai_assets.runtime.pipeline import Pipeline
@@ -25,7 +25,7 @@ from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import arun_table, run_pipeline
-from ai_assets.runtime.task import Plan, Progress
+from ai_assets.runtime.task import OneRowJobs, Plan, Progress
 from ai_assets.runtime.tokens import estimate_cost, request_messages
 from ai_assets.runtime.usage import Prices
 
@@ -54,7 +54,7 @@ class PromptParams:
         return {k: v for k, v in out.items() if v not in (None, {}, [])}
 
 
-class PromptTask:
+class PromptTask(OneRowJobs):
     """One chat request per row, keyed by the provider's identity and the whole request."""
 
     max_concurrency: int | None = None
@@ -94,18 +94,6 @@ class PromptTask:
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         max_out = self.request_params.get("max_output_tokens")
         return [Job(k, payloads[k], estimate_cost(request_messages(payloads[k]), max_out)) for k in keys]
-
-    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
-        return [(job.key, outcome)]
-
-    def retry_alone(self, outcome: Outcome) -> bool:
-        return False  # one row a job
-
-    def encode(self, value: Any) -> Any:
-        return value
-
-    def decode(self, stored: Any) -> Any:
-        return stored
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
         if self.return_format is None or self.struct is None:

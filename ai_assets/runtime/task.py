@@ -27,6 +27,23 @@ class Plan:
     payloads: dict[str, Any]
 
 
+class OneRowJobs:
+    """What a task whose jobs are one row each, with JSON values, shares: its outcome is the row's, a failed job is
+    never split, and the journal stores values as they are."""
+
+    def split(self, job: Job, outcome: Outcome) -> list[tuple[str, Outcome]]:
+        return [(job.key, outcome)]
+
+    def retry_alone(self, outcome: Outcome) -> bool:
+        return False
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, stored: Any) -> Any:
+        return stored
+
+
 class Task(Protocol):
     """What an AI function does to each window; the pipeline does everything else."""
 
