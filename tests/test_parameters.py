@@ -486,3 +486,17 @@ def test_a_model_changed_on_the_resource_makes_the_asset_stale(tmp_path: Path, s
 
     assert status(defs("m1")) == StaleStatus.FRESH
     assert status(defs("m2")) == StaleStatus.STALE
+
+
+def test_a_null_vector_survives_a_delta_round_trip(tmp_path: Path) -> None:
+    """An image that failed to embed has a null vector; delta-rs 1.6 wrote it as an empty list under a fixed-size
+    Arrow schema, and every read of the table failed ("expected all lists to be of size=4"); the demo's
+    product_image_classes table was unreadable."""
+    table = pa.table({"id": [1, 2, 3], "v": vectors_to_arrow([np.ones(4), None, np.ones(4)], 4)})
+    whole = DeltaStore(str(tmp_path / "whole"))
+    whole.write(table, None)
+    parts = DeltaStore(str(tmp_path / "parts"))
+    parts.write(with_partition(table, "p"), ["p"])
+    for read in (whole.read(), parts.read(["p"])):
+        assert read.schema.field("v").type == pa.list_(pa.field("item", pa.float32()), 4)
+        assert read.column("v").to_pylist() == [[1.0] * 4, None, [1.0] * 4]

@@ -54,6 +54,18 @@ def vector_types(dataset: Any) -> dict[str, pa.DataType]:
     return types
 
 
+def as_lists(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``fixed_size_list`` columns as plain lists. Delta has no fixed-size type; given one, delta-rs (1.6) keeps it
+    in the Parquet files' Arrow schema but writes a null vector as an empty list, which no reader can then read
+    back ("expected all lists to be of size=d"). ``vector_types`` restores the fixed size on read."""
+    fixed = {f.name: pa.list_(f.type.value_field) for f in reader.schema if pa.types.is_fixed_size_list(f.type)}
+    if not fixed:
+        return reader
+    schema = pa.schema([f.with_type(fixed[f.name]) if f.name in fixed else f for f in reader.schema],
+                       metadata=reader.schema.metadata)
+    return map_reader(reader, schema, lambda batch: batch.cast(schema))
+
+
 def safe_commits(uri: str, storage_options: dict[str, str] | None) -> dict[str, str] | None:
     """On S3 and S3-compatible stores, commits by conditional put (``If-None-Match``/``If-Match``), so that
     workers writing partitions of one table at once all land: the loser of a race to a log version retries on the
@@ -84,7 +96,7 @@ class DeltaStore:
 
     def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
         dl = _deltalake()
-        reader = as_reader(data)
+        reader = as_lists(as_reader(data))
         rows = [0]
         if partitions is None:
             existing = self._table()
