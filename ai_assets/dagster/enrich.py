@@ -27,7 +27,7 @@ from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
 from ai_assets.dagster.versions import PROVIDER_KEY
-from ai_assets.functions.classify import Method, classify_text, label_descriptions
+from ai_assets.functions.classify import Method, classify_text, label_descriptions, method_role
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.prompt import PromptParams, prompt
@@ -292,7 +292,7 @@ labels that apply, best first.
                          price_of=price_of, code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
-                         model_role="auto" if method is None else "chat" if method == "llm" else "embedding",
+                         model_role=method_role(method),
                          description=describe_classify(upstream_key(upstream), column, list(described),
                                                        output_column, provider_key, model, method))
 
@@ -375,7 +375,7 @@ def classify_image_asset(
 
     return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
                          price_of=lambda provider: prices or prices_for(provider), code_version=version,
-                         model_role="auto" if method is None else "chat" if method == "llm" else "embedding",
+                         model_role=method_role(method),
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,
                          description=describe_classify(upstream_key(upstream), column, list(described),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ai_assets.functions.templates import check_output_column
+from ai_assets.functions.templates import audio_type, check_output_column
 from ai_assets.providers.protocols import SharedLimit, Transcriber, with_model
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
@@ -32,22 +32,6 @@ from ai_assets.runtime.task import OneRowJobs, Plan, Progress
 from ai_assets.runtime.usage import Prices
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
-_AUDIO = {b"RIFF": ("audio/wav", ".wav"), b"ID3": ("audio/mpeg", ".mp3"), b"fLaC": ("audio/flac", ".flac"),
-          b"OggS": ("audio/ogg", ".ogg"), b"\x1aE\xdf\xa3": ("audio/webm", ".webm")}
-
-
-def audio_type(data: bytes) -> tuple[str, str]:
-    """The MIME type and file extension of audio bytes, from their magic number (MP3 frames and M4A too)."""
-    for magic, kind in _AUDIO.items():
-        if data.startswith(magic):
-            return kind
-    if data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg", ".mp3"
-    if data[4:8] == b"ftyp":
-        return "audio/mp4", ".m4a"
-    return "application/octet-stream", ".wav"
-
-
 class TranscribeTask(OneRowJobs):
     """One transcription request per row."""
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, create_model
 from ai_assets.functions.embed import EmbedTextTask
 from ai_assets.functions.prompt import PromptParams, PromptTask
 from ai_assets.functions.templates import Part
-from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder, with_model
+from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
@@ -35,6 +35,12 @@ LABELS = pa.list_(CLASSIFICATION)
 """Multi-label output (``top_k`` / ``threshold``): the labels that apply, best first."""
 Method = Literal["embedding", "llm"]
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def method_role(method: Method | None) -> ModelRole | Literal["auto"]:
+    """Which of a provider's models ``model=`` replaces for a classification ``method`` (None: as the provider
+    decides, see ``with_model``)."""
+    return "auto" if method is None else "chat" if method == "llm" else "embedding"
 
 
 def label_descriptions(labels: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +177,7 @@ def classify_text(
     """
     described = label_descriptions(labels)
     multi = MultiLabel(top_k, threshold) if top_k is not None or threshold is not None else None
-    provider = with_model(provider, model, "auto" if method is None else "chat" if method == "llm" else "embedding")
+    provider = with_model(provider, model, method_role(method))
     options = options or RunOptions()
     if method is None:
         method = "llm" if isinstance(provider, Prompter) else "embedding"

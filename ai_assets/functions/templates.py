@@ -121,6 +121,24 @@ class FileColumn:
 
 AUDIO_FORMATS = {"audio/wav": "wav", "audio/mpeg": "mp3"}
 """Audio a chat request carries as ``input_audio``, by MIME type."""
+_AUDIO = {b"ID3": ("audio/mpeg", ".mp3"), b"fLaC": ("audio/flac", ".flac"), b"OggS": ("audio/ogg", ".ogg"),
+          b"\x1aE\xdf\xa3": ("audio/webm", ".webm")}
+
+
+def audio_type(data: bytes) -> tuple[str, str]:
+    """The MIME type and file extension of audio bytes, from their magic number (MP3 frames and M4A too)."""
+    if data.startswith(b"RIFF") and data[8:12] == b"WAVE":  # RIFF holds WebP images too
+        return "audio/wav", ".wav"
+    for magic, kind in _AUDIO.items():
+        if data.startswith(magic):
+            return kind
+    if data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg", ".mp3"
+    if data[4:8] == b"ftyp":
+        return "audio/mp4", ".m4a"
+    return "application/octet-stream", ".wav"
+
+
 _EXTENSIONS = {"application/pdf": ".pdf", "text/plain": ".txt", "text/html": ".html", "application/json": ".json"}
 
 
@@ -128,10 +146,9 @@ def file_mime(data: bytes) -> str:
     """The MIME type of file bytes, from their magic number (images too); text when it decodes as UTF-8."""
     if data.startswith(b"%PDF"):
         return "application/pdf"
-    if data.startswith(b"RIFF") and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg"
+    audio, _ = audio_type(data)
+    if audio != "application/octet-stream":
+        return audio
     image = image_mime(data)
     if image != "application/octet-stream":
         return image

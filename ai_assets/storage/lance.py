@@ -36,6 +36,10 @@ READ_RANGE_ROWS = 65_536
 MERGE_ATTEMPTS = 4
 
 
+def _index_on(handle: Any, column: str) -> Any:
+    return next((i for i in handle.list_indices() if column in i.columns), None)
+
+
 def _lancedb() -> Any:
     try:
         import lancedb
@@ -129,27 +133,26 @@ class LanceStore:
         """Build the vector index past ``index_after_rows``; fold new rows into it past ``reindex_after_rows``."""
         if not self.vector_column or self.index_after_rows is None:
             return
-        index = next((i for i in handle.list_indices() if self.vector_column in i.columns), None)
-        if index is None:
-            if handle.count_rows() >= self.index_after_rows:
-                from lancedb.index import IvfPq
+        from lancedb.index import IvfPq
 
-                handle.create_index(self.vector_column, config=IvfPq(distance_type="cosine"))
-            return
-        stats = handle.index_stats(index.name)
-        if stats is not None and stats.num_unindexed_rows > self.reindex_after_rows:
-            handle.optimize()
+        self._maintain(handle, self.vector_column, IvfPq(distance_type="cosine"), self.index_after_rows)
 
     def _maintain_text_index(self, handle: Any) -> None:
-        """A full-text (inverted) index on ``text_column``: built on the first write, then folded up to date past
-        ``reindex_after_rows`` new rows (rows not yet in it are still searched, by a scan)."""
+        """A full-text (inverted) index on ``text_column``, built on the first write (rows not yet in it are still
+        searched, by a scan)."""
         if not self.text_column or self.text_column not in handle.schema.names:
             return
-        index = next((i for i in handle.list_indices() if self.text_column in i.columns), None)
-        if index is None:
-            from lancedb.index import FTS
+        from lancedb.index import FTS
 
-            handle.create_index(self.text_column, config=FTS())
+        self._maintain(handle, self.text_column, FTS(), 0)
+
+    def _maintain(self, handle: Any, column: str, config: Any, build_after_rows: int) -> None:
+        """The index on ``column``: built with ``config`` once the table has ``build_after_rows`` rows, then brought
+        up to date (``optimize``) once more than ``reindex_after_rows`` rows are not in it."""
+        index = _index_on(handle, column)
+        if index is None:
+            if handle.count_rows() >= build_after_rows:
+                handle.create_index(column, config=config)
             return
         stats = handle.index_stats(index.name)
         if stats is not None and stats.num_unindexed_rows > self.reindex_after_rows:
@@ -160,7 +163,7 @@ class LanceStore:
         handle = self._open()
         if handle is None or not self.vector_column:
             return None
-        index = next((i for i in handle.list_indices() if self.vector_column in i.columns), None)
+        index = _index_on(handle, self.vector_column)
         return None if index is None else int(handle.index_stats(index.name).num_unindexed_rows)
 
     def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
