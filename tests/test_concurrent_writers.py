@@ -93,3 +93,37 @@ def test_a_lancedb_merge_overtaken_by_an_overwrite_is_merged_again(tmp_path: Pat
     assert overtaken
     table = target.read(["b"])
     assert table.column("row").to_pylist() == [0, 1]
+
+
+def test_a_lancedb_create_that_lands_late_puts_back_what_it_wiped(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other race, made certain: a first writer looked for the table before anyone had made it, and its
+    create commits after other writers' partitions landed (on S3 a creator starved by 5 writers' merges was seen
+    to land last, and the table ended up holding its partition alone). The create's empty Overwrite is a later
+    version; the partitions it wiped are put back, and its own partition lands beside them."""
+    import pyarrow as pa
+
+    first = LanceStore(str(tmp_path), "answers")
+    first.write(pa.table({"_partition": ["a"] * 3, "row": [0, 1, 2]}), ["a"])
+    first.write(pa.table({"_partition": ["c"] * 2, "row": [5, 6]}), ["c"])
+    late = LanceStore(str(tmp_path), "answers")
+    create = late._db.create_table
+    looked: list[bool] = []
+
+    def not_there_yet() -> object:
+        if not looked:
+            looked.append(True)
+            return None
+        return late._db.open_table("answers")
+
+    def create_after_the_check(name: str, **kwargs: object) -> object:
+        return create(name, **{**kwargs, "mode": "overwrite"})  # the existence check passed long ago
+
+    monkeypatch.setattr(late, "_open", not_there_yet)
+    monkeypatch.setattr(late._db, "create_table", create_after_the_check)
+    late.write(pa.table({"_partition": ["b"] * 2, "row": [0, 1]}), ["b"])
+    assert looked
+    assert late.partitions() == ["a", "b", "c"]
+    assert late.read(["a"]).column("row").to_pylist() == [0, 1, 2]
+    assert late.read(["b"]).column("row").to_pylist() == [0, 1]
+    assert late.read(["c"]).column("row").to_pylist() == [5, 6]

@@ -97,7 +97,8 @@ class LanceStore:
         created by two first writers at once can get a second, empty Overwrite commit (seen with 6 writers: a merge
         begun on version 1 failed as "incompatible with concurrent transaction Overwrite at version 2"). So the
         rows are spooled to a local Arrow file and merged again on the latest version when that happens; a merge
-        replaces whole partitions, so doing it again is safe."""
+        replaces whole partitions, so doing it again is safe. The handle is opened afresh after a create (which
+        may have merged wiped partitions back in)."""
         with tempfile.TemporaryDirectory(prefix="ai_assets-lance-") as folder:
             path = f"{folder}/rows.arrow"
             with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, source.schema) as spool:
@@ -120,14 +121,46 @@ class LanceStore:
     def _create(self, schema: pa.Schema) -> Any:
         """Create the table empty (see DeltaStore._create): a concurrent creator's table is used, not replaced.
         ``mode="create"`` fails when another writer got there first (``exist_ok`` was seen to commit a second,
-        empty Overwrite over the first creator's table on S3)."""
+        empty Overwrite over the first creator's table on S3).
+
+        ``mode="create"`` checks for the table before it commits, and Lance rebases an Overwrite over anything:
+        a creator that lost the race to commit (seen on S3: starved while 5 other writers each merged 3 times)
+        still lands its empty table as a later version, over partitions others wrote. So a create that did not
+        land as version 1 puts back the partitions it wiped (see ``_restore_wiped``)."""
         try:
-            return self._db.create_table(self.table_name, schema=schema, mode="create")
+            handle = self._db.create_table(self.table_name, schema=schema, mode="create")
         except (OSError, ValueError, RuntimeError):
             handle = self._open()
             if handle is None:
                 raise
             return handle
+        if int(handle.version) > 1:
+            self._restore_wiped(int(handle.version) - 1)
+            return self._open() or handle
+        return handle
+
+    def _restore_wiped(self, before: int) -> None:
+        """Insert the rows of the partitions that version ``before`` held and the latest version lacks.
+
+        Partitions written after the wiping create are the newer truth and stay as they are; the insert only adds
+        rows whose ``(_partition, _row)`` is not there, so it cannot undo a concurrent replace that lands first."""
+        previous = self._db.open_table(self.table_name)
+        previous.checkout(before)
+        if PARTITION_COLUMN not in previous.schema.names or ROW_COLUMN not in previous.schema.names:
+            return
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            latest = self._db.open_table(self.table_name)
+            lost = sorted(set(_partition_column(previous)) - set(_partition_column(latest)))
+            if not lost:
+                return
+            rows = previous.search().where(partition_filter(lost)).limit(None).to_arrow()
+            try:
+                (latest.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_not_matched_insert_all()
+                 .execute(rows, on_bad_vectors="null"))
+                return
+            except RuntimeError as exc:
+                if "Incompatible transaction" not in str(exc) or attempt == MERGE_ATTEMPTS:
+                    raise
 
     def _maintain_index(self, handle: Any) -> None:
         """Build the vector index past ``index_after_rows``; fold new rows into it past ``reindex_after_rows``."""
@@ -195,8 +228,12 @@ class LanceStore:
         handle = self._open()
         if handle is None or PARTITION_COLUMN not in handle.schema.names:
             return []
-        column = handle.search().select([PARTITION_COLUMN]).limit(None).to_arrow().column(PARTITION_COLUMN)
-        return sorted(set(column.to_pylist()))
+        return sorted(set(_partition_column(handle)))
+
+
+def _partition_column(handle: Any) -> list[str]:
+    return list(handle.search().select([PARTITION_COLUMN]).limit(None).to_arrow().column(PARTITION_COLUMN)
+                .to_pylist())
 
 
 def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None) -> pa.RecordBatchReader:
