@@ -388,7 +388,8 @@ def test_every_run_option_is_taken_from_yaml() -> None:
                "retry": {"max_attempts": 2, "base_wait": 0.1, "max_wait": 5.0}, "on_error": "null", "batch_size": 8,
                "retry_failed_rows": False, "window_rows": 100, "window_bytes": 4096, "max_cost": 1.5,
                "max_tokens": 1000, "mode": "batch", "batch": {"max_requests": 10, "max_bytes": 2048, "poll_s": 1.0,
-                                                              "max_wait_s": 60.0, "on_expired": "error"}}
+                                                              "max_wait_s": 60.0, "on_expired": "error"},
+               "order_by_prefix": False}
     assert set(changed) == {f.name for f in dataclasses.fields(RunOptions)}  # a new field must be added here
     built = build(Options.model_validate(changed))
     for name, value in changed.items():

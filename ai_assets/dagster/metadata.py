@@ -33,6 +33,7 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
         "ai/retries": summary["retries"],
         "ai/tokens_in": summary["prompt_tokens"],
         "ai/tokens_out": summary["completion_tokens"],
+        "ai/tokens_cached": summary["cached_tokens"],
         "ai/rows_per_s": dg.MetadataValue.float(float(summary["rows_per_s"])),
     }
     if summary["latency_p50_s"] is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -12,8 +13,8 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.functions.arrow_types import model_struct, to_python
-from ai_assets.functions.templates import Part, check_output_column, check_template, render_content
-from ai_assets.providers.protocols import BatchedChat, Prompter, SharedLimit, with_model
+from ai_assets.functions.templates import Part, check_output_column, check_template, prefix_texts, render_content
+from ai_assets.providers.protocols import BatchedChat, PromptCaching, Prompter, SharedLimit, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
@@ -25,8 +26,8 @@ from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import arun_table, run_pipeline
-from ai_assets.runtime.task import OneRowJobs, Plan, Progress
-from ai_assets.runtime.tokens import estimate_cost, request_messages
+from ai_assets.runtime.task import OneRowJobs, Plan, Prefix, Progress
+from ai_assets.runtime.tokens import estimate_cost, request_messages, text_tokens
 from ai_assets.runtime.usage import Prices
 
 
@@ -54,6 +55,12 @@ class PromptParams:
         return {k: v for k, v in out.items() if v not in (None, {}, [])}
 
 
+def prefix_of(system_message: str | None, head: str | None) -> Prefix:
+    """The prompt prefix a row starts with, named by a hash (its ``prompt_cache_key``)."""
+    digest = hashlib.sha256(f"{system_message or ''}\x00{head or ''}".encode()).hexdigest()
+    return Prefix(f"ai_assets-{digest[:24]}", text_tokens(system_message or "") + text_tokens(head or ""))
+
+
 class PromptTask(OneRowJobs):
     """One chat request per row, keyed by the provider's identity and the whole request."""
 
@@ -73,12 +80,16 @@ class PromptTask(OneRowJobs):
         self.identity = provider.identity()
         self.account: tuple[RateLimit, str] | None = \
             provider.account_limit() if isinstance(provider, SharedLimit) else None
+        self.by_prefix = options.order_by_prefix
+        self.cache_key_on_wire = isinstance(provider, PromptCaching) and provider.takes_prompt_cache_key
 
     def plan(self, batch: pa.RecordBatch) -> Plan:
         contents, skips = render_content(batch, self.template)
+        heads = prefix_texts(batch, self.template) if self.by_prefix else [None] * len(contents)
         keys: list[str | None] = []
         payloads: dict[str, Any] = {}
-        for content in contents:
+        prefixes: dict[str, Prefix] = {}
+        for content, head in zip(contents, heads, strict=True):
             if content is None:
                 keys.append(None)
                 continue
@@ -87,9 +98,13 @@ class PromptTask(OneRowJobs):
                 messages.insert(0, {"role": "system", "content": self.system_message})
             request = self.provider.chat_request(messages, self.return_format, self.request_params)
             key = cache_key(self.identity, request)
+            if self.by_prefix:
+                prefix = prefixes[key] = prefix_of(self.system_message, head)
+                if self.cache_key_on_wire:  # after the journal key: a routing hint, not part of the answer
+                    request = {**request, "prompt_cache_key": prefix.name}
             payloads[key] = request
             keys.append(key)
-        return Plan(keys, skips, payloads)
+        return Plan(keys, skips, payloads, prefixes)
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         max_out = self.request_params.get("max_output_tokens")

@@ -43,6 +43,20 @@ class Template:
             names.append(field)
         return tuple(dict.fromkeys(names))
 
+    def head(self) -> Template:
+        """The template up to its last field: what rows that share the earlier fields' values have in common at
+        the start of their prompt (``"{doc}\\nQ: {q}"`` -> ``"{doc}\\nQ: "``; a template of one field -> its
+        static text)."""
+        self.columns  # noqa: B018  (validates)
+        pieces = list(string.Formatter().parse(self.text))
+        last = max((i for i, piece in enumerate(pieces) if piece[1] is not None), default=len(pieces))
+        out = []
+        for at, (literal, name, _, _) in enumerate(pieces[:last + 1]):
+            out.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is not None and at < last:
+                out.append("{" + name + "}")
+        return Template("".join(out))
+
     def render(self, table: Rows) -> tuple[list[str | None], list[Skip | None]]:
         """Per row: the rendered text, or None and the reason the row is not sent (a null or empty input)."""
         columns = self.columns
@@ -191,6 +205,24 @@ def check_template(parts: str | Sequence[Part]) -> tuple[str, ...]:
         else:
             raise ConfigError(f"a template part must be text, ImageColumn or FileColumn, got {type(part).__name__}")
     return tuple(dict.fromkeys(names))
+
+
+def prefix_texts(table: Rows, parts: str | Sequence[Part]) -> list[str | None]:
+    """Per row: the text its prompt starts with before the template's last field (None: not known or skipped).
+    Rows with the same prefix text share a prompt-cache prefix; for a list of parts, the text parts before the
+    first image or file."""
+    if isinstance(parts, str):
+        return Template(parts).head().render(table)[0]
+    leading = []
+    for part in parts:
+        if not isinstance(part, str):
+            break
+        leading.append(part)
+    if not leading:
+        return [None] * table.num_rows
+    rendered = [Template(p).render(table)[0] for p in leading]
+    return [None if any(r[row] is None for r in rendered) else "\n".join(str(r[row]) for r in rendered)
+            for row in range(table.num_rows)]
 
 
 def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[Skip | None]]:

@@ -62,7 +62,9 @@ class OpenAICompatibleProvider:
     ``Authorization`` header (or Azure's ``api-key`` header with ``auth="api-key"``) and scrubbed from every error
     text. ``organization`` / ``project`` become OpenAI's headers; ``headers`` adds any others. ``rate_limit``
     paces every process that shares this account (see ``ai_assets.runtime.ratelimit``). ``max_response_bytes``
-    caps one answer's body (a body that never ends fails its row once it passes the cap).
+    caps one answer's body (a body that never ends fails its row once it passes the cap). ``prompt_cache_key``:
+    send OpenAI's ``prompt_cache_key`` (one per prompt-prefix group, so rows that share a prefix reach the same
+    cache); default: only to OpenAI itself (a strict server may refuse a field it does not know).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class OpenAICompatibleProvider:
         max_request_tokens: int = 300_000,
         api: Api = "chat",
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        prompt_cache_key: bool | None = None,
     ) -> None:
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
@@ -111,6 +114,8 @@ class OpenAICompatibleProvider:
         if max_response_bytes < 1024:
             raise ConfigError(f"max_response_bytes must be >= 1024, got {max_response_bytes}")
         self.max_response_bytes = max_response_bytes
+        self.takes_prompt_cache_key = self.base_url == OPENAI_BASE_URL if prompt_cache_key is None \
+            else prompt_cache_key
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"

@@ -107,6 +107,14 @@ class ModelSwitch(Protocol):
 
 
 @runtime_checkable
+class PromptCaching(Protocol):
+    """A chat endpoint that caches prompt prefixes and may be told which requests share one."""
+
+    takes_prompt_cache_key: bool
+    """Send ``prompt_cache_key`` (OpenAI's routing hint for a shared prefix) in each request body."""
+
+
+@runtime_checkable
 class SharedLimit(Protocol):
     """A provider paced by an account-wide rate limit (every process using the account shares it)."""
 

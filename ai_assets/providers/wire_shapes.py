@@ -28,16 +28,25 @@ class _Shape(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class PromptDetails(_Shape):
+    cached_tokens: TokenCount | None = None
+
+
 class WireUsage(_Shape):
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
+    prompt_tokens_details: PromptDetails | None = None
+    input_tokens_details: PromptDetails | None = None
+    """Chat Completions' and the Responses API's ``cached_tokens`` (a null or missing one counts as 0)."""
 
     def attempt(self) -> AttemptUsage:
         prompt = self.prompt_tokens if self.prompt_tokens is not None else self.input_tokens
         completion = self.completion_tokens if self.completion_tokens is not None else self.output_tokens
-        return AttemptUsage(prompt or 0, completion or 0)
+        details = self.prompt_tokens_details or self.input_tokens_details
+        cached = details.cached_tokens if details is not None else None
+        return AttemptUsage(prompt or 0, completion or 0, min(cached or 0, prompt or 0))
 
 
 class _Body(_Shape):

@@ -367,7 +367,9 @@ def _batch_prices(prices: Prices | None) -> Prices | None:
     if prices is None:
         return None
     share = 1 - prices.batch_discount
-    return Prices(prices.input_per_million * share, prices.output_per_million * share, prices.batch_discount)
+    cached = None if prices.cached_input_per_million is None else prices.cached_input_per_million * share
+    return Prices(prices.input_per_million * share, prices.output_per_million * share, prices.batch_discount,
+                  cached)
 
 
 def _parsed_line(text: str) -> Mapping[str, Any] | None:

@@ -45,8 +45,7 @@ class Budget:
 
     def _cost(self, usage: AttemptUsage) -> float:
         assert self.prices is not None
-        return (usage.prompt_tokens * self.prices.input_per_million
-                + usage.completion_tokens * self.prices.output_per_million) / 1_000_000
+        return self.prices.cost(usage.prompt_tokens, usage.completion_tokens, cached_tokens=usage.cached_tokens)
 
     def output_estimate(self, cost: TokenCost) -> int:
         """The completion tokens to hold for a request: its cap where it has one, else what answers of this run
@@ -62,7 +61,8 @@ class Budget:
         to ``release``."""
         output = self.output_estimate(cost)
         ahead = AttemptUsage(self.spent.prompt_tokens + self._in_flight.prompt_tokens + cost.prompt,
-                             self.spent.completion_tokens + self._in_flight.completion_tokens + output)
+                             self.spent.completion_tokens + self._in_flight.completion_tokens + output,
+                             self.spent.cached_tokens)  # what is in flight counts at the full input price
         over_tokens = self.max_tokens is not None and (ahead.prompt_tokens + ahead.completion_tokens
                                                        > self.max_tokens)
         over_cost = self.max_cost is not None and self._cost(ahead) > self.max_cost

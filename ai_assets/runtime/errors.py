@@ -48,10 +48,13 @@ class AttemptUsage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those the provider served from its prompt cache (billed at the cached rate)."""
 
     def add(self, other: AttemptUsage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
 
 
 class TransientError(AIAssetsError):

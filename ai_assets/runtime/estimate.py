@@ -25,9 +25,11 @@ import pyarrow as pa
 from ai_assets.runtime.calibration import CALIBRATION, Calibration
 from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.pipeline import Pipeline
+from ai_assets.runtime.task import Prefix
 from ai_assets.runtime.usage import Usage
 
 NOT_SENT = "not sent: estimate only"
+CACHE_MIN_TOKENS, CACHE_STEP_TOKENS = 1024, 128  # OpenAI's prompt caching: from 1,024 tokens, in steps of 128
 FREE_TEXT_TOKENS = 128
 
 
@@ -64,12 +66,14 @@ class _Tally:
     """Estimated prompt tokens and requests still to send; what history showed for rows already answered."""
 
     prompt: int = 0
+    cached: int = 0
     requests: int = 0
     known_estimate: int = 0
     known_billed_in: int = 0
     known_billed_out: int = 0
     known_rows: int = 0
     groups: dict[str, list[int]] = field(default_factory=dict)
+    prefixes_seen: set[str] = field(default_factory=set)
 
 
 class EstimateRun:
@@ -130,14 +134,29 @@ class EstimateRun:
         usage.sent_rows += len(missing)
         for job in self.task.jobs(missing, plan.payloads):
             group = first[job.key]
+            cached = self._cached(plan.prefixes.get(job.key))
             self.tally.prompt += job.cost.prompt
+            self.tally.cached += cached
             self.tally.requests += 1
-            counts = self.tally.groups.setdefault(group, [0, 0, 0])
+            counts = self.tally.groups.setdefault(group, [0, 0, 0, 0])
             counts[0] += job.cost.prompt
             counts[1] += 1
             counts[2] += len(job.keys or (job.key,))
+            counts[3] += cached
             if window.groups:
                 usage.group(group).sent_rows += len(job.keys or (job.key,))
+
+    def _cached(self, prefix: Prefix | None) -> int:
+        """The prompt tokens a row's request can expect from the provider's prompt cache, sent grouped by prefix:
+        none for the first of its group, then the prefix in OpenAI's steps (1,024 tokens, then 128 more)."""
+        if prefix is None or not self.pipeline.options.order_by_prefix:
+            return 0
+        if prefix.name not in self.tally.prefixes_seen:
+            self.tally.prefixes_seen.add(prefix.name)
+            return 0
+        if prefix.tokens < CACHE_MIN_TOKENS:
+            return 0
+        return prefix.tokens - (prefix.tokens - CACHE_MIN_TOKENS) % CACHE_STEP_TOKENS
 
     def _finish(self) -> None:
         """Apply what history says (or the schema) to the rows still to send."""
@@ -149,12 +168,14 @@ class EstimateRun:
         per_request = (tally.known_billed_out + history.billed_out) / rows if rows else self.task_output_tokens()
         usage = self.pipeline.usage
         usage.prompt_tokens += round(tally.prompt * ratio)
+        usage.cached_tokens += min(round(tally.cached * ratio), round(tally.prompt * ratio))
         usage.completion_tokens += round(tally.requests * per_request)
         usage.requests += tally.requests
-        for group, (prompt, requests, _) in tally.groups.items():
+        for group, (prompt, requests, _, cached) in tally.groups.items():
             if self.pipeline.group_column:
                 part: Usage = usage.group(group)
                 part.prompt_tokens += round(prompt * ratio)
+                part.cached_tokens += min(round(cached * ratio), round(prompt * ratio))
                 part.completion_tokens += round(requests * per_request)
                 part.requests += requests
 

@@ -44,7 +44,10 @@ class RunOptions:
     ``prices``) / ``max_tokens``: stop sending once this run's spending reaches the cap. ``mode="batch"``: send
     through the provider's Batch API (``batch`` sets its file sizes, polling and expiry; see
     ``ai_assets.runtime.batch``); ``mode="estimate"``: send nothing, count and price what would be sent (see
-    ``ai_assets.runtime.estimate``)."""
+    ``ai_assets.runtime.estimate``). ``order_by_prefix``: send a window's rows grouped by their prompt prefix
+    (system message and the template's text before its last field), so a provider's prompt cache serves the
+    shared part of each group (OpenAI bills cached tokens at a discount; vLLM and llama.cpp skip their
+    prefill)."""
 
     concurrency: int = 16
     rpm: float | None = None
@@ -61,6 +64,7 @@ class RunOptions:
     max_tokens: int | None = None
     mode: Literal["live", "batch", "estimate"] = "live"
     batch: BatchOptions = field(default_factory=BatchOptions)
+    order_by_prefix: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "batch", "estimate"):

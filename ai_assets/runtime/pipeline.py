@@ -37,7 +37,7 @@ from ai_assets.runtime.errors import AttemptUsage, RowFailedError
 from ai_assets.runtime.journal_writer import JournalWriter
 from ai_assets.runtime.leases import Leases
 from ai_assets.runtime.limits import Limits
-from ai_assets.runtime.task import Plan, Progress, Task
+from ai_assets.runtime.task import Plan, Prefix, Progress, Task
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.runtime.windows import aiter_batches, windows
 
@@ -202,6 +202,8 @@ class Pipeline:
             window.waiting[key] = future
             self._sent_by[key] = first_group[key]
             to_send.append(key)
+        if self.options.order_by_prefix and plan.prefixes and len(to_send) > 1:
+            to_send = _by_prefix(to_send, plan.prefixes)
         if self._leases is not None and to_send:
             to_send = await self._leases.claim(to_send)
         self.usage.sent_rows += len(to_send)
@@ -378,13 +380,24 @@ class Pipeline:
         return out
 
 
+def _by_prefix(keys: list[str], prefixes: Mapping[str, Prefix]) -> list[str]:
+    """``keys`` with each prompt-prefix group together, groups in order of first appearance, rows in order within
+    a group (a stable sort)."""
+    first: dict[str, int] = {}
+    names = {k: prefixes[k].name if k in prefixes else "" for k in keys}
+    for key in keys:
+        first.setdefault(names[key], len(first))
+    return sorted(keys, key=lambda k: first[names[k]])
+
+
 def _share(usage: AttemptUsage, parts: int) -> list[AttemptUsage]:
     """A job's tokens split over the rows it answered (the remainder to the first)."""
     if parts <= 1:
         return [usage] * parts
     prompt, completion = divmod(usage.prompt_tokens, parts), divmod(usage.completion_tokens, parts)
-    shares = [AttemptUsage(prompt[0], completion[0]) for _ in range(parts)]
-    shares[0] = AttemptUsage(prompt[0] + prompt[1], completion[0] + completion[1])
+    cached = divmod(usage.cached_tokens, parts)
+    shares = [AttemptUsage(prompt[0], completion[0], cached[0]) for _ in range(parts)]
+    shares[0] = AttemptUsage(prompt[0] + prompt[1], completion[0] + completion[1], cached[0] + cached[1])
     return shares
 
 

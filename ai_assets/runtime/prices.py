@@ -1,6 +1,7 @@
 """Built-in prices, so cost metadata appears without configuration.
 
-US dollars per million tokens at OpenAI's standard tier, as published on openai.com/api/pricing on ``AS_OF``.
+US dollars per million tokens (input, output, cached input) at OpenAI's standard tier, as published on
+openai.com/api/pricing on ``AS_OF``.
 Prices change: pass ``prices=Prices(...)`` to any function or factory to use your own, or ``register`` a model. A
 dated snapshot, not a live feed. Model names match exactly or as a dated variant (``gpt-4o-mini-2024-07-18``).
 """
@@ -13,17 +14,17 @@ from ai_assets.runtime.usage import Prices
 
 AS_OF = "2025-08-07"
 _TABLE: dict[str, Prices] = {
-    "gpt-5": Prices(1.25, 10.00),
-    "gpt-5-mini": Prices(0.25, 2.00),
-    "gpt-5-nano": Prices(0.05, 0.40),
-    "gpt-4.1": Prices(2.00, 8.00),
-    "gpt-4.1-mini": Prices(0.40, 1.60),
-    "gpt-4.1-nano": Prices(0.10, 0.40),
-    "gpt-4o": Prices(2.50, 10.00),
-    "gpt-4o-mini": Prices(0.15, 0.60),
-    "o3": Prices(2.00, 8.00),
-    "o3-mini": Prices(1.10, 4.40),
-    "o4-mini": Prices(1.10, 4.40),
+    "gpt-5": Prices(1.25, 10.00, cached_input_per_million=0.125),
+    "gpt-5-mini": Prices(0.25, 2.00, cached_input_per_million=0.025),
+    "gpt-5-nano": Prices(0.05, 0.40, cached_input_per_million=0.005),
+    "gpt-4.1": Prices(2.00, 8.00, cached_input_per_million=0.5),
+    "gpt-4.1-mini": Prices(0.40, 1.60, cached_input_per_million=0.1),
+    "gpt-4.1-nano": Prices(0.10, 0.40, cached_input_per_million=0.025),
+    "gpt-4o": Prices(2.50, 10.00, cached_input_per_million=1.25),
+    "gpt-4o-mini": Prices(0.15, 0.60, cached_input_per_million=0.075),
+    "o3": Prices(2.00, 8.00, cached_input_per_million=0.5),
+    "o3-mini": Prices(1.10, 4.40, cached_input_per_million=0.55),
+    "o4-mini": Prices(1.10, 4.40, cached_input_per_million=0.275),
     "text-embedding-3-small": Prices(0.02, 0.0),
     "text-embedding-3-large": Prices(0.13, 0.0),
     "text-embedding-ada-002": Prices(0.10, 0.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -18,6 +18,14 @@ Progress = Callable[[int, int | None], None]
 """``progress(rows_done, rows_total)``; the total is None for a stream."""
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """The prompt prefix a row starts with: a short name (its ``prompt_cache_key``) and its estimated tokens."""
+
+    name: str
+    tokens: int
+
+
 @dataclass
 class Plan:
     """One window: a key per row (None: not sent, for the reason in ``skips``) and the payload of every key."""
@@ -25,6 +33,8 @@ class Plan:
     keys: list[str | None]
     skips: list[Skip | None]
     payloads: dict[str, Any]
+    prefixes: dict[str, Prefix] = field(default_factory=dict)
+    """Key -> its prompt-prefix group: keys of one group are sent together (``RunOptions.order_by_prefix``)."""
 
 
 class OneRowJobs:

@@ -18,19 +18,27 @@ LATENCY_SAMPLE = 4096
 
 @dataclass(frozen=True)
 class Prices:
-    """US dollars per million tokens, for cost estimates; ``batch_discount`` is the Batch API's share off."""
+    """US dollars per million tokens, for cost estimates; ``batch_discount`` is the Batch API's share off;
+    ``cached_input_per_million`` the price of prompt tokens served from the provider's prompt cache (None: the
+    input price, no discount)."""
 
     input_per_million: float = 0.0
     output_per_million: float = 0.0
     batch_discount: float = 0.5
+    cached_input_per_million: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
-        dollars = (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False,
+             cached_tokens: int = 0) -> float:
+        cached_rate = self.input_per_million if self.cached_input_per_million is None \
+            else self.cached_input_per_million
+        cached = min(cached_tokens, prompt_tokens)
+        dollars = ((prompt_tokens - cached) * self.input_per_million + cached * cached_rate
+                   + completion_tokens * self.output_per_million) / 1e6
         return dollars * (1 - self.batch_discount) if batch else dollars
 
 
 COUNTERS = ("rows", "sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
-            "cache_hits", "deduplicated", "skipped", "errors", "answered")
+            "cached_tokens", "cache_hits", "deduplicated", "skipped", "errors", "answered")
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Usage:
     reasks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those the provider served from its prompt cache."""
     cache_hits: int = 0
     deduplicated: int = 0
     skipped: int = 0
@@ -60,6 +70,7 @@ class Usage:
     def add_tokens(self, usage: AttemptUsage) -> None:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
+        self.cached_tokens += usage.cached_tokens
 
     def latency(self, seconds: float) -> None:
         """Record one request's latency (a uniform sample of at most ``LATENCY_SAMPLE`` is kept)."""
@@ -99,7 +110,8 @@ class Usage:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def cost(self, prices: Prices) -> float:
-        return prices.cost(self.prompt_tokens, self.completion_tokens, batch=self.batch)
+        return prices.cost(self.prompt_tokens, self.completion_tokens, batch=self.batch,
+                           cached_tokens=self.cached_tokens)
 
     def summary(self) -> dict[str, Any]:
         """Plain numbers, ready for logs or Dagster metadata."""

@@ -79,6 +79,8 @@ class ServerStats:
     rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens answered from the prompt-prefix cache (reported as ``cached_tokens``)."""
     files_uploaded: int = 0
     batches_created: int = 0
     batch_lines: int = 0
@@ -102,3 +104,5 @@ class ServerStats:
     """The last value seen of the authentication and account headers (authorization, api-key, openai-*)."""
     paths: dict[str, int] = field(default_factory=dict)
     """Requests per endpoint path."""
+    prompt_cache_keys: dict[str, int] = field(default_factory=dict)
+    """Chat requests per ``prompt_cache_key`` sent."""

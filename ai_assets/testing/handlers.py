@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_assets.testing.faults import Fault, Rule, ServerStats
+from ai_assets.testing.prefix_cache import PrefixCache
 from ai_assets.testing.schema_instance import instance_for, seed_of
 
 ACCEPTED_FILES = ("application/pdf", "text/plain")
@@ -93,6 +94,7 @@ class App:
         self.rules: list[Rule] = []
         self.stats = ServerStats()
         self.limit: ServerLimit | WindowLimit | None = None
+        self.prefix_cache = PrefixCache()
         self._ids = 0
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
@@ -165,7 +167,8 @@ class App:
         refused = self._refuse_files(messages)
         if refused is not None:
             return refused
-        prompt_tokens = 1 + sum(len(json.dumps(m.get("content", ""))) for m in messages) // 4
+        text = "".join(json.dumps(m.get("content", "")) for m in messages)
+        prompt_tokens = 1 + len(text) // 4
         if live:
             limited = self._limited(prompt_tokens, data)
             if limited is not None:
@@ -185,6 +188,11 @@ class App:
         completion_tokens = 1 + len(content or json.dumps(tool_calls)) // 4
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
+        cached = min(prompt_tokens, self.prefix_cache.lookup_and_add(text))
+        self.stats.cached_tokens += cached
+        if isinstance(data.get("prompt_cache_key"), str):
+            keys = self.stats.prompt_cache_keys
+            keys[data["prompt_cache_key"]] = keys.get(data["prompt_cache_key"], 0) + 1
         if live:
             self._charge_answer(data, completion_tokens)
         return Reply(200, {
@@ -193,7 +201,8 @@ class App:
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": "tool_calls" if tool_calls else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+                      "total_tokens": prompt_tokens + completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": cached}},
         })
 
     def _content(self, key: str, schema: dict[str, Any] | None, fault: Fault | None) -> str:

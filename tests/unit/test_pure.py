@@ -215,11 +215,16 @@ def test_budget_stops_before_the_cap_and_says_what_was_spent() -> None:
 
 
 def test_prices_match_dated_model_names() -> None:
-    assert lookup("gpt-4o-mini-2024-07-18") == lookup("gpt-4o-mini") == Prices(0.15, 0.60)
-    assert lookup("gpt-4o-2024-08-06") == Prices(2.50, 10.00)
+    assert lookup("gpt-4o-mini-2024-07-18") == lookup("gpt-4o-mini") == Prices(0.15, 0.60,
+                                                                                cached_input_per_million=0.075)
+    assert lookup("gpt-4o-2024-08-06") == Prices(2.50, 10.00, cached_input_per_million=1.25)
     assert lookup("my-local-model") is None
     assert Prices(1.0, 2.0).cost(1_000_000, 500_000) == 2.0
     assert Prices(1.0, 2.0).cost(1_000_000, 500_000, batch=True) == 1.0
+    # cached prompt tokens at the cached rate (none given: the input rate), never more of them than the prompt
+    assert Prices(1.0, 2.0, cached_input_per_million=0.1).cost(1_000_000, 0, cached_tokens=600_000) == 0.46
+    assert Prices(1.0, 2.0).cost(1_000_000, 0, cached_tokens=600_000) == 1.0
+    assert Prices(1.0, 0.0, cached_input_per_million=0.0).cost(10, 0, cached_tokens=99) == 0.0
 
 
 def test_vectors_round_trip_through_base64_and_arrow() -> None:

@@ -152,6 +152,7 @@ class Pricing(dg.Model):
 
     input_per_million: float
     output_per_million: float = 0.0
+    cached_input_per_million: float | None = None
 
 
 class EnrichComponentBase(AssetComponentBase):
@@ -167,7 +168,10 @@ class EnrichComponentBase(AssetComponentBase):
         return build(self.options) if self.options else None
 
     def pricing(self) -> Prices | None:
-        return Prices(self.prices.input_per_million, self.prices.output_per_million) if self.prices else None
+        if self.prices is None:
+            return None
+        return Prices(self.prices.input_per_million, self.prices.output_per_million,
+                      cached_input_per_million=self.prices.cached_input_per_million)
 
 
 def check_renders(template: Any) -> Any:
