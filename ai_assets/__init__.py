@@ -5,6 +5,7 @@ The plain-Python layers (functions, providers, runtime, storage) import no Dagst
 """
 
 from ai_assets.functions.audio import transcribe
+from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.chunks import chunk_text
 from ai_assets.functions.classify import classify_text
 from ai_assets.functions.download import DownloadPolicy, download
@@ -45,6 +46,7 @@ __all__ = [
     "BatchOptions",
     "BudgetExceededError",
     "Cache",
+    "Cascade",
     "ConfigError",
     "DeltaSource",
     "DownloadPolicy",

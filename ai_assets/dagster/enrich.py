@@ -27,6 +27,7 @@ from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
 from ai_assets.dagster.versions import PROVIDER_KEY
+from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.classify import Method, classify_text, label_descriptions, method_role
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.images import MAX_PIXELS
@@ -36,6 +37,7 @@ from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.quality import VectorStats
 from ai_assets.runtime.results import EnrichedStream
@@ -157,6 +159,7 @@ def prompt_asset(
     prices: Prices | None = None,
     max_error_rate: float = 0.05,
     min_valid_share: float = 0.95,
+    cascade: Cascade | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that prompts an LLM once per upstream row (``template`` over its columns) and adds
@@ -166,7 +169,10 @@ def prompt_asset(
     ``model`` is the model the requests use (default: the resource's); it enters the cache keys and the code
     version, so Dagster shows the asset stale when it changes, as it does for the template, system message, schema
     and params. ``prices`` overrides the built-in price table for the cost metadata; ``options`` holds
-    concurrency, limits, retries and spending caps (``RunOptions(max_cost=...)``).
+    concurrency, limits, retries and spending caps (``RunOptions(max_cost=...)``). ``cascade``
+    (``Cascade(["gpt-4o-mini", "gpt-4o"])``, instead of ``model``) sends each row to the next model only when the
+    one before failed it or is not trusted; ``<output_column>_model`` says which answered, and the metadata gives
+    each model's usage and cost.
 
         insights = prompt_asset("review_insights", clean, template="Review: {text}", return_format=Insight,
                                 provider_key="llm", model="gpt-4o-mini", partitions_def=daily)
@@ -176,15 +182,22 @@ def prompt_asset(
     """
     output_column = output_column or name
     check_output_column(output_column, check_template(template), f"prompt_asset {name!r}")
+    if cascade is not None and model is not None:
+        raise ConfigError(f"prompt_asset {name!r}: give model= or cascade=, not both (a cascade names its "
+                          "models)")
     params = params or PromptParams()
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
-                          params=params.as_request(), model=model, output=output_column)
+                          params=params.as_request(), model=model, output=output_column,
+                          cascade=None if cascade is None else {
+                              "models": list(cascade.models), "confidence": cascade.confidence_field,
+                              "min": cascade.min_confidence,
+                              "when": getattr(cascade.escalate_when, "__qualname__", None)})
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         return prompt(data, template, provider=call.provider, return_format=return_format,
                       system_message=system_message, output_column=output_column, params=params, prices=prices,
-                      **call.common(options))
+                      cascade=cascade, **call.common(options))
 
     checks = [error_rate_check(output_column, max_error_rate)]
     if return_format is not None:

@@ -39,8 +39,14 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
     if summary["latency_p50_s"] is not None:
         metadata["ai/latency_p50_s"] = dg.MetadataValue.float(summary["latency_p50_s"])
         metadata["ai/latency_p95_s"] = dg.MetadataValue.float(summary["latency_p95_s"])
-    if prices is not None:
+    if prices is not None or usage.model_prices:
         metadata["ai/estimated_cost_usd"] = dg.MetadataValue.float(round(usage.cost(prices), 6))
+    if usage.models:  # a cascade: what each model was sent, billed and cost
+        metadata["ai/models"] = dg.MetadataValue.json({
+            name: {"rows_sent": part.sent_rows, "requests": part.requests, "tokens_in": part.prompt_tokens,
+                   "tokens_out": part.completion_tokens,
+                   "cost_usd": round(part.cost(usage.model_prices.get(name) or prices), 6)}
+            for name, part in usage.models.items()})
     if usage.batch:
         metadata["ai/mode"] = "batch"
     if usage.estimated:

@@ -13,13 +13,14 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.functions.arrow_types import model_struct, to_python
+from ai_assets.functions.cascade import Cascade, run_cascade
 from ai_assets.functions.templates import Part, check_output_column, check_template, prefix_texts, render_content
 from ai_assets.providers.protocols import BatchedChat, PromptCaching, Prompter, SharedLimit, with_model
 from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
-from ai_assets.runtime.errors import NotSupportedError
+from ai_assets.runtime.errors import ConfigError, NotSupportedError
 from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
 from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
@@ -155,7 +156,7 @@ def prompt(table: pa.Table, template: str | Sequence[Part], *, provider: Prompte
            return_format: type[BaseModel] | None = ..., system_message: str | None = ..., output_column: str = ...,
            params: PromptParams | None = ..., options: RunOptions | None = ..., cache: Cache | None = ...,
            progress: Progress | None = ..., model: str | None = ..., prices: Prices | None = ...,
-           run_id: str | None = ..., group_column: str | None = ...) -> Enriched: ...
+           run_id: str | None = ..., group_column: str | None = ..., cascade: Cascade | None = ...) -> Enriched: ...
 
 
 @overload
@@ -164,7 +165,7 @@ def prompt(table: pa.RecordBatchReader | Sequence[pa.RecordBatch], template: str
            output_column: str = ..., params: PromptParams | None = ..., options: RunOptions | None = ...,
            cache: Cache | None = ..., progress: Progress | None = ..., model: str | None = ...,
            prices: Prices | None = ..., run_id: str | None = ...,
-           group_column: str | None = ...) -> EnrichedStream: ...
+           group_column: str | None = ..., cascade: Cascade | None = ...) -> EnrichedStream: ...
 
 
 def prompt(
@@ -183,6 +184,7 @@ def prompt(
     prices: Prices | None = None,
     run_id: str | None = None,
     group_column: str | None = None,
+    cascade: Cascade | None = None,
 ) -> Enriched | EnrichedStream:
     """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``).
 
@@ -191,7 +193,9 @@ def prompt(
     over column names, or a list of such templates and ``ImageColumn("col")`` parts for a multimodal message. Rows
     with a null or empty input are not sent. With ``return_format`` the column is a struct with the model's
     (nested) fields; otherwise a string. ``model`` overrides the provider's model for this call. ``cache`` is the
-    journal: answers in it are never paid for again.
+    journal: answers in it are never paid for again. ``cascade`` sends every row to its cheapest model first and
+    only the rows it fails or does not trust to the next (see ``ai_assets.functions.cascade``); the output then
+    says which model answered (``<output_column>_model``).
 
         >>> from ai_assets.testing import FakeOpenAIServer
         >>> with FakeOpenAIServer(in_process=True) as server:
@@ -200,9 +204,32 @@ def prompt(
         >>> out.table.column("response").to_pylist()
         ['Answer to: Answer: 2+2?']
     """
+    if cascade is not None:
+        if model is not None:
+            raise ConfigError("prompt: give model= or cascade=, not both (a cascade names its models)")
+        return _cascade(table, cascade, template, provider, return_format, system_message, output_column, params,
+                        options or RunOptions(), cache, progress, prices, run_id, group_column)
     pipeline = _pipeline(template, provider, return_format, system_message, output_column, params, options, cache,
                          progress, model, prices, run_id, group_column)
     return run_pipeline(table, pipeline)
+
+
+def _cascade(table: Source, cascade: Cascade, template: str | Sequence[Part], provider: Prompter,
+             return_format: type[BaseModel] | None, system_message: str | None, output_column: str,
+             params: PromptParams | None, options: RunOptions, cache: Cache | None, progress: Progress | None,
+             prices: Prices | None, run_id: str | None, group_column: str | None) -> Enriched | EnrichedStream:
+    def prices_of(model: str) -> Prices | None:
+        return cascade.prices.get(model) or prices or prices_for(with_model(provider, model))
+
+    def stage(rows: Source, model: str, stage_options: RunOptions) -> Enriched | EnrichedStream:
+        pipeline = _pipeline(template, provider, return_format, system_message, output_column, params,
+                             stage_options, cache, progress if model == cascade.models[0] else None, model,
+                             prices_of(model), run_id, group_column)
+        return run_pipeline(rows, pipeline)
+
+    return run_cascade(table, cascade, stage, output_column=output_column, options=options,
+                       skipped=lambda batch: [s is not None for s in render_content(batch, template)[1]],
+                       prices_of=prices_of, group_column=group_column)
 
 
 async def aprompt(

@@ -64,6 +64,9 @@ class Usage:
     estimated: bool = False
     """An estimate (``mode="estimate"``): nothing was sent; tokens are what sending would cost."""
     groups: dict[str, Usage] = field(default_factory=dict, repr=False)
+    models: dict[str, Usage] = field(default_factory=dict, repr=False)
+    """A cascade's usage per model (what each model was sent and billed); cost sums them at their own prices."""
+    model_prices: dict[str, Prices | None] = field(default_factory=dict, repr=False)
     _latencies: list[float] = field(default_factory=list, repr=False)
     _latency_count: int = field(default=0, repr=False)
 
@@ -109,7 +112,29 @@ class Usage:
     def rows_per_s(self) -> float:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def cost(self, prices: Prices) -> float:
+    def absorb(self, other: Usage, model: str, prices: Prices | None) -> None:
+        """Add what ``other`` (one model's stage of a cascade) sent and was billed, also per group; rows, skips,
+        answers and errors are the cascade's own (counted once, from its output)."""
+        for name in ("sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
+                     "cached_tokens", "cache_hits", "deduplicated"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self._latencies.extend(other._latencies[:max(0, LATENCY_SAMPLE - len(self._latencies))])
+        self.elapsed_s += other.elapsed_s
+        self.batch = self.batch or other.batch
+        self.estimated = self.estimated or other.estimated
+        part = self.models.setdefault(model, Usage(batch=other.batch, estimated=other.estimated))
+        for name in COUNTERS:
+            setattr(part, name, getattr(part, name) + getattr(other, name))
+        self.model_prices[model] = prices
+        for group, usage in other.groups.items():
+            self.group(group).absorb(usage, model, prices)
+
+    def cost(self, prices: Prices | None) -> float:
+        """What the tokens cost at ``prices`` (a cascade: each model's tokens at its own prices, where known)."""
+        if self.models:
+            return sum(part.cost(self.model_prices.get(name) or prices) for name, part in self.models.items())
+        if prices is None:
+            return 0.0
         return prices.cost(self.prompt_tokens, self.completion_tokens, batch=self.batch,
                            cached_tokens=self.cached_tokens)
 

@@ -18,6 +18,7 @@ class Fault:
     match: only prompts containing this substring; None matches every prompt.
     rate: the share of distinct prompts affected: exactly ``round(rate * n)`` of the first n prompts seen.
     attempts: affect only the first ``attempts`` requests of a prompt; None affects every request.
+    model: only requests that name this model (a cheap model of a cascade that gets some rows wrong).
     Batch API lines are matched the same way (an HTTP status becomes a failed line).
     """
 
@@ -28,9 +29,12 @@ class Fault:
     retry_after: float | None = None
     retry_after_ms: int | None = None
     delay: float = 0.0
+    model: str | None = None
 
-    def matches(self, key: str, attempt: int) -> bool:
+    def matches(self, key: str, attempt: int, model: str | None = None) -> bool:
         if self.match is not None and self.match not in key:
+            return False
+        if self.model is not None and self.model != model:
             return False
         return self.attempts is None or attempt <= self.attempts
 
@@ -43,8 +47,8 @@ class Rule:
         self.chosen: dict[str, bool] = {}
         self.picked = 0
 
-    def applies(self, key: str, attempt: int) -> bool:
-        if not self.fault.matches(key, attempt):
+    def applies(self, key: str, attempt: int, model: str | None = None) -> bool:
+        if not self.fault.matches(key, attempt, model):
             return False
         if key not in self.chosen:
             pick = self.picked + 1 <= round(self.fault.rate * (len(self.chosen) + 1))

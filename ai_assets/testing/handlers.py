@@ -107,8 +107,9 @@ class App:
             stats.arrivals.setdefault(key, []).append(time.monotonic())
         return attempt
 
-    def fault_for(self, key: str, attempt: int) -> Fault | None:
-        rule = next((r for r in self.rules if r.applies(key, attempt)), None)
+    def fault_for(self, key: str, attempt: int, model: object = None) -> Fault | None:
+        name = model if isinstance(model, str) else None
+        rule = next((r for r in self.rules if r.applies(key, attempt, name)), None)
         if rule is None:
             return None
         self.stats.faults_injected += 1
@@ -161,7 +162,7 @@ class App:
         messages = data.get("messages", [])
         key = prompt_key(messages)
         self.stats.chat_requests += 1
-        fault = self.fault_for(key, self.count(key))
+        fault = self.fault_for(key, self.count(key), data.get("model"))
         if fault is not None and fault.kind not in ("invalid_json", "schema_violation"):
             return await self.fail(fault)
         refused = self._refuse_files(messages)
@@ -244,7 +245,7 @@ class App:
         messages = responses_messages(data)
         key = prompt_key(messages)
         self.stats.responses_requests += 1
-        fault = self.fault_for(key, self.count(key))
+        fault = self.fault_for(key, self.count(key), data.get("model"))
         if fault is not None and fault.kind not in ("invalid_json", "schema_violation"):
             return await self.fail(fault)
         refused = self._refuse_files(messages)
@@ -284,7 +285,7 @@ class App:
         self.stats.embedding_requests += 1
         self.stats.embedding_inputs += len(inputs)
         self.stats.embedding_batches.append(len(inputs))
-        fault = self.fault_for(key, self.count(key))
+        fault = self.fault_for(key, self.count(key), data.get("model"))
         if fault is not None:
             return await self.fail(fault)
         tokens = sum(1 + len(str(t)) // 4 for t in inputs)
@@ -317,7 +318,7 @@ class App:
         self.stats.transcriptions += 1
         model = fields["model"][1].decode()
         self.stats.models[model] = self.stats.models.get(model, 0) + 1
-        fault = self.fault_for(key, self.count(key))
+        fault = self.fault_for(key, self.count(key), model)
         if fault is not None:
             return await self.fail(fault)
         if self.latency:

@@ -85,7 +85,7 @@ def test_no_module_is_much_over_400_lines() -> None:
 
 def test_public_api_is_guarded() -> None:
     assert sorted(ai_assets.__all__) == [
-        "AIAssetsError", "BatchOptions", "BudgetExceededError", "Cache", "ConfigError", "DeltaSource",
+        "AIAssetsError", "BatchOptions", "BudgetExceededError", "Cache", "Cascade", "ConfigError", "DeltaSource",
         "DownloadPolicy", "EfficientNetLite0Provider", "Enriched", "EnrichedStream", "FileColumn", "ImageColumn",
         "ImageSpec", "LanceSource", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "ObjectStoreCache",
         "OpenAICompatibleProvider", "PostgresCache", "Prices", "PromptParams", "RateLimit", "ResultCache",
