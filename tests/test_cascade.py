@@ -119,3 +119,32 @@ def test_a_cascading_asset_says_which_model_answered_and_what_each_cost(server: 
     assert metadata["ai/estimated_cost_usd"].value == pytest.approx(
         models["cheap"]["cost_usd"] + models["strong"]["cost_usd"], abs=1e-6)
     assert all(check.passed for check in result.get_asset_check_evaluations())
+
+
+def test_a_yaml_prompt_component_takes_a_cascade(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    import dagster as dg
+
+    from ai_assets.dagster import OpenAICompatibleResource, ParquetIOManager
+    from ai_assets.dagster.components import PromptComponent
+
+    server.set_faults(Fault("400", match="[hard]", model="cheap", attempts=None))
+
+    @dg.asset
+    def reviews() -> pa.Table:
+        return rows().slice(0, 20)
+
+    component = PromptComponent.model_validate({
+        "name": "verdicts", "upstream": "reviews", "template": "Judge: {text}", "cache_key": None,
+        "options": {"on_error": "null"},
+        "cascade": {"models": ["cheap", "strong"], "prices": {"strong": {"input_per_million": 2.0}}}})
+    result = dg.materialize([reviews, component.asset()], resources={
+        "llm": OpenAICompatibleResource(model="unused", base_url=server.base_url, api_key="k"),
+        "io_manager": ParquetIOManager(root=str(tmp_path / "out"))})
+    stored = ParquetIOManager(root=str(tmp_path / "out")).store(dg.AssetKey("verdicts"), {}).read()
+    assert stored.column("verdicts_model").to_pylist() == ["strong" if i % 5 == 0 else "cheap" for i in range(20)]
+    assert server.stats().models == {"cheap": 20, "strong": 4}
+    models = result.asset_materializations_for_node("verdicts")[0].metadata["ai/models"].value
+    assert models["strong"]["cost_usd"] > 0 and models["cheap"]["cost_usd"] == 0  # unpriced fake model: free
+    with pytest.raises(Exception, match="at least 2"):
+        PromptComponent.model_validate({"name": "v", "upstream": "reviews", "template": "{text}",
+                                        "cascade": {"models": ["one"]}})

@@ -87,6 +87,8 @@ class OpenAICompatibleResource(ProviderResource):
                                                           "endpoint and key)")
     max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, description=(
         "The largest answer body read; a longer one (or one that never ends) fails its row"))
+    prompt_cache_key: bool | None = Field(default=None, description=(
+        "Send OpenAI's prompt_cache_key, one per prompt-prefix group (default: only to api.openai.com)"))
 
     def build_provider(self) -> OpenAICompatibleProvider:
         limit = None
@@ -96,7 +98,8 @@ class OpenAICompatibleResource(ProviderResource):
             self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
             embedding_dimensions=self.embedding_dimensions, transcription_model=self.transcription_model,
             mode=self.mode.value if self.mode else None, headers=self.headers, organization=self.organization,
-            project=self.project, auth=self.auth, rate_limit=limit, max_response_bytes=self.max_response_bytes)
+            project=self.project, auth=self.auth, rate_limit=limit, max_response_bytes=self.max_response_bytes,
+            prompt_cache_key=self.prompt_cache_key)
 
 
 class LlamaCppResource(ProviderResource):

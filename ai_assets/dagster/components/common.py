@@ -154,6 +154,10 @@ class Pricing(dg.Model):
     output_per_million: float = 0.0
     cached_input_per_million: float | None = None
 
+    def build(self) -> Prices:
+        return Prices(self.input_per_million, self.output_per_million,
+                      cached_input_per_million=self.cached_input_per_million)
+
 
 class EnrichComponentBase(AssetComponentBase):
     """What the enrichment components share: upstream, provider, journal, options, prices."""
@@ -168,10 +172,7 @@ class EnrichComponentBase(AssetComponentBase):
         return build(self.options) if self.options else None
 
     def pricing(self) -> Prices | None:
-        if self.prices is None:
-            return None
-        return Prices(self.prices.input_per_million, self.prices.output_per_million,
-                      cached_input_per_million=self.prices.cached_input_per_million)
+        return self.prices.build() if self.prices else None
 
 
 def check_renders(template: Any) -> Any:

@@ -6,13 +6,28 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 from pydantic import AfterValidator, Field
 
-from ai_assets.dagster.components.common import EnrichComponentBase, MessagePart, Params, check_renders
+from ai_assets.dagster.components.common import EnrichComponentBase, MessagePart, Params, Pricing, check_renders
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
 from ai_assets.dagster.tasks import task_asset
+from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.json_schema import answer_model
 from ai_assets.functions.tasks import TASKS
 from ai_assets.runtime.errors import ConfigError
+
+
+class CascadeConfig(dg.Model):
+    """Models tried cheapest first: a row goes to the next one when the one before failed it, or when its
+    ``confidence_field`` is under ``min_confidence`` (``escalate_when`` predicates are Python only)."""
+
+    models: list[str] = Field(min_length=2)
+    confidence_field: str | None = None
+    min_confidence: float = 0.5
+    prices: dict[str, Pricing] = Field(default_factory=dict, description="Per model (default: built-in prices)")
+
+    def build(self) -> Cascade:
+        return Cascade(self.models, confidence_field=self.confidence_field, min_confidence=self.min_confidence,
+                       prices={name: p.build() for name, p in self.prices.items()})
 
 
 class PromptComponent(EnrichComponentBase):
@@ -26,6 +41,7 @@ class PromptComponent(EnrichComponentBase):
     params: Params | None = None
     provider_key: str = "llm"
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
+    cascade: CascadeConfig | None = None
 
     def asset(self) -> dg.AssetsDefinition:
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
@@ -33,7 +49,7 @@ class PromptComponent(EnrichComponentBase):
             self.return_format, self.name), system_message=self.system_message, output_column=self.output_column,
             params=self.params.build() if self.params else None, options=self.run_options(),
             provider_key=self.provider_key, cache_key=self.cache_key, model=self.llm_model, prices=self.pricing(),
-            **self.asset_args())
+            cascade=self.cascade.build() if self.cascade else None, **self.asset_args())
 
 
 class EmbedComponent(EnrichComponentBase):
