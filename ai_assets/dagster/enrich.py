@@ -11,20 +11,20 @@ in a later window surfaces from the IO manager's write, which then commits nothi
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, Unpack
 
 import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ai_assets.dagster.call import Call, PriceOf, Run, Upstream
 from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
+from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
-from ai_assets.dagster.modes import estimating
 from ai_assets.dagster.resources import provider_of
 from ai_assets.dagster.versions import PROVIDER_KEY
 from ai_assets.functions.cascade import Cascade
@@ -35,39 +35,13 @@ from ai_assets.functions.prompt import PromptParams, prompt
 from ai_assets.functions.templates import Part, check_output_column, check_template
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, with_model
-from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.quality import VectorStats
 from ai_assets.runtime.results import EnrichedStream
-from ai_assets.runtime.task import Progress
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.storage.base import PARTITION_COLUMN
-
-Upstream = dg.AssetsDefinition | dg.AssetKey | str
-
-
-@dataclass(frozen=True)
-class Call:
-    """What the asset hands the plain-Python function besides the data."""
-
-    provider: Any
-    cache: Cache | None
-    progress: Progress
-    run_id: str
-    group_column: str | None
-
-    def common(self, options: RunOptions | None, default: RunOptions | None = None) -> dict[str, Any]:
-        """The keyword arguments every function takes from the asset: options (in estimate mode while
-        ``python -m ai_assets.dagster.estimate`` runs the asset), journal, progress, run id and group column."""
-        chosen = options or default or RunOptions()
-        return {"options": replace(chosen, mode="estimate") if estimating() else chosen, "cache": self.cache,
-                "progress": self.progress, "run_id": self.run_id, "group_column": self.group_column}
-
-
-Run = Callable[[pa.RecordBatchReader, Call], EnrichedStream]
-PriceOf = Callable[[Any], Prices | None]
 
 
 def _enrich_asset(
@@ -86,18 +60,21 @@ def _enrich_asset(
     asset_args: AssetArgs,
     text_column: str | None = None,
     model_role: ModelRole | Literal["auto"] = "chat",
+    dead_letter: bool = False,
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
-    key = dg.AssetKey([*(kwargs.pop("key_prefix", None) or []), name])
+    prefix = list(kwargs.pop("key_prefix", None) or [])
+    key = dg.AssetKey([*prefix, name])
     metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}),
                 **({TEXT_COLUMN: text_column} if text_column else {}), PROVIDER_KEY: provider_key,
                 **(kwargs.pop("metadata", None) or {})}
     kwargs.setdefault("description", description)
     specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
+    letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if dead_letter else None
+    decorate = enrichment_decorator(key, letters, upstream, code_version, resource_keys, specs, metadata, kwargs)
 
-    @dg.asset(key=key, ins={"upstream": dg.AssetIn(upstream_key(upstream))}, code_version=code_version,
-              required_resource_keys=resource_keys, check_specs=specs, metadata=metadata, kinds={"ai"}, **kwargs)
+    @decorate
     def _enrich(context: dg.AssetExecutionContext, upstream: pa.RecordBatchReader) -> Iterator[Any]:
         provider = with_model(provider_of(getattr(context.resources, provider_key)), model, model_role)
         cache = getattr(context.resources, cache_key).get_cache() if cache_key else None
@@ -118,9 +95,9 @@ def _enrich_asset(
                 f"sent, {summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
             for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
                 context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
-                                           partition_key=partition)
+                                           asset_key=key, partition_key=partition)
             if not partitions:
-                context.add_asset_metadata(usage_metadata(usage, prices))
+                context.add_asset_metadata(usage_metadata(usage, prices), asset_key=key)
 
         def measured(first: pa.RecordBatch | None) -> Iterator[pa.RecordBatch]:
             nonlocal done
@@ -133,10 +110,15 @@ def _enrich_asset(
 
         first = next(iter(stream), None)  # the output's schema; an empty partition keeps its upstream's
         yield dg.Output(pa.RecordBatchReader.from_batches(first.schema if first is not None else upstream.schema,
-                                                          measured(first)))
+                                                          measured(first)), output_name=output_name(key, letters))
         if not done:
             context.log.warning(f"{name}: the IO manager did not read the whole output; usage and checks cover "
                                 "the rows it read")
+        if letters is not None:  # after the output is stored: the rows that used up their attempts
+            failed = stream.failed.table(upstream.schema)
+            context.log.info(f"{name}: {failed.num_rows} dead letter(s) to {letters.to_user_string()}")
+            yield dg.Output(failed, output_name=letters.to_python_identifier(),
+                            metadata={"dagster/row_count": failed.num_rows})
         for check in checks:
             yield check.evaluate(Measured(stream.usage, vectors))
 
@@ -160,6 +142,7 @@ def prompt_asset(
     max_error_rate: float = 0.05,
     min_valid_share: float = 0.95,
     cascade: Cascade | None = None,
+    dead_letter: bool = False,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that prompts an LLM once per upstream row (``template`` over its columns) and adds
@@ -202,7 +185,8 @@ def prompt_asset(
     checks = [error_rate_check(output_column, max_error_rate)]
     if return_format is not None:
         checks.append(valid_share_check(output_column, min_valid_share))
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
+                         cache_key=cache_key, model=model,
                          price_of=lambda provider: prices or prices_for(provider), code_version=version,
                          checks=checks, vector_column=None, asset_args=asset_args,
                          description=describe_prompt(upstream_key(upstream), template, return_format, system_message,
@@ -230,6 +214,7 @@ def embed_asset(
     model: str | None = None,
     prices: Prices | None = None,
     max_error_rate: float = 0.0,
+    dead_letter: bool = False,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that adds ``output_column`` (``fixed_size_list<float32>[d]``) embedding ``column``; with
@@ -246,7 +231,8 @@ def embed_asset(
         return embed_text(data, column, provider=call.provider, output_column=output_column, prices=prices,
                           **call.common(options))
 
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
+                         cache_key=cache_key, model=model,
                          price_of=_embedding_prices(prices), code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
                          vector_column=output_column, text_column=column, asset_args=asset_args,
@@ -273,6 +259,7 @@ def classify_asset(
     threshold: float | None = None,
     params: PromptParams | None = None,
     temperature: float = 0.05,
+    dead_letter: bool = False,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
@@ -301,7 +288,8 @@ labels that apply, best first.
         return prices or (prices_for(provider) if isinstance(provider, Prompter) else
                           _embedding_prices(None)(provider))
 
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
+    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
+                         cache_key=cache_key, model=model,
                          price_of=price_of, code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
                          asset_args=asset_args,

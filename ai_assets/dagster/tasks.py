@@ -10,9 +10,10 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ai_assets.dagster.call import Call, Upstream
 from ai_assets.dagster.checks import error_rate_check
 from ai_assets.dagster.common import AssetArgs, fingerprint, upstream_key
-from ai_assets.dagster.enrich import Call, Upstream, _embedding_prices, _enrich_asset
+from ai_assets.dagster.enrich import _embedding_prices, _enrich_asset
 from ai_assets.functions import tasks
 from ai_assets.functions.audio import MAX_AUDIO_BYTES
 from ai_assets.functions.prompt import PromptParams

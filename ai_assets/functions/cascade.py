@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from ai_assets.runtime.columns import error_column
+from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
@@ -65,6 +66,7 @@ def run_cascade(source: Source, cascade: Cascade, stage: Stage, *, output_column
     """The cascade over ``source``: a table in, a table out; a stream in, a stream out (window by window: each
     window's escalated rows go to the next model before the window is given back)."""
     usage = Usage()
+    failed = FailedRows()  # the last model's failures: the rows no model answered
     # A failed row goes on to the next model, and stays failed for this model in later runs (its journal entry is
     # final): a re-run takes the next model's answer from the journal instead of paying the first one again.
     trying = replace(options, on_error="null", retry_failed_rows=False)
@@ -74,20 +76,21 @@ def run_cascade(source: Source, cascade: Cascade, stage: Stage, *, output_column
     def windows() -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield _escalate(batch, cascade, stage, output_column, options, trying, skipped, usage, prices_of,
-                            group_column)
+                            group_column, failed)
         usage.absorb(first.usage, cascade.models[0], prices_of(cascade.models[0]))
 
     if isinstance(first, Enriched):
         out = list(windows())
         table = pa.Table.from_batches(out) if out else first.table.append_column(
             model_column(output_column), pa.array([], pa.string()))
-        return Enriched(table, usage)
-    return EnrichedStream(windows(), usage)
+        return Enriched(table, usage, failed)
+    return EnrichedStream(windows(), usage, failed)
 
 
 def _escalate(batch: pa.RecordBatch, cascade: Cascade, stage: Stage, output_column: str, options: RunOptions,
               trying: RunOptions, skipped: Callable[[pa.RecordBatch], list[bool]], usage: Usage,
-              prices_of: Callable[[str], Prices | None], group_column: str | None) -> pa.RecordBatch:
+              prices_of: Callable[[str], Prices | None], group_column: str | None,
+              failed: FailedRows) -> pa.RecordBatch:
     """One window through the models after the first: its rows that escalate, model by model."""
     errors = error_column(output_column)
     table = pa.Table.from_batches([batch])
@@ -95,9 +98,9 @@ def _escalate(batch: pa.RecordBatch, cascade: Cascade, stage: Stage, output_colu
     skips = skipped(batch)
     for level, model in enumerate(cascade.models[1:], start=1):
         values = table.column(output_column).to_pylist()
-        failed = table.column(errors).to_pylist()
+        failures = table.column(errors).to_pylist()
         rows = [i for i in range(table.num_rows) if models[i] == cascade.models[level - 1] and not skips[i]
-                and (failed[i] is not None or cascade.escalates(values[i]))]
+                and (failures[i] is not None or cascade.escalates(values[i]))]
         if not rows:
             break
         last = level == len(cascade.models) - 1
@@ -105,6 +108,8 @@ def _escalate(batch: pa.RecordBatch, cascade: Cascade, stage: Stage, output_colu
         answered = stage(inputs, model, options if last else trying)
         assert isinstance(answered, Enriched)
         usage.absorb(answered.usage, model, prices_of(model))
+        if last:
+            failed.extend(answered.failed)
         table = _put(table, rows, answered.table.select(table.column_names))
         for i in rows:
             models[i] = model

@@ -200,6 +200,9 @@ def embed_text(
     options = options or RunOptions()
     task = EmbedTextTask(column, provider, output_column, options)
     remote = not task.local
+    identity = provider.embedding_identity() if isinstance(provider, RemoteTextEmbedder) else provider.identity()
+    model = identity.get("model")
     pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                        prices=prices or prices_for(provider, embeddings=remote))
+                        prices=prices or prices_for(provider, embeddings=remote),
+                        model=None if model is None else str(model))
     return run_pipeline(table, pipeline)

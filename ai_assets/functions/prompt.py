@@ -264,4 +264,9 @@ def _pipeline(template: str | Sequence[Part], provider: Prompter, return_format:
     task = PromptTask(template, provider, return_format, system_message, output_column, params or PromptParams(),
                       options)
     return Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                    prices=prices or prices_for(provider))
+                    prices=prices or prices_for(provider), model=_model_name(task.identity))
+
+
+def _model_name(identity: Mapping[str, Any]) -> str | None:
+    model = identity.get("model")
+    return None if model is None else str(model)

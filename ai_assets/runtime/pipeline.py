@@ -32,12 +32,13 @@ from ai_assets.runtime.cache import Cache, CachedResult, Entry
 from ai_assets.runtime.cache.lease import Claims
 from ai_assets.runtime.calibration import Calibration, save_calibration
 from ai_assets.runtime.columns import set_columns
+from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.engine import Engine, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, RowFailedError
 from ai_assets.runtime.journal_writer import JournalWriter
 from ai_assets.runtime.leases import Leases
 from ai_assets.runtime.limits import Limits
-from ai_assets.runtime.task import Plan, Prefix, Progress, Task
+from ai_assets.runtime.task import Plan, Progress, Task, by_prefix
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.runtime.windows import aiter_batches, windows
 
@@ -71,6 +72,10 @@ class Pipeline:
     journal are then still sent once."""
     prices: Prices | None = None
     total_rows: int | None = None
+    model: str | None = None
+    """The model that answers (recorded with each dead letter)."""
+    failed: FailedRows = field(default_factory=FailedRows)
+    """Rows that used up their attempts (with ``on_error="null"``), as dead letters."""
     _inflight: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
     _payloads: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = None
@@ -203,7 +208,7 @@ class Pipeline:
             self._sent_by[key] = first_group[key]
             to_send.append(key)
         if self.options.order_by_prefix and plan.prefixes and len(to_send) > 1:
-            to_send = _by_prefix(to_send, plan.prefixes)
+            to_send = by_prefix(to_send, plan.prefixes)
         if self._leases is not None and to_send:
             to_send = await self._leases.claim(to_send)
         self.usage.sent_rows += len(to_send)
@@ -340,6 +345,7 @@ class Pipeline:
         """The window's values and errors in row order (raising on a failed row with on_error="raise")."""
         values: list[Any] = []
         errors: list[str | None] = []
+        dead: list[tuple[int, Outcome]] = []
         for row, (row_key, skip) in enumerate(zip(window.plan.keys, window.plan.skips, strict=True)):
             group = self.usage.group(window.groups[row]) if window.groups else None
             if row_key is None:
@@ -362,6 +368,11 @@ class Pipeline:
                                      usage=outcome.usage, last_output=outcome.last_output)
             values.append(None)
             errors.append(outcome.error)
+            dead.append((row, outcome))
+        if dead:
+            self.failed.add(window.batch.take([row for row, _ in dead]),
+                            [outcome.error or "failed" for _, outcome in dead],
+                            [outcome.attempts or None for _, outcome in dead], [self.model] * len(dead))
         self._held.append((window, values, errors))
         return self._flush_held(final=False)
 
@@ -378,16 +389,6 @@ class Pipeline:
             if self.progress is not None:
                 self.progress(self._done_rows, self.total_rows)
         return out
-
-
-def _by_prefix(keys: list[str], prefixes: Mapping[str, Prefix]) -> list[str]:
-    """``keys`` with each prompt-prefix group together, groups in order of first appearance, rows in order within
-    a group (a stable sort)."""
-    first: dict[str, int] = {}
-    names = {k: prefixes[k].name if k in prefixes else "" for k in keys}
-    for key in keys:
-        first.setdefault(names[key], len(first))
-    return sorted(keys, key=lambda k: first[names[k]])
 
 
 def _share(usage: AttemptUsage, parts: int) -> list[AttemptUsage]:

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 import pyarrow as pa
 
+from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.usage import Usage
 
 Source: TypeAlias = "pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]"
@@ -19,6 +20,8 @@ class Enriched:
 
     table: pa.Table
     usage: Usage = field(default_factory=Usage)
+    failed: FailedRows = field(default_factory=FailedRows)
+    """The rows that used up their attempts, with input, error, attempts and model (``on_error="null"``)."""
 
 
 @dataclass
@@ -28,6 +31,8 @@ class EnrichedStream:
 
     batches: Iterator[pa.RecordBatch]
     usage: Usage
+    failed: FailedRows = field(default_factory=FailedRows)
+    """The rows that used up their attempts (complete when the stream is exhausted)."""
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.batches

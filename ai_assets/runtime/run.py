@@ -37,7 +37,7 @@ def run_pipeline(data: Source, pipeline: Pipeline) -> Enriched | EnrichedStream:
         inputs = windows(data, options.window_rows, options.window_bytes)
         return run_by_mode(pipeline, aiter_batches(inputs, blocking=True), schema)
 
-    return EnrichedStream(iterate_sync(stream), pipeline.usage)
+    return EnrichedStream(iterate_sync(stream), pipeline.usage, pipeline.failed)
 
 
 async def arun_table(table: pa.Table, pipeline: Pipeline) -> Enriched:
@@ -47,4 +47,4 @@ async def arun_table(table: pa.Table, pipeline: Pipeline) -> Enriched:
     pipeline.total_rows = table.num_rows
     inputs = windows(table.to_batches(), options.window_rows, options.window_bytes)
     out = [batch async for batch in run_by_mode(pipeline, aiter_batches(inputs, blocking=False), table.schema)]
-    return Enriched(pa.Table.from_batches(out), pipeline.usage)
+    return Enriched(pa.Table.from_batches(out), pipeline.usage, pipeline.failed)

@@ -26,6 +26,16 @@ class Prefix:
     tokens: int
 
 
+def by_prefix(keys: list[str], prefixes: Mapping[str, Prefix]) -> list[str]:
+    """``keys`` with each prompt-prefix group together, groups in order of first appearance, rows in order within
+    a group (a stable sort)."""
+    first: dict[str, int] = {}
+    names = {k: prefixes[k].name if k in prefixes else "" for k in keys}
+    for key in keys:
+        first.setdefault(names[key], len(first))
+    return sorted(keys, key=lambda k: first[names[k]])
+
+
 @dataclass
 class Plan:
     """One window: a key per row (None: not sent, for the reason in ``skips``) and the payload of every key."""

@@ -175,6 +175,10 @@ class EnrichComponentBase(AssetComponentBase):
         return self.prices.build() if self.prices else None
 
 
+DEAD_LETTER = Field(default=False, description=(
+    "Also write the rows that used up their attempts to <name>_dead_letter (input, error, attempts, model)"))
+
+
 def check_renders(template: Any) -> Any:
     """A template ``prompt`` would refuse at run time is refused when the YAML is loaded. As a validator in the
     field's annotation it also runs on the model Dagster derives to read the YAML, so ``dg check defs`` points at

@@ -4,9 +4,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
-from ai_assets.dagster.components.common import EnrichComponentBase, MessagePart, Params, Pricing, check_renders
+from ai_assets.dagster.components.common import (
+    DEAD_LETTER,
+    EnrichComponentBase,
+    MessagePart,
+    Params,
+    Pricing,
+    check_renders,
+)
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
 from ai_assets.dagster.tasks import task_asset
 from ai_assets.functions.cascade import Cascade
@@ -20,10 +27,17 @@ class CascadeConfig(dg.Model):
     """Models tried cheapest first: a row goes to the next one when the one before failed it, or when its
     ``confidence_field`` is under ``min_confidence`` (``escalate_when`` predicates are Python only)."""
 
-    models: list[str] = Field(min_length=2)
+    models: list[str]
     confidence_field: str | None = None
     min_confidence: float = 0.5
     prices: dict[str, Pricing] = Field(default_factory=dict, description="Per model (default: built-in prices)")
+
+    @field_validator("models")
+    @classmethod
+    def _two_or_more(cls, models: list[str]) -> list[str]:
+        if len(models) < 2:
+            raise ValueError(f"a cascade needs at least 2 models, cheapest first; got {models}")
+        return models
 
     def build(self) -> Cascade:
         return Cascade(self.models, confidence_field=self.confidence_field, min_confidence=self.min_confidence,
@@ -42,6 +56,7 @@ class PromptComponent(EnrichComponentBase):
     provider_key: str = "llm"
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
     cascade: CascadeConfig | None = None
+    dead_letter: bool = DEAD_LETTER
 
     def asset(self) -> dg.AssetsDefinition:
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
@@ -49,7 +64,8 @@ class PromptComponent(EnrichComponentBase):
             self.return_format, self.name), system_message=self.system_message, output_column=self.output_column,
             params=self.params.build() if self.params else None, options=self.run_options(),
             provider_key=self.provider_key, cache_key=self.cache_key, model=self.llm_model, prices=self.pricing(),
-            cascade=self.cascade.build() if self.cascade else None, **self.asset_args())
+            cascade=self.cascade.build() if self.cascade else None, dead_letter=self.dead_letter,
+            **self.asset_args())
 
 
 class EmbedComponent(EnrichComponentBase):
@@ -58,11 +74,13 @@ class EmbedComponent(EnrichComponentBase):
     column: str
     provider_key: str = "embedder"
     embedding_model: str | None = None
+    dead_letter: bool = DEAD_LETTER
 
     def asset(self) -> dg.AssetsDefinition:
         return embed_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
                            options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
-                           model=self.embedding_model, prices=self.pricing(), **self.asset_args())
+                           model=self.embedding_model, prices=self.pricing(), dead_letter=self.dead_letter,
+                           **self.asset_args())
 
 
 class ClassifyComponent(EnrichComponentBase):
@@ -78,6 +96,7 @@ class ClassifyComponent(EnrichComponentBase):
     temperature: float = Field(default=0.05, description="method embedding: the softmax temperature of the scores")
     provider_key: str = "embedder"
     embedding_model: str | None = None
+    dead_letter: bool = DEAD_LETTER
 
     def asset(self) -> dg.AssetsDefinition:
         return classify_asset(self.name, self.upstream, column=self.column, labels=self.labels, method=self.method,
@@ -85,7 +104,7 @@ class ClassifyComponent(EnrichComponentBase):
                               provider_key=self.provider_key, cache_key=self.cache_key, model=self.embedding_model,
                               prices=self.pricing(), top_k=self.top_k, threshold=self.threshold,
                               params=self.params.build() if self.params else None, temperature=self.temperature,
-                              **self.asset_args())
+                              dead_letter=self.dead_letter, **self.asset_args())
 
 
 TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params", "language", "prompt",

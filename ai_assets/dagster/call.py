@@ -1,0 +1,41 @@
+"""What an enrichment asset hands its plain-Python function: the provider, journal, progress and run context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from ai_assets.dagster.modes import estimating
+from ai_assets.runtime.cache import Cache
+from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.results import EnrichedStream
+from ai_assets.runtime.task import Progress
+from ai_assets.runtime.usage import Prices
+
+Upstream = dg.AssetsDefinition | dg.AssetKey | str
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the asset hands the plain-Python function besides the data."""
+
+    provider: Any
+    cache: Cache | None
+    progress: Progress
+    run_id: str
+    group_column: str | None
+
+    def common(self, options: RunOptions | None, default: RunOptions | None = None) -> dict[str, Any]:
+        """The keyword arguments every function takes from the asset: options (in estimate mode while
+        ``python -m ai_assets.dagster.estimate`` runs the asset), journal, progress, run id and group column."""
+        chosen = options or default or RunOptions()
+        return {"options": replace(chosen, mode="estimate") if estimating() else chosen, "cache": self.cache,
+                "progress": self.progress, "run_id": self.run_id, "group_column": self.group_column}
+
+
+Run = Callable[[pa.RecordBatchReader, Call], EnrichedStream]
+PriceOf = Callable[[Any], Prices | None]
