@@ -79,9 +79,10 @@ raw_reviews = ingest_asset("raw_reviews", path=str(DATA / "reviews" / "{partitio
 clean_reviews = preprocess_asset(
     "clean_reviews", raw_reviews, drop_missing=["text"], derive={"review": "{title}. {text}"},
     **common)
+REVIEW_TEMPLATE = "Product: {product}\nReview: {review}"
+REVIEW_SYSTEM = "Extract the sentiment, the aspects mentioned and a short summary of the product review."
 review_insights = prompt_asset(
-    "review_insights", clean_reviews, template="Product: {product}\nReview: {review}",
-    system_message="Extract the sentiment, the aspects mentioned and a short summary of the product review.",
+    "review_insights", clean_reviews, template=REVIEW_TEMPLATE, system_message=REVIEW_SYSTEM,
     return_format=ReviewInsight, params=PromptParams(temperature=0.0, max_output_tokens=200),
     options=RunOptions(concurrency=4, on_error="null"), provider_key="llm", model=llm_model if remote_llm else None,
     **common | {"pool": "llm"})

@@ -11,7 +11,7 @@ in a later window surfaces from the IO manager's write, which then commits nothi
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Unpack
 
 import dagster as dg
@@ -23,6 +23,7 @@ from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rat
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
+from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, check_specs, gates_before
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
@@ -32,7 +33,7 @@ from ai_assets.functions.classify import Method, classify_text, label_descriptio
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.prompt import PromptParams, prompt
-from ai_assets.functions.templates import Part, check_output_column, check_template
+from ai_assets.functions.templates import Part, check_output_column, check_template, render_content
 from ai_assets.functions.vision import LabelSpec, classify_image, embed_image
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, with_model
 from ai_assets.runtime.engine import RunOptions
@@ -61,6 +62,9 @@ def _enrich_asset(
     text_column: str | None = None,
     model_role: ModelRole | Literal["auto"] = "chat",
     dead_letter: bool = False,
+    gates: Sequence[Gate] = (),
+    output_column: str = "",
+    describe_input: Callable[[pa.RecordBatch], list[str | None]] | None = None,
 ) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(asset_args)
     prefix = list(kwargs.pop("key_prefix", None) or [])
@@ -70,6 +74,7 @@ def _enrich_asset(
                 **(kwargs.pop("metadata", None) or {})}
     kwargs.setdefault("description", description)
     specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
+    specs += check_specs(gates, key)
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
     letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if dead_letter else None
     decorate = enrichment_decorator(key, letters, upstream, code_version, resource_keys, specs, metadata, kwargs)
@@ -83,6 +88,9 @@ def _enrich_asset(
         context.log.info(f"{name}: {provider!r}" + (f", partitions {partitions}" if partitions else ""))
         call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id,
                     PARTITION_COLUMN if partitions else None)
+        seed = ",".join(partitions)
+        watching = [gate.start(output_column, describe_input, seed) for gate in gates]
+        yield from gates_before(name, gates, watching, run, call)
         stream = run(upstream, call)
         vectors = VectorStats() if vector_column else None
         done = False
@@ -98,12 +106,16 @@ def _enrich_asset(
                                            asset_key=key, partition_key=partition)
             if not partitions:
                 context.add_asset_metadata(usage_metadata(usage, prices), asset_key=key)
+            for watch in watching:
+                watch.metadata(context, key, partitions)
 
         def measured(first: pa.RecordBatch | None) -> Iterator[pa.RecordBatch]:
             nonlocal done
             for batch in itertools.chain([first] if first is not None else [], stream):
                 if vectors is not None and vector_column in batch.schema.names:
                     vectors.update(batch.column(vector_column))
+                for watch in watching:
+                    watch.observe(batch)
                 yield batch
             done = True
             report()
@@ -121,6 +133,7 @@ def _enrich_asset(
                             metadata={"dagster/row_count": failed.num_rows})
         for check in checks:
             yield check.evaluate(Measured(stream.usage, vectors))
+        yield from (v for watch in watching if (v := watch.after(context, key, call)) is not None)
 
     return _enrich
 
@@ -143,6 +156,8 @@ def prompt_asset(
     min_valid_share: float = 0.95,
     cascade: Cascade | None = None,
     dead_letter: bool = False,
+    golden_set: GoldenSet | None = None,
+    judge: JudgeCheck | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that prompts an LLM once per upstream row (``template`` over its columns) and adds
@@ -185,9 +200,11 @@ def prompt_asset(
     checks = [error_rate_check(output_column, max_error_rate)]
     if return_format is not None:
         checks.append(valid_share_check(output_column, min_valid_share))
-    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
-                         cache_key=cache_key, model=model,
-                         price_of=lambda provider: prices or prices_for(provider), code_version=version,
+    gates = [g for g in (golden_set, judge) if g is not None]
+    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key, gates=gates,
+                         output_column=output_column, describe_input=lambda b: as_texts(render_content(b, template)[0]),
+                         cache_key=cache_key, model=model, code_version=version,
+                         price_of=lambda provider: prices or prices_for(provider),
                          checks=checks, vector_column=None, asset_args=asset_args,
                          description=describe_prompt(upstream_key(upstream), template, return_format, system_message,
                                                      output_column, provider_key, model))
@@ -215,6 +232,7 @@ def embed_asset(
     prices: Prices | None = None,
     max_error_rate: float = 0.0,
     dead_letter: bool = False,
+    drift: DriftCheck | None = None,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """An asset that adds ``output_column`` (``fixed_size_list<float32>[d]``) embedding ``column``; with
@@ -232,6 +250,7 @@ def embed_asset(
                           **call.common(options))
 
     return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
+                         gates=[drift] if drift else [], output_column=output_column,
                          cache_key=cache_key, model=model,
                          price_of=_embedding_prices(prices), code_version=version,
                          checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],

@@ -15,6 +15,7 @@ from ai_assets.dagster.components.common import (
     check_renders,
 )
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
+from ai_assets.dagster.gates import DriftCheck, GoldenSet, JudgeCheck
 from ai_assets.dagster.tasks import task_asset
 from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.images import MAX_PIXELS
@@ -44,6 +45,44 @@ class CascadeConfig(dg.Model):
                        prices={name: p.build() for name, p in self.prices.items()})
 
 
+class GoldenSetConfig(dg.Model):
+    """A golden set file (.jsonl, .parquet, .csv; relative to the project) the prompt must answer as expected."""
+
+    path: str
+    expected_column: str = "expected"
+    min_score: float = 0.9
+    blocking: bool = True
+
+    def build(self) -> GoldenSet:
+        return GoldenSet(path=self.path, expected_column=self.expected_column, min_score=self.min_score,
+                         blocking=self.blocking)
+
+
+class JudgeConfig(dg.Model):
+    """An LLM judge over a sample of the answers."""
+
+    rubric: str
+    sample: int = 20
+    min_score: float = 0.8
+    model: str | None = None
+    blocking: bool = False
+
+    def build(self) -> JudgeCheck:
+        return JudgeCheck(self.rubric, sample=self.sample, min_score=self.min_score, model=self.model,
+                          blocking=self.blocking)
+
+
+class DriftConfig(dg.Model):
+    """Embedding drift from a reference partition."""
+
+    reference_partition: str
+    max_distance: float = 0.2
+    blocking: bool = False
+
+    def build(self) -> DriftCheck:
+        return DriftCheck(self.reference_partition, max_distance=self.max_distance, blocking=self.blocking)
+
+
 class PromptComponent(EnrichComponentBase):
     """An LLM prompt per row, free text or structured by ``return_format``, from an OpenAI-compatible endpoint
     or a local model."""
@@ -57,6 +96,8 @@ class PromptComponent(EnrichComponentBase):
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
     cascade: CascadeConfig | None = None
     dead_letter: bool = DEAD_LETTER
+    golden_set: GoldenSetConfig | None = None
+    judge: JudgeConfig | None = None
 
     def asset(self) -> dg.AssetsDefinition:
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
@@ -65,7 +106,8 @@ class PromptComponent(EnrichComponentBase):
             params=self.params.build() if self.params else None, options=self.run_options(),
             provider_key=self.provider_key, cache_key=self.cache_key, model=self.llm_model, prices=self.pricing(),
             cascade=self.cascade.build() if self.cascade else None, dead_letter=self.dead_letter,
-            **self.asset_args())
+            golden_set=self.golden_set.build() if self.golden_set else None,
+            judge=self.judge.build() if self.judge else None, **self.asset_args())
 
 
 class EmbedComponent(EnrichComponentBase):
@@ -75,12 +117,13 @@ class EmbedComponent(EnrichComponentBase):
     provider_key: str = "embedder"
     embedding_model: str | None = None
     dead_letter: bool = DEAD_LETTER
+    drift: DriftConfig | None = None
 
     def asset(self) -> dg.AssetsDefinition:
         return embed_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
                            options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
                            model=self.embedding_model, prices=self.pricing(), dead_letter=self.dead_letter,
-                           **self.asset_args())
+                           drift=self.drift.build() if self.drift else None, **self.asset_args())
 
 
 class ClassifyComponent(EnrichComponentBase):

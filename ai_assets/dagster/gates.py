@@ -1,0 +1,303 @@
+"""Quality gates: asset checks that judge what an enrichment produced, not only its shape.
+
+* ``GoldenSet``: a small table of inputs with expected outputs kept beside the asset. Before a partition is sent,
+  the asset's current prompt, model and schema answer the golden inputs (through the journal: an unchanged asset
+  pays for them once); below ``min_score`` a blocking gate fails the step before one row of the partition is paid
+  for, and the downstream assets do not run.
+* ``JudgeCheck``: an LLM judge grades a reproducible sample of ``sample`` answers against a rubric.
+* ``DriftCheck`` (embedding assets): the cosine distance of a partition's centroid from the reference partition's
+  (each materialization records its centroid as ``ai/centroid``).
+
+The measuring is plain Python (``ai_assets.runtime.quality``); this module turns it into check results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import BaseModel
+
+from ai_assets.dagster.call import Call, Run
+from ai_assets.functions.prompt import prompt
+from ai_assets.providers.protocols import with_model
+from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.quality import Reservoir, VectorStats, cosine_distance, matches
+from ai_assets.storage.base import PARTITION_COLUMN
+
+CENTROID = "ai/centroid"
+JUDGE_TEMPLATE = ("Grade the answer against the rubric.\nRubric: {rubric}\nInput: {input}\nAnswer: {answer}\n"
+                  "Reply with passed (true or false) and a one-sentence reason.")
+
+
+class Judgement(BaseModel):
+    passed: bool
+    reason: str
+
+
+class GateRun(Protocol):
+    """One gate during one execution of the asset."""
+
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None: ...
+
+    def observe(self, batch: pa.RecordBatch) -> None: ...
+
+    def metadata(self, context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: list[str]) -> None: ...
+
+    def after(self, context: dg.AssetExecutionContext, key: dg.AssetKey, call: Call) -> dg.AssetCheckResult | None:
+        ...
+
+
+class Gate(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def blocking(self) -> bool: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def start(self, output_column: str, describe: Callable[[pa.RecordBatch], list[str | None]] | None,
+              seed: str) -> GateRun: ...
+
+
+def check_specs(gates: Sequence[Gate], key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(g.name, asset=key, description=g.description, blocking=g.blocking) for g in gates]
+
+
+def gates_before(name: str, gates: Sequence[Gate], watching: Sequence[GateRun], run: Run,
+                 call: Call) -> Iterator[dg.AssetCheckResult]:
+    """The gates that judge before anything is sent (a golden set); a failed blocking one stops the step."""
+    for gate, watch in zip(gates, watching, strict=True):
+        verdict = watch.before(run, call)
+        if verdict is None:
+            continue
+        yield verdict
+        if gate.blocking and not verdict.passed:
+            raise dg.Failure(f"{name}: quality gate {gate.name} failed, so no row of the partition was sent",
+                             metadata=dict(verdict.metadata or {}))
+
+
+class _Quiet:
+    """A gate run that does nothing at a step (each gate overrides the steps it takes part in)."""
+
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None:
+        return None
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        return None
+
+    def metadata(self, context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: list[str]) -> None:
+        return None
+
+    def after(self, context: dg.AssetExecutionContext, key: dg.AssetKey, call: Call) -> dg.AssetCheckResult | None:
+        return None
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """Golden inputs and their expected outputs: ``rows`` or a ``path`` (.jsonl, .parquet or .csv) with the
+    template's columns and ``expected_column`` (a struct answer: the fields it gives must match; text: equal
+    without case). The score is the share of golden rows answered as expected."""
+
+    rows: pa.Table | None = None
+    path: str | None = None
+    expected_column: str = "expected"
+    min_score: float = 0.9
+    blocking: bool = True
+    name: str = "golden_set"
+
+    def __post_init__(self) -> None:
+        if (self.rows is None) == (self.path is None):
+            raise ConfigError("GoldenSet: give rows= or path=, one of them")
+        if not 0 <= self.min_score <= 1:
+            raise ConfigError(f"GoldenSet.min_score must be within [0, 1], got {self.min_score}")
+
+    @property
+    def description(self) -> str:
+        return (f"the asset's current prompt, model and schema answer at least {self.min_score:.0%} of the golden "
+                "set as expected (checked before the partition is sent)")
+
+    def table(self) -> pa.Table:
+        table = self.rows if self.rows is not None else _read(Path(str(self.path)))
+        if self.expected_column not in table.column_names:
+            raise ConfigError(f"golden set {self.path or 'rows'}: no column {self.expected_column!r} "
+                              f"(columns: {table.column_names})")
+        return table
+
+    def start(self, output_column: str, describe: Callable[[pa.RecordBatch], list[str | None]] | None,
+              seed: str) -> GateRun:
+        return _GoldenRun(self, output_column)
+
+
+class _GoldenRun(_Quiet):
+    def __init__(self, gate: GoldenSet, output_column: str) -> None:
+        self.gate = gate
+        self.output_column = output_column
+
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult:
+        golden = self.gate.table()
+        inputs = golden.drop_columns([self.gate.expected_column])
+        reader = pa.RecordBatchReader.from_batches(inputs.schema, inputs.to_batches())
+        answered = run(reader, replace(call, group_column=None)).read_all()
+        answers = answered.column(self.output_column).to_pylist() if answered.num_rows else []
+        expected = golden.column(self.gate.expected_column).to_pylist()
+        hits = [matches(a, e) for a, e in zip(answers, expected, strict=True)]
+        score = sum(hits) / len(hits) if hits else 0.0
+        misses = [{"expected": e, "answer": a} for a, e, hit in zip(answers, expected, hits, strict=True)
+                  if not hit][:5]
+        return dg.AssetCheckResult(check_name=self.gate.name, passed=score >= self.gate.min_score, metadata={
+            "score": score, "min_score": self.gate.min_score, "golden_rows": len(hits),
+            "misses": dg.MetadataValue.json(misses)})
+
+
+@dataclass(frozen=True)
+class JudgeCheck:
+    """An LLM judge grades ``sample`` answers (a reproducible sample per partition) against ``rubric``; the score
+    is the share it passes. ``model``: the judge (default: the asset's model)."""
+
+    rubric: str
+    sample: int = 20
+    min_score: float = 0.8
+    model: str | None = None
+    blocking: bool = False
+    name: str = "llm_judge"
+
+    def __post_init__(self) -> None:
+        if self.sample < 1 or not 0 <= self.min_score <= 1:
+            raise ConfigError(f"JudgeCheck: sample >= 1 and min_score within [0, 1], got {self}")
+
+    @property
+    def description(self) -> str:
+        return (f"an LLM judge passes at least {self.min_score:.0%} of a sample of {self.sample} answers against "
+                f"the rubric: {self.rubric}")
+
+    def start(self, output_column: str, describe: Callable[[pa.RecordBatch], list[str | None]] | None,
+              seed: str) -> GateRun:
+        return _JudgeRun(self, output_column, describe, seed)
+
+
+class _JudgeRun(_Quiet):
+    def __init__(self, gate: JudgeCheck, output_column: str,
+                 describe: Callable[[pa.RecordBatch], list[str | None]] | None, seed: str) -> None:
+        self.gate, self.output_column, self.describe = gate, output_column, describe
+        self.sample = Reservoir(gate.sample, seed)
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        inputs = self.describe(batch) if self.describe else [None] * batch.num_rows
+        for text, answer in zip(inputs, batch.column(self.output_column).to_pylist(), strict=True):
+            if text is not None and answer is not None:
+                self.sample.add((text, answer if isinstance(answer, str) else json.dumps(answer)))
+
+    def after(self, context: dg.AssetExecutionContext, key: dg.AssetKey, call: Call) -> dg.AssetCheckResult:
+        rows = self.sample.items
+        table = pa.table({"rubric": [self.gate.rubric] * len(rows), "input": [r[0] for r in rows],
+                          "answer": [r[1] for r in rows]})
+        judged = prompt(table, JUDGE_TEMPLATE, provider=with_model(call.provider, self.gate.model),
+                        return_format=Judgement, cache=call.cache, options=RunOptions(on_error="null")).table
+        verdicts = [v for v in judged.column("response").to_pylist() if v is not None] if rows else []
+        score = sum(v["passed"] for v in verdicts) / len(verdicts) if verdicts else 0.0
+        return dg.AssetCheckResult(check_name=self.gate.name, passed=bool(verdicts) and score >= self.gate.min_score,
+                                   metadata={"score": score, "min_score": self.gate.min_score,
+                                             "sample_size": len(rows), "judged": len(verdicts),
+                                             "answers_seen": self.sample.seen,
+                                             "failed_reasons": dg.MetadataValue.json(
+                                                 [v["reason"] for v in verdicts if not v["passed"]][:5])})
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """This partition's embedding centroid within ``max_distance`` (cosine) of ``reference_partition``'s."""
+
+    reference_partition: str
+    max_distance: float = 0.2
+    blocking: bool = False
+    name: str = "embedding_drift"
+
+    @property
+    def description(self) -> str:
+        return (f"the partition's embedding centroid is within cosine distance {self.max_distance} of partition "
+                f"{self.reference_partition!r}'s")
+
+    def start(self, output_column: str, describe: Callable[[pa.RecordBatch], list[str | None]] | None,
+              seed: str) -> GateRun:
+        return _DriftRun(self, output_column)
+
+
+class _DriftRun(_Quiet):
+    def __init__(self, gate: DriftCheck, output_column: str) -> None:
+        self.gate, self.output_column = gate, output_column
+        self.stats: dict[str, VectorStats] = {}
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        if self.output_column not in batch.schema.names:
+            return
+        if PARTITION_COLUMN not in batch.schema.names:
+            self.stats.setdefault("", VectorStats()).update(batch.column(self.output_column))
+            return
+        keys = batch.column(PARTITION_COLUMN).to_pylist()
+        for partition in dict.fromkeys(keys):
+            rows = pa.array([k == partition for k in keys])
+            self.stats.setdefault(str(partition), VectorStats()).update(
+                batch.filter(rows).column(self.output_column))
+
+    def metadata(self, context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: list[str]) -> None:
+        for partition, stats in self.stats.items():
+            centroid = stats.centroid()
+            if centroid is not None:
+                context.add_asset_metadata({CENTROID: dg.MetadataValue.json([round(v, 6) for v in centroid])},
+                                           asset_key=key, partition_key=partition or None)
+
+    def after(self, context: dg.AssetExecutionContext, key: dg.AssetKey, call: Call) -> dg.AssetCheckResult:
+        reference = self.stats[self.gate.reference_partition].centroid() \
+            if self.gate.reference_partition in self.stats else _recorded_centroid(context, key,
+                                                                                    self.gate.reference_partition)
+        if reference is None:
+            return dg.AssetCheckResult(check_name=self.gate.name, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"reason": f"partition {self.gate.reference_partition!r} has no "
+                                                           "recorded centroid: materialize it first"})
+        distances = {p or "(unpartitioned)": round(cosine_distance(c, reference), 6)
+                     for p, s in self.stats.items() if (c := s.centroid()) is not None}
+        worst = max(distances.values(), default=0.0)
+        return dg.AssetCheckResult(check_name=self.gate.name, passed=worst <= self.gate.max_distance, metadata={
+            "max_distance_seen": worst, "max_distance": self.gate.max_distance,
+            "reference_partition": self.gate.reference_partition, "distances": dg.MetadataValue.json(distances)})
+
+
+def _recorded_centroid(context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str) -> list[float] | None:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get(CENTROID)
+    return list(value.value) if value is not None and isinstance(value.value, list) else None
+
+
+def _read(path: Path) -> pa.Table:
+    if not path.exists():
+        raise ConfigError(f"golden set {path}: no such file")
+    if path.suffix in (".jsonl", ".json"):
+        import pyarrow.json
+
+        return pyarrow.json.read_json(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet
+
+        return pyarrow.parquet.read_table(path)
+    if path.suffix == ".csv":
+        import pyarrow.csv
+
+        return pyarrow.csv.read_csv(path)
+    raise ConfigError(f"golden set {path}: a .jsonl, .parquet or .csv file, got {path.suffix!r}")
+
+
+def as_texts(contents: Sequence[Any]) -> list[str | None]:
+    """Rendered prompts as text (a multimodal message as its JSON parts, cut at 4,000 characters), for a judge."""
+    return [c if c is None or isinstance(c, str) else json.dumps(c)[:4000] for c in contents]
