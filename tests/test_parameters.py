@@ -357,7 +357,7 @@ def test_the_task_component_builds_every_task_and_refuses_what_a_task_does_not_t
 
 def test_batch_size_is_a_local_model_s_forward_pass(tmp_path: Path) -> None:
     """``RunOptions.batch_size`` sets the texts per forward pass of a local embedder (it was ignored: the
-    provider's own size, 64, always); unset, the provider's own size stays."""
+    provider's own size always); unset, the provider's own size stays (16 on a CPU)."""
     provider = SentenceTransformersProvider(device="cpu")
     sizes: list[int] = []
     hook = provider.model[0].register_forward_pre_hook(  # the model's first module: one call per forward pass
@@ -368,8 +368,8 @@ def test_batch_size_is_a_local_model_s_forward_pass(tmp_path: Path) -> None:
         assert sizes == [7, 7, 6]
         sizes.clear()
         embed_text(table, "t", provider=provider)
-        assert sizes == [20]
-        assert provider.batch_size == 64  # the caller's provider is not changed
+        assert sizes == [16, 4]
+        assert provider.batch_size == 16  # the caller's provider is not changed (its CPU default)
     finally:
         hook.remove()
 

@@ -126,7 +126,8 @@ class SentenceTransformersResource(ProviderResource):
 
     model: str | None = Field(default=None, description="Model name or folder; default the bundled MiniLM")
     device: str | None = Field(default=None, description="cuda, mps or cpu; default the best available")
-    batch_size: int = Field(default=64, description="Texts per forward pass")
+    batch_size: int | None = Field(default=None, description="Texts per forward pass (default: 16 on a CPU, 64 on "
+                                                             "an accelerator)")
     fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
 
     def build_provider(self) -> SentenceTransformersProvider:

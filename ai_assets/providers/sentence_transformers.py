@@ -68,12 +68,14 @@ class SentenceTransformersProvider:
 
     prices = FREE
 
-    def __init__(self, model: str | Path | None = None, *, device: str | None = None, batch_size: int = 64,
+    def __init__(self, model: str | Path | None = None, *, device: str | None = None, batch_size: int | None = None,
                  fp16: bool | None = None, normalize: bool = True) -> None:
         self.model_name = str(model) if model is not None else default_text_model()
         self.device = pick_device(device)
         self.fp16 = self.device == "cuda" if fp16 is None else fp16
-        self.batch_size = batch_size
+        # Texts per forward pass. On a CPU small passes win: encode sorts by length, and a pass pads to its longest
+        # text (MiniLM on 1,080 chunks of up to 2,048 characters, 2 cores: 36.0 s at 16, 43.9 s at 64).
+        self.batch_size = batch_size if batch_size is not None else (16 if self.device == "cpu" else 64)
         self.normalize = normalize
 
     def __repr__(self) -> str:
