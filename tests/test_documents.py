@@ -40,7 +40,7 @@ def test_by_page_gives_one_row_per_page_with_the_file_s_columns() -> None:
     table = pa.table({"path": ["a.pdf", "broken.pdf", "notes.txt"], "size": [1, 2, 3],
                       "bytes": [pdf_pages(pages), b"%PDF-1.4 not really", b"plain words"]})
     out = extract_text(table, "bytes", by="page")
-    assert out.column_names == ["path", "size", "page_number", "text", "text_error"]  # no bytes
+    assert out.column_names == ["path", "size", "page_number", "text", "text_error", "text_truncated"]  # no bytes
     rows = out.to_pylist()
     assert [(r["path"], r["page_number"]) for r in rows] == [("a.pdf", 1), ("a.pdf", 2), ("a.pdf", 3), ("a.pdf", 4),
                                                              ("broken.pdf", None), ("notes.txt", 1)]

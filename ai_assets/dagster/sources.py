@@ -15,7 +15,7 @@ import pyarrow as pa
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, partition_fields, upstream_key
 from ai_assets.functions.chunks import Unit, chunk_text
 from ai_assets.functions.download import DownloadPolicy, download
-from ai_assets.functions.files import By, extract_text
+from ai_assets.functions.files import OCR_MAX_PIXELS, By, extract_text
 from ai_assets.functions.images import ImageSpec, decode_images
 from ai_assets.functions.ingest import BadRows, Format
 from ai_assets.functions.ingest_spec import IngestSpec, TableSource
@@ -207,14 +207,20 @@ def extract_text_asset(
     max_chars: int = 100_000,
     path_column: str | None = "path",
     ocr: bool = False,
+    ocr_max_pixels: int = OCR_MAX_PIXELS,
+    max_memory_mb: int = 2048,
+    page_timeout_s: float = 60.0,
     **asset_args: Unpack[AssetArgs],
 ) -> dg.AssetsDefinition:
     """Text from the PDF / HTML / plain-text files in ``column``, within page and character limits (the kind is
     sniffed from the bytes, helped by the file name in ``path_column``); ``by="page"``: one row per page, with
-    ``page_number``, without the bytes; ``ocr``: scanned pages (no text layer) read by OCR."""
+    ``page_number``, without the bytes; ``ocr``: scanned pages (no text layer) read by OCR. What a limit cut is
+    named in ``<output_column>_truncated``; PDFs are read in a child process of ``max_memory_mb`` with
+    ``page_timeout_s`` a page (see ``extract_text``)."""
     version = fingerprint(kind="text", column=column, output=output_column, pages=max_pages, chars=max_chars,
                           path_column=path_column, **({"by": by} if by != "file" else {}),
-                          **({"ocr": True} if ocr else {}))
+                          **({"ocr": True} if ocr else {}),
+                          **({"ocr_pixels": ocr_max_pixels} if ocr and ocr_max_pixels != OCR_MAX_PIXELS else {}))
     description = (f"Extracts the text of the PDF, HTML or text files in {column} into {output_column}"
                    f"{', one row per page' if by == 'page' else ''} (at most {max_pages} pages, {max_chars:,} "
                    "characters).")
@@ -222,7 +228,10 @@ def extract_text_asset(
     def step(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return map_stream(reader, lambda batch: extract_text(batch, column, by=by, output_column=output_column,
                                                              max_pages=max_pages, max_chars=max_chars,
-                                                             path_column=path_column, ocr=ocr))
+                                                             path_column=path_column, ocr=ocr,
+                                                             ocr_max_pixels=ocr_max_pixels,
+                                                             max_memory_mb=max_memory_mb,
+                                                             page_timeout_s=page_timeout_s))
 
     return _step_asset(name, upstream, version, description, step, asset_args)
 

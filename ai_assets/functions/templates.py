@@ -225,6 +225,26 @@ def prefix_texts(table: Rows, parts: str | Sequence[Part]) -> list[str | None]:
             for row in range(table.num_rows)]
 
 
+def _check_part_column(part: ImageColumn | FileColumn, kind: pa.DataType) -> None:
+    """Refuse, before any row is sent, a column of the wrong type for its part: file and image parts carry the
+    bytes (base64 in the request), an image URL part carries text."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    binary = (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+              or pa.types.is_fixed_size_binary(kind))
+    wants_text = isinstance(part, ImageColumn) and part.as_url
+    if pa.types.is_null(kind) or (text if wants_text else binary):
+        return
+    named = f"{type(part).__name__}({part.column!r}{', as_url=True' if wants_text else ''})"
+    if wants_text:
+        raise ConfigError(f"{named}: column {part.column!r} holds {kind}; image URLs are text (string): drop "
+                          "as_url=True to send image bytes")
+    raise ConfigError(f"{named}: column {part.column!r} holds {kind}, not file bytes (binary): put text in the "
+                      f"prompt with a template part such as '{{{part.column}}}', or read files into bytes first "
+                      "(ingest_asset(format='files') or download())")
+
+
 def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[Skip | None]]:
     """Per row: a user message's content (a string for text alone, parts for text, images and files) or None and
     why it is not sent."""
@@ -242,6 +262,7 @@ def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Conte
                     raise ConfigError(f"{type(part).__name__} names column {name!r}, not in the table "
                                       f"(columns: {table.column_names})")
                 columns[name] = table.column(name).to_pylist()
+            _check_part_column(part, table.schema.field(part.column).type)
             rendered.append(part)
         else:
             rendered.append(Template(part).render(table))

@@ -1,5 +1,5 @@
 """Small real documents for tests, benchmarks and the demo, made without any PDF library: valid PDFs of text
-lines, one page or many."""
+lines, one page or many, and hostile ones (a FlateDecode bomb, a scan on a page of the largest size)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def pdf_pages(pages: Sequence[Sequence[str]], font_size: int = 12, leading: int 
                        f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode())
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    return _write(objects)
+
+
+def _write(objects: Sequence[bytes]) -> bytes:
+    """A PDF of ``objects`` (numbered from 1, the first the catalog) with a correct cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, content in enumerate(objects, start=1):
@@ -41,9 +46,33 @@ def pdf_pages(pages: Sequence[Sequence[str]], font_size: int = 12, leading: int 
     return bytes(out)
 
 
-def scanned_pdf(lines: Sequence[str], size: tuple[int, int] = (1240, 1754)) -> bytes:
+def flate_bomb_pdf(decompressed: int = 1 << 30) -> bytes:
+    """A one-page PDF whose content stream is ``decompressed`` bytes of spaces squeezed by FlateDecode (RFC 1950/
+    1951 deflate reaches about 1,000 : 1 on repeated bytes, so the default 1 GiB is a 1 MB file): a reader that
+    inflates the stream whole, as PDFium does when it parses the page, needs twice that in memory."""
+    import struct
+    import zlib
+
+    block = b" " * (1 << 20)
+    blocks, rest = divmod(decompressed, len(block))
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; a full flush makes every block's bytes alike
+    unit = squeeze.compress(block) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    tail = squeeze.compress(block[:rest]) + squeeze.flush(zlib.Z_FINISH)
+    checksum = 1
+    for _ in range(blocks):
+        checksum = zlib.adler32(block, checksum)
+    checksum = zlib.adler32(block[:rest], checksum)
+    stream = b"\x78\xda" + unit * blocks + tail + struct.pack(">I", checksum)  # RFC 1950 header and trailer
+    return _write([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                   b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+                   b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream"])
+
+
+def scanned_pdf(lines: Sequence[str], size: tuple[int, int] = (1240, 1754),
+                page: tuple[float, float] = (595, 842)) -> bytes:
     """A one-page PDF holding only an image of ``lines`` (as a scanner makes): no text layer, so only OCR reads
-    it. Needs Pillow and pypdfium2."""
+    it. ``page`` is its size in points (default A4; PDF's largest is 14,400 x 14,400, ISO 32000-1 Annex C.2),
+    the image stretched over it. Needs Pillow and pypdfium2."""
     import io
 
     import pypdfium2
@@ -55,13 +84,13 @@ def scanned_pdf(lines: Sequence[str], size: tuple[int, int] = (1240, 1754)) -> b
     for i, line in enumerate(lines):
         draw.text((90, 120 + i * 64), line, fill="black", font=font)
     document = pypdfium2.PdfDocument.new()
-    width, height = 595, 842  # A4 in points; the image fills the page
-    page = document.new_page(width, height)
+    width, height = page  # the image fills the page
+    sheet = document.new_page(width, height)
     picture = pypdfium2.PdfImage.new(document)
     picture.set_bitmap(pypdfium2.PdfBitmap.from_pil(image))
     picture.set_matrix(pypdfium2.PdfMatrix().scale(width, height))
-    page.insert_obj(picture)
-    page.gen_content()
+    sheet.insert_obj(picture)
+    sheet.gen_content()
     out = io.BytesIO()
     document.save(out)
     document.close()

@@ -16,6 +16,7 @@ from ai_assets.dagster.sources import (
     preprocess_asset,
 )
 from ai_assets.functions.download import DownloadPolicy
+from ai_assets.functions.files import OCR_MAX_PIXELS
 from ai_assets.functions.images import ImageSpec
 from ai_assets.functions.ingest_spec import IngestSpec
 from ai_assets.functions.preprocess import Extract
@@ -134,12 +135,16 @@ class ExtractTextComponent(AssetComponentBase):
     max_chars: int = 100_000
     path_column: str | None = Field(default="path", description="The file names that help tell the kind")
     ocr: bool = Field(default=False, description="Read scanned PDF pages (no text layer) by OCR (the ocr extra)")
+    ocr_max_pixels: int = Field(default=OCR_MAX_PIXELS, description="The most pixels a page is rendered at for OCR")
+    max_memory_mb: int = Field(default=2048, description="Address-space cap of the PDF reader's child process")
+    page_timeout_s: float = Field(default=60.0, description="The longest the PDF reader may take over one page")
 
     def asset(self) -> dg.AssetsDefinition:
         return extract_text_asset(self.name, self.upstream, column=self.column, by=self.by,
                                   output_column=self.output_column, max_pages=self.max_pages,
                                   max_chars=self.max_chars, path_column=self.path_column, ocr=self.ocr,
-                                  **self.asset_args())
+                                  ocr_max_pixels=self.ocr_max_pixels, max_memory_mb=self.max_memory_mb,
+                                  page_timeout_s=self.page_timeout_s, **self.asset_args())
 
 
 class ChunkTextComponent(AssetComponentBase):
