@@ -2,39 +2,59 @@
 does not trust, go to the next model, and so on.
 
 A row escalates when its answer failed (invalid after re-asks, refused, empty, out of attempts), when its
-``confidence_field`` is below ``min_confidence``, or when ``escalate_when(answer)`` says so. Rows skipped for a
-null or empty input never escalate. A model's failure is final for that model (a later run does not send the
-row to it again, it goes on to the next model, whose answer is in the journal). Each model's answers go to the
-journal under that model's own keys, so a re-run pays nothing for either model (and makes the same escalation
-decisions from the same answers). The output says which model answered each row (``<output_column>_model``);
-usage and cost are summed over the models, each at its own prices (``Usage.models``). In estimate mode every row
-is counted for every model (an upper bound: nothing is answered, so nothing is known to pass).
+``confidence_field`` is below ``min_confidence`` or is no probability at all (missing, not a number, NaN, infinite,
+outside [0, 1]), or when ``escalate_when(answer)`` says so or raises (a warning names the rows and the error).
+Rows skipped for a null or empty input never escalate. A model's failure is final for that model (a later run does
+not send the row to it again, it goes on to the next model, whose answer is in the journal). Each model's answers
+go to the journal under that model's own keys, so a re-run pays nothing for either model (and makes the same
+escalation decisions from the same answers). The output says which model answered each row
+(``<output_column>_model``); usage and cost are summed over the models, each at its own prices (``Usage.models``).
+In estimate mode every row is counted for every model (an upper bound: nothing is answered, so nothing is known to
+pass).
 """
 
 from __future__ import annotations
 
+import types
+import typing
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.engine import RunOptions
-from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.errors import AIAssetsWarning, ConfigError, bounded
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.usage import Prices, Usage
+
+SHOWN_ROWS = 5
+"""How many row numbers a warning about a raising ``escalate_when`` names (then a count of the others)."""
 
 
 def model_column(output_column: str) -> str:
     return f"{output_column}_model"
 
 
+def probability(value: Any) -> float | None:
+    """``value`` as a confidence, or None when it is none: not a number (a bool, a string, null), NaN, infinite
+    or outside [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0.0 <= value <= 1.0 else None  # NaN fails both comparisons
+
+
 @dataclass(frozen=True)
 class Cascade:
-    """``models``, cheapest first (at least two). ``prices``: per model, for the cost (default: the built-in
-    table)."""
+    """``models``, cheapest first (at least two). ``confidence_field``: a number field of the ``return_format``,
+    a probability in [0, 1]; an answer under ``min_confidence`` (or with no valid confidence) goes on.
+    ``escalate_when(answer)``: True hands a valid answer on (so does raising). ``prices``: per model, for the
+    cost (default: the built-in table)."""
 
     models: Sequence[str]
     escalate_when: Callable[[Any], bool] | None = None
@@ -46,14 +66,79 @@ class Cascade:
         object.__setattr__(self, "models", tuple(self.models))
         if len(self.models) < 2 or len(set(self.models)) != len(self.models) or not all(self.models):
             raise ConfigError(f"Cascade needs two or more distinct model names, cheapest first; got {self.models}")
+        if probability(self.min_confidence) is None:
+            raise ConfigError(f"Cascade(min_confidence={self.min_confidence!r}): a confidence is a probability, "
+                              "give a number in [0, 1]")
+        if self.confidence_field is not None and (not isinstance(self.confidence_field, str)
+                                                  or not self.confidence_field):
+            raise ConfigError(f"Cascade(confidence_field={self.confidence_field!r}): give a field name of the "
+                              "return_format")
+        if self.escalate_when is not None and not callable(self.escalate_when):
+            raise ConfigError(f"Cascade(escalate_when={self.escalate_when!r}) is not callable: give a function of "
+                              "the answer that returns True to hand it to the next model")
+
+    def check(self, return_format: type[BaseModel] | None) -> None:
+        """Raise ``ConfigError`` when answers of ``return_format`` cannot carry ``confidence_field`` (so every row
+        would be paid for twice): called before anything is sent."""
+        name = self.confidence_field
+        if name is None:
+            return
+        setting = f"Cascade(confidence_field={name!r})"
+        if return_format is None:
+            raise ConfigError(f"{setting} needs a return_format with that field: free-text answers carry no "
+                              "confidence")
+        info = return_format.model_fields.get(name)
+        if info is None:
+            raise ConfigError(f"{setting}: return_format {return_format.__name__} has no field {name!r} (its "
+                              f"fields: {', '.join(return_format.model_fields) or 'none'}); every row would go to "
+                              "every model")
+        if not _numeric(info.annotation):
+            raise ConfigError(f"{setting}: {return_format.__name__}.{name} is {_name(info.annotation)}, not a "
+                              "number; a confidence is a probability in [0, 1]")
+        low, high = _declared_range(info)
+        if low < 0.0 or high > 1.0:
+            raise ConfigError(f"{setting}: {return_format.__name__}.{name} is declared on [{low}, {high}]; a "
+                              "cascade's confidence is a probability in [0, 1] (rescale it, or use escalate_when)")
 
     def escalates(self, value: Any) -> bool:
-        """Whether a valid answer is handed to the next model."""
+        """Whether a valid answer is handed to the next model (raises what ``escalate_when`` raises)."""
         if self.confidence_field is not None:
-            confidence = value.get(self.confidence_field) if isinstance(value, dict) else None
-            if not isinstance(confidence, int | float) or confidence < self.min_confidence:
+            confidence = probability(value.get(self.confidence_field) if isinstance(value, dict) else None)
+            if confidence is None or confidence < self.min_confidence:
                 return True
         return bool(self.escalate_when(value)) if self.escalate_when is not None else False
+
+
+def _numeric(kind: Any) -> bool:
+    """Whether a field annotation holds numbers only (``float``, ``int``, ``float | None``, ``Annotated[...]``)."""
+    if kind in (int, float):
+        return True
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _numeric(args[0])
+    if origin is typing.Literal:
+        return all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        return bool(present) and all(_numeric(a) for a in present)
+    return False
+
+
+def _declared_range(info: FieldInfo) -> tuple[float, float]:
+    """The bounds a field declares (``Field(ge=..., le=...)``), as far as it declares them."""
+    low, high = 0.0, 1.0
+    for constraint in info.metadata:
+        for name in ("ge", "gt"):
+            bound = getattr(constraint, name, None)
+            low = min(low, float(bound)) if isinstance(bound, int | float) else low
+        for name in ("le", "lt"):
+            bound = getattr(constraint, name, None)
+            high = max(high, float(bound)) if isinstance(bound, int | float) else high
+    return low, high
+
+
+def _name(kind: Any) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind)
 
 
 Stage = Callable[[Source, str, RunOptions], "Enriched | EnrichedStream"]
@@ -65,73 +150,119 @@ def run_cascade(source: Source, cascade: Cascade, stage: Stage, *, output_column
                 group_column: str | None = None) -> Enriched | EnrichedStream:
     """The cascade over ``source``: a table in, a table out; a stream in, a stream out (window by window: each
     window's escalated rows go to the next model before the window is given back)."""
-    usage = Usage()
-    failed = FailedRows()  # the last model's failures: the rows no model answered
     # A failed row goes on to the next model, and stays failed for this model in later runs (its journal entry is
     # final): a re-run takes the next model's answer from the journal instead of paying the first one again.
     trying = replace(options, on_error="null", retry_failed_rows=False)
+    ladder = _Ladder(cascade, stage, output_column, options, trying, skipped, prices_of, group_column)
     first = stage(source, cascade.models[0], trying)
     batches = first.table.to_batches() if isinstance(first, Enriched) else iter(first)
 
     def windows() -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            yield _escalate(batch, cascade, stage, output_column, options, trying, skipped, usage, prices_of,
-                            group_column, failed)
-        usage.absorb(first.usage, cascade.models[0], prices_of(cascade.models[0]))
+            yield ladder.window(batch)
+        ladder.usage.absorb(first.usage, cascade.models[0], prices_of(cascade.models[0]))
 
     if isinstance(first, Enriched):
         out = list(windows())
         table = pa.Table.from_batches(out) if out else first.table.append_column(
             model_column(output_column), pa.array([], pa.string()))
-        return Enriched(table, usage, failed)
-    return EnrichedStream(windows(), usage, failed)
+        return Enriched(table, ladder.usage, ladder.failed)
+    return EnrichedStream(windows(), ladder.usage, ladder.failed)
 
 
-def _escalate(batch: pa.RecordBatch, cascade: Cascade, stage: Stage, output_column: str, options: RunOptions,
-              trying: RunOptions, skipped: Callable[[pa.RecordBatch], list[bool]], usage: Usage,
-              prices_of: Callable[[str], Prices | None], group_column: str | None,
-              failed: FailedRows) -> pa.RecordBatch:
-    """One window through the models after the first: its rows that escalate, model by model."""
-    errors = error_column(output_column)
-    table = pa.Table.from_batches([batch])
-    models = [cascade.models[0]] * table.num_rows
-    skips = skipped(batch)
-    for level, model in enumerate(cascade.models[1:], start=1):
-        values = table.column(output_column).to_pylist()
-        failures = table.column(errors).to_pylist()
-        rows = [i for i in range(table.num_rows) if models[i] == cascade.models[level - 1] and not skips[i]
-                and (failures[i] is not None or cascade.escalates(values[i]))]
-        if not rows:
-            break
-        last = level == len(cascade.models) - 1
-        inputs = table.take(rows).drop_columns([output_column, errors])
-        answered = stage(inputs, model, options if last else trying)
-        assert isinstance(answered, Enriched)
-        usage.absorb(answered.usage, model, prices_of(model))
-        if last:
-            failed.extend(answered.failed)
-        table = _put(table, rows, answered.table.select(table.column_names))
-        for i in rows:
-            models[i] = model
-    column = pa.array([None if skip else m for m, skip in zip(models, skips, strict=True)], pa.string())
-    groups = [str(g) for g in table.column(group_column).to_pylist()] \
-        if group_column and group_column in table.column_names else None
-    for row, (failure, skip) in enumerate(zip(table.column(errors).to_pylist(), skips, strict=True)):
-        for counts in (usage, usage.group(groups[row])) if groups else (usage,):
-            counts.rows += 1
-            counts.skipped += skip
-            counts.errors += failure is not None and not skip
-            counts.answered += failure is None
-    return table.append_column(model_column(output_column), column).combine_chunks().to_batches()[0] \
-        if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema.append(
-            pa.field(model_column(output_column), pa.string())))
+@dataclass
+class _Ladder:
+    """Each window's rows that escalate, through the models after the first."""
+
+    cascade: Cascade
+    stage: Stage
+    output_column: str
+    options: RunOptions
+    trying: RunOptions
+    skipped: Callable[[pa.RecordBatch], list[bool]]
+    prices_of: Callable[[str], Prices | None]
+    group_column: str | None
+    usage: Usage = field(default_factory=Usage)
+    failed: FailedRows = field(default_factory=FailedRows)
+    """The last model's failures: the rows no model answered."""
+    offset: int = 0
+    """The input row number of the window's first row."""
+
+    def window(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        cascade, output_column = self.cascade, self.output_column
+        errors = error_column(output_column)
+        table = pa.Table.from_batches([batch])
+        models = [cascade.models[0]] * table.num_rows
+        skips = self.skipped(batch)
+        for level, model in enumerate(cascade.models[1:], start=1):
+            rows = self._escalating(table, [m == cascade.models[level - 1] and not s for m, s in zip(
+                models, skips, strict=True)], cascade.models[level - 1], model)
+            if not rows:
+                break
+            last = level == len(cascade.models) - 1
+            inputs = table.take(pa.array(rows, pa.int64())).drop_columns([output_column, errors])
+            answered = self.stage(inputs, model, self.options if last else self.trying)
+            assert isinstance(answered, Enriched)
+            self.usage.absorb(answered.usage, model, self.prices_of(model))
+            if last:
+                self.failed.extend(answered.failed)
+            table = _put(table, rows, answered.table.select(table.column_names))
+            for i in rows:
+                models[i] = model
+        self._count(table, skips)
+        self.offset += table.num_rows
+        column = pa.array([None if skip else m for m, skip in zip(models, skips, strict=True)], pa.string())
+        return table.append_column(model_column(output_column), column).combine_chunks().to_batches()[0] \
+            if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema.append(
+                pa.field(model_column(output_column), pa.string())))
+
+    def _escalating(self, table: pa.Table, candidates: list[bool], model: str, to: str) -> list[int]:
+        """The rows ``model`` answered that go on to ``to``: its failures, and answers the cascade does not trust.
+        An ``escalate_when`` that raises hands the row on too, and a warning names the rows and the error."""
+        values = table.column(self.output_column).to_pylist()
+        failures = table.column(error_column(self.output_column)).to_pylist()
+        rows: list[int] = []
+        raised: list[int] = []
+        error: Exception | None = None
+        for i, candidate in enumerate(candidates):
+            if not candidate:
+                continue
+            if failures[i] is not None:
+                rows.append(i)
+                continue
+            try:
+                escalates = self.cascade.escalates(values[i])
+            except Exception as exc:  # the user's predicate: one row's problem, never the whole call
+                escalates, error = True, error or exc
+                raised.append(self.offset + i)
+            if escalates:
+                rows.append(i)
+        if error is not None:
+            shown = ", ".join(str(r) for r in raised[:SHOWN_ROWS])
+            more = f" and {len(raised) - SHOWN_ROWS} more" if len(raised) > SHOWN_ROWS else ""
+            warnings.warn(f"Cascade(escalate_when=...) raised on {len(raised)} answer(s) of {model!r}, so they went "
+                          f"on to {to!r} (input rows {shown}{more}); first error: {type(error).__name__}: "
+                          f"{bounded(str(error))}", AIAssetsWarning, stacklevel=2)
+        return rows
+
+    def _count(self, table: pa.Table, skips: list[bool]) -> None:
+        groups = [str(g) for g in table.column(self.group_column).to_pylist()] \
+            if self.group_column and self.group_column in table.column_names else None
+        failures = table.column(error_column(self.output_column)).to_pylist()
+        for row, (failure, skip) in enumerate(zip(failures, skips, strict=True)):
+            for counts in (self.usage, self.usage.group(groups[row])) if groups else (self.usage,):
+                counts.rows += 1
+                counts.skipped += skip
+                counts.errors += failure is not None and not skip
+                counts.answered += failure is None
 
 
 def _put(table: pa.Table, rows: list[int], answers: pa.Table) -> pa.Table:
-    """``table`` with ``rows`` replaced by ``answers`` (in the same order), row order kept."""
+    """``table`` with ``rows`` replaced by ``answers`` (in the same order), row order kept. Indices are typed:
+    an empty Python list becomes a null-typed array, which ``take`` has no kernel for (every row escalated)."""
     replaced = set(rows)
     kept = [i for i in range(table.num_rows) if i not in replaced]
-    merged = pa.concat_tables([table.take(kept), answers.cast(table.schema)])
+    merged = pa.concat_tables([table.take(pa.array(kept, pa.int64())), answers.cast(table.schema)])
     position = {row: at for at, row in enumerate(kept)}
     position.update({row: len(kept) + at for at, row in enumerate(rows)})
-    return merged.take([position[i] for i in range(table.num_rows)])
+    return merged.take(pa.array([position[i] for i in range(table.num_rows)], pa.int64()))

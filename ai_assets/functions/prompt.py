@@ -218,6 +218,8 @@ def _cascade(table: Source, cascade: Cascade, template: str | Sequence[Part], pr
              return_format: type[BaseModel] | None, system_message: str | None, output_column: str,
              params: PromptParams | None, options: RunOptions, cache: Cache | None, progress: Progress | None,
              prices: Prices | None, run_id: str | None, group_column: str | None) -> Enriched | EnrichedStream:
+    cascade.check(return_format)
+
     def prices_of(model: str) -> Prices | None:
         return cascade.prices.get(model) or prices or prices_for(with_model(provider, model))
 

@@ -16,7 +16,9 @@ POLL_S = 0.5
 TAKEOVER_EVERY_S = 2.0
 """How often the rows still held elsewhere are claimed again (a claim is a journal write)."""
 logger = logging.getLogger(__name__)
-Resolve = Callable[[str, CachedResult], None]
+Resolve = Callable[[str, CachedResult], bool]
+"""Hand a journal entry another run wrote (an answer or a failure) to the rows waiting for it; False when this run
+sends the row anyway (a failure it retries), once the other run's claim lapses."""
 Send = Callable[[list[str]], Awaitable[None]]
 Fail = Callable[[list[str], BaseException], None]
 
@@ -45,7 +47,8 @@ class Leases:
 
     async def watch(self, lookup: Callable[[list[str]], dict[str, CachedResult]], resolve: Resolve, send: Send,
                     fail: Fail) -> None:
-        """Until cancelled: renew this run's claims, hand over answers other runs wrote, take over lapsed keys."""
+        """Until cancelled: renew this run's claims, hand over what other runs wrote (answers, and failures that
+        are final: ``lookup`` includes failures, ``resolve`` decides), take over lapsed keys."""
         try:
             while True:
                 await asyncio.sleep(POLL_S)
@@ -58,14 +61,17 @@ class Leases:
                 hits = await asyncio.to_thread(lookup, keys)
                 for key in keys:
                     hit = hits.get(key)
-                    if hit is not None and hit.error is None:
+                    if hit is not None and resolve(key, hit):
                         self.elsewhere.discard(key)
-                        resolve(key, hit)
                 waiting = [k for k in keys if k in self.elsewhere]
                 if waiting and time.monotonic() - self._tried >= TAKEOVER_EVERY_S:
                     self._tried = time.monotonic()
                     taken = await self.claim(waiting)
                     self.elsewhere.difference_update(taken)
+                    # A run writes its outcomes before it releases its claims: what it wrote since the lookup
+                    # above (a final failure: a claim refuses only answered keys) is read now, not sent again.
+                    hits = await asyncio.to_thread(lookup, taken) if taken else {}
+                    taken = [k for k in taken if k not in hits or not resolve(k, hits[k])]
                     if taken:
                         await send(taken)
         except asyncio.CancelledError:
