@@ -89,8 +89,9 @@ class HostileServer:
                 if answer.endless:
                     await self._endless(writer, answer)
                     return
-                extra = "".join(f"{k}: {v}\r\n" for k, v in answer.headers.items())
-                writer.write(f"HTTP/1.1 {answer.status} X\r\ncontent-type: application/json\r\n"
+                headers = {"content-type": "application/json", **answer.headers}  # a scripted type replaces it
+                extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                writer.write(f"HTTP/1.1 {answer.status} X\r\n"
                              f"content-length: {len(answer.body)}\r\n{extra}\r\n".encode() + answer.body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):

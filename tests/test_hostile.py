@@ -183,6 +183,18 @@ def test_a_retry_after_within_max_wait_is_honoured(hostile: HostileServer) -> No
     assert hostile.seen[POISON] == 2 and out.table.column("response_error")[1].as_py()
 
 
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"error": ' * 50_000 + b"1" + b"}" * 50_000,
+                                  b'{"detail": "no error field"}', b"[1, 2]", b'{"error": null}'],
+                         ids=["nested-100k-deep", "error-nested-50k-deep", "no-error-field", "a-list", "error-null"])
+def test_an_error_body_of_any_json_shape_is_that_rows_error(hostile: HostileServer, body: bytes) -> None:
+    """RFC 8259 section 9 lets a parser limit nesting depth, and a 4xx body may be any JSON at all (FastAPI and
+    vLLM answer ``{"detail": ...}``, not OpenAI's ``{"error": ...}``): the row fails with the body's text, the
+    call goes on."""
+    hostile.reset(**{POISON: Answer(body, status=400)})
+    error = assert_only_poison_failed(run(hostile))
+    assert "HTTP 400" in error and "None" not in error
+
+
 # -- property-based: any JSON at all, and chat-shaped bodies with any value in any field ---------------------------
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,

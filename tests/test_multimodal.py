@@ -33,6 +33,7 @@ from ai_assets import (
     extract_text,
     prompt,
 )
+from ai_assets.runtime.errors import ConfigError, RowFailedError
 from ai_assets.testing import FakeOpenAIServer
 from ai_assets.testing.documents import pdf
 
@@ -246,7 +247,6 @@ def test_classify_image_by_a_vision_llm(tmp_path: Path, fake_server: FakeOpenAIS
     label with a confidence (shape and validity, not accuracy: the fake server answers from the schema)."""
     from ai_assets.dagster import OpenAICompatibleResource, ParquetIOManager, ResultCacheResource
     from ai_assets.dagster import classify_image_asset as factory
-    from ai_assets.runtime.errors import ConfigError
 
     fake_server.set_faults()
     fake_server.reset()
@@ -274,3 +274,45 @@ def test_classify_image_by_a_vision_llm(tmp_path: Path, fake_server: FakeOpenAIS
     fake_server.reset()
     assert dg.materialize([raw_images, asset], resources=resources).success
     assert fake_server.stats().models == {"gpt-vision": 2}
+
+
+def test_classify_image_by_llm_refuses_undecodable_images_before_sending(
+        fake_server: FakeOpenAIServer, tiny_clip: SentenceTransformersProvider) -> None:
+    """Bytes that do not decode are that row's error, before anything is sent, with the error the embedding
+    methods give them. Modelled: OpenAI's vision input takes PNG, JPEG, WEBP or non-animated GIF (OpenAI docs,
+    "Images and vision": image input requirements); anything else can only be answered with an error, after its
+    upload, a request and a rate-limit slot were spent on it."""
+    from ai_assets.runtime.dead_letter import ERROR
+
+    fake_server.set_faults()
+    fake_server.reset()
+    llm = OpenAICompatibleProvider("vision-model", base_url=fake_server.base_url, api_key="k")
+    truncated = png("green", size=(300, 300))[:200]
+    huge = png("white", size=(2000, 1500))  # 3 MP, over max_pixels below
+    images = pa.table({"image": [png("red"), b"not an image", truncated, huge, png("blue"), b"not an image", None]})
+    out = classify_image(images, "image", ["phone", "laptop"], provider=llm, max_pixels=1_000_000)
+    values = out.table.column("image_class").to_pylist()
+    errors = out.table.column("image_class_error").to_pylist()
+    assert fake_server.stats().chat_requests == 2  # only the two images that decode were sent
+    assert values[0] is not None and values[4] is not None and errors[0] is None and errors[4] is None
+    assert [v for v in values[1:4] + values[5:]] == [None] * 5
+    assert errors[1] == errors[5] == ("refused before sending: column 'image': UnidentifiedImageError: cannot "
+                                      "identify image file")
+    assert "OSError" in errors[2] and "truncated" in errors[2]
+    assert "2000x1500 is over max_pixels=1000000" in errors[3]
+    assert errors[6] == "skipped: image column 'image' is null"
+    assert out.usage.errors == 4 and out.usage.skipped == 1  # refused rows are errors, not skips
+    assert sorted(r[ERROR] for r in out.failed.table().to_pylist()) == sorted(errors[1:4] + errors[5:6])
+
+    embedded = embed_image(images, "image", provider=tiny_clip, max_pixels=1_000_000).table
+    by_embedding = embedded.column("image_embedding_error").to_pylist()
+    for row in (1, 2, 3):  # the same check as the embedding methods: the same words
+        assert errors[row].endswith(by_embedding[row]), (errors[row], by_embedding[row])
+
+    fake_server.reset()
+    with pytest.raises(ConfigError, match="not file bytes"):  # a column of the wrong type: one clear error
+        classify_image(pa.table({"image": ["red.png"]}), "image", ["phone", "laptop"], provider=llm)
+    assert fake_server.stats().chat_requests == 0
+    with pytest.raises(RowFailedError, match="UnidentifiedImageError"):
+        classify_image(images.slice(1, 1), "image", ["phone", "laptop"], provider=llm,
+                       options=RunOptions(on_error="raise"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -146,6 +146,9 @@ class ClassifyLLMTask(PromptTask):
         return {self.output_column: column, error_column(self.output_column): pa.array(errors, pa.string())}
 
 
+LLMTask = TypeVar("LLMTask", bound=ClassifyLLMTask)
+
+
 def classify_text(
     table: Source,
     column: str,
@@ -185,7 +188,8 @@ def classify_text(
     if method == "llm":
         if not isinstance(provider, Prompter):
             raise NotSupportedError(provider, "classify_text(method='llm')")
-        task = llm_classifier("{" + column + "}", "text", described, provider, output_column, multi, params, options)
+        task = llm_classifier("{" + column + "}", "text", described, provider, output_column, multi, params, options,
+                              ClassifyLLMTask)
         chosen = prices or prices_for(provider)
     else:
         if not isinstance(provider, (TextEmbedder, RemoteTextEmbedder)):
@@ -211,13 +215,14 @@ def _embed_labels(described: Mapping[str, str], provider: TextEmbedder | RemoteT
 
 
 def llm_classifier(template: str | Sequence[Part], subject: str, described: Mapping[str, str], provider: Prompter,
-                   output_column: str, multi: MultiLabel | None, params: PromptParams | None,
-                   options: RunOptions) -> ClassifyLLMTask:
+                   output_column: str, multi: MultiLabel | None, params: PromptParams | None, options: RunOptions,
+                   kind: type[LLMTask]) -> LLMTask:
     """The LLM path of a classification: a ``Literal`` label (or every label that applies) and a confidence for
-    each row's rendered ``template`` (text, or an image part for ``classify_image``)."""
+    each row's rendered ``template`` (text, or an image part for ``classify_image``, whose ``kind`` of task checks
+    the images first)."""
     choice = _choice_model(tuple(described)) if multi is None else _multi_model(tuple(described))
-    task = ClassifyLLMTask(template, provider, choice, _llm_system_message(described, multi, subject), output_column,
-                           params or PromptParams(temperature=0.0), options)
+    task = kind(template, provider, choice, _llm_system_message(described, multi, subject), output_column,
+                params or PromptParams(temperature=0.0), options)
     task.multi = multi
     return task
 

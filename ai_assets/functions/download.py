@@ -9,8 +9,10 @@ Safety (server-side request forgery and local files), applied at every hop:
   resolver that checks every address aiohttp may connect to, so DNS rebinding cannot slip past it.
 * Link-local, cloud-metadata, unspecified and multicast addresses are always refused; by default
   (``allow_private=False``) everything not globally routable is refused too (private, loopback, shared, reserved).
-* Every URL or hop that cannot be read (``http://[::1/``, ``http://x:99999/``, ``http:///nohost``) is that row's
-  error: the other rows of the call keep their bytes.
+* Every URL or hop that cannot be read (``http://[::1/``, ``http://x:99999/``, ``http://%zz/``) is that row's
+  error: the other rows of the call keep their bytes. A ``Location`` is read strictly
+  (``url_guard.redirect_target``): one without a host (``http:///nohost``, ``//``), with userinfo, a backslash or
+  a control character, or over 8000 characters is refused, never followed as a path on the same host.
 * Protocols are allow-listed (``http`` and ``https`` by default; object stores such as ``s3`` only when the policy
   names them), for every link of an fsspec chain; local files need ``allow_files=True``.
 * Every object is streamed and the transfer is aborted as soon as it passes ``max_bytes``.
@@ -32,7 +34,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ai_assets.functions.templates import check_output_column, column_texts
-from ai_assets.functions.url_guard import HTTP_PROTOCOLS, check_address, check_protocols
+from ai_assets.functions.url_guard import (
+    HTTP_PROTOCOLS,
+    MAX_URL_CHARS,
+    check_address,
+    check_host,
+    check_protocols,
+    redirect_target,
+)
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, Reply, RunOptions
 from ai_assets.runtime.errors import AttemptUsage, PermanentError, TransientError, bounded
@@ -83,10 +92,15 @@ class GuardedResolver(AbstractResolver):
 
 def check_hop(url: URL, policy: DownloadPolicy) -> None:
     """Everything that can be refused about an http(s) URL before connecting to it."""
+    shown = bounded(str(url), (), 120)
     if url.scheme not in HTTP_PROTOCOLS or url.scheme not in policy.protocols:
-        raise PermanentError(f"refused: protocol {url.scheme!r} of {str(url)!r}")
+        raise PermanentError(f"refused: protocol {url.scheme!r} of {shown!r}")
     if not url.host:
-        raise PermanentError(f"refused: {str(url)!r} has no host")
+        raise PermanentError(f"refused: {shown!r} has no host")
+    if len(str(url)) > MAX_URL_CHARS:
+        raise PermanentError(f"refused: {shown!r} is {len(str(url))} characters, over {MAX_URL_CHARS} "
+                             "(RFC 9110 section 4.1)")
+    check_host(url)
     check_address(url.host, allow_private=policy.allow_private)  # literals only; names go through the resolver
 
 
@@ -118,23 +132,22 @@ class _Downloader:
             try:
                 async with self.session.get(url, allow_redirects=False) as response:
                     if response.status in REDIRECTS:
-                        url = self._next_hop(url, response.headers.get("location"), seen)
+                        locations = response.headers.getall("location", [])
+                        if len(locations) > 1:  # a singleton field (RFC 9110 section 5.3): clients differ on which
+                            raise PermanentError(f"refused: redirect from {url} with {len(locations)} Locations")
+                        url = self._next_hop(url, locations[0] if locations else None, seen)
                         continue
                     return await self._body(url, response)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
                 raise TransientError(f"{type(exc).__name__} fetching {url}: {exc}") from exc
+            except aiohttp.ClientResponseError as exc:  # a head aiohttp cannot parse (a NUL, a field over 8190 bytes)
+                raise PermanentError(f"refused: malformed response from {url}: {bounded(exc.message, (), 160)}"
+                                     ) from exc
         raise PermanentError(f"refused: more than {self.policy.max_redirects} redirects from {str(url)!r}")
 
     @staticmethod
     def _next_hop(url: URL, location: str | None, seen: set[str]) -> URL:
-        if not location:
-            raise PermanentError(f"redirect from {url} without a Location header")
-        try:
-            target = url.join(URL(location))
-            target.port  # noqa: B018  (reads and checks the port: yarl accepts 99999 until asked)
-        except (ValueError, UnicodeError) as exc:
-            raise PermanentError(f"refused: redirect from {url} to a malformed Location "
-                                 f"{bounded(location, (), 120)!r}: {exc}") from exc
+        target = redirect_target(url, location)
         if url.scheme == "https" and target.scheme == "http":
             raise PermanentError(f"refused: redirect from https to http ({target})")
         if str(target) in seen:

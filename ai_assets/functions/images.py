@@ -7,6 +7,7 @@ oversized image becomes a per-row error, never a crash.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -59,6 +60,19 @@ def open_image(data: bytes, max_pixels: int) -> Image:
         raise ValueError(f"{image.width}x{image.height} is over max_pixels={max_pixels}")
     image.load()
     return image
+
+
+def decode_or_error(data: object, max_pixels: int) -> Image | str:
+    """The decoded image, or why it does not decode as one row's error text (what ``embed_image``,
+    ``classify_image`` by embedding and by LLM put in ``<column>_error``): the check made before anything is
+    embedded or sent."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return f"TypeError: expected encoded image bytes, got {type(data).__name__}"
+    try:
+        return open_image(bytes(data), max_pixels)
+    except Exception as exc:  # Pillow raises many types for bad input
+        message = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))  # the same text for the same bytes
+        return bounded(f"{type(exc).__name__}: {message}")
 
 
 def process_image(data: bytes, spec: ImageSpec) -> tuple[bytes, int, int, str]:

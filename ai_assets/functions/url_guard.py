@@ -10,14 +10,25 @@ Pure functions, no I/O, so every rule has a fast unit test:
   that is not globally routable (private, loopback, shared, reserved) with ``allow_private=False``.
 * ``url_links`` reads every link of an fsspec URL chain (``simplecache::file:///etc/hostname``) with fsspec's own
   parser, so the protocol rule applies to every link, not only the outermost one.
+* ``redirect_target`` reads a redirect's ``Location`` (RFC 9110 section 10.2.2: a URI reference, resolved against
+  the request's URL by RFC 3986 section 5) strictly, refusing what parsers disagree on: an http(s) URI without a
+  host (``http:///nohost``, ``http:nohost``, ``//``; RFC 9110 section 4.2.1 says a recipient MUST reject it,
+  where a lenient resolver reads it as a path on the same host), userinfo (``https://user@host/``; section 4.2.4:
+  treat it as an error), control characters and backslashes (outside RFC 3986's characters; browsers read ``\\``
+  as ``/``), other schemes, and a Location over ``MAX_URL_CHARS``.
+* ``check_host`` refuses a host that is neither an IP literal nor a DNS name (``%zz``, ``a b``): the row's error
+  at once, not a resolver failure retried.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
-from ai_assets.runtime.errors import PermanentError
+from yarl import URL
+
+from ai_assets.runtime.errors import PermanentError, bounded
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -32,6 +43,10 @@ ALWAYS_BLOCKED = tuple(ipaddress.ip_network(n) for n in (
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 FILE_PROTOCOLS = frozenset({"file", "local"})
 HTTP_PROTOCOLS = frozenset({"http", "https"})
+MAX_URL_CHARS = 8000
+"""The longest URL or Location followed: RFC 9110 section 4.1 asks every recipient to support 8000 octets."""
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 def parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
@@ -132,3 +147,53 @@ def check_protocols(url: str, protocols: Iterable[str], *, allow_files: bool) ->
             raise PermanentError(f"refused: protocol {protocol!r} in {url!r} is not allowed "
                                  f"(DownloadPolicy(protocols=...) enables object stores such as 's3')")
     return names
+
+
+def check_host(url: URL) -> None:
+    """Refuse a URL whose host is neither an IP literal nor a DNS name (RFC 1123 labels of at most 63 characters,
+    at most 253 in all; ``_`` allowed, as DNS records use it)."""
+    host = url.raw_host or ""
+    if literal_addresses(host):
+        return
+    labels = host.removesuffix(".").split(".")
+    if not host or len(host) > 253 or not all(LABEL.fullmatch(label) for label in labels):
+        raise PermanentError(f"refused: {bounded(host, (), 80)!r} in {bounded(str(url), (), 120)!r} is not a "
+                             "host name or an IP address")
+
+
+def redirect_target(url: URL, location: str | None) -> URL:
+    """Where a redirect from ``url`` leads, read strictly (see the module's docstring); a ``PermanentError``
+    naming the Location when it is missing, malformed or leaves http(s)."""
+    if not location:
+        raise PermanentError(f"redirect from {url} without a Location header")
+    shown = bounded(location, (), 120)
+    if len(location) > MAX_URL_CHARS:
+        raise PermanentError(f"refused: redirect from {url} to a Location of {len(location)} characters, over "
+                             f"{MAX_URL_CHARS} (RFC 9110 section 4.1)")
+    bad = next((c for c in location if ord(c) < 0x20 or ord(c) == 0x7F or c == "\\"), None)
+    if bad is not None:
+        raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: it holds {bad!r}, "
+                             "which RFC 3986 does not allow in a URI")
+    scheme = SCHEME.match(location)
+    if scheme is not None and location[:scheme.end() - 1].lower() not in HTTP_PROTOCOLS:
+        raise PermanentError(f"refused: redirect from {url} to protocol {location[:scheme.end() - 1]!r} ({shown!r})")
+    rest = location[scheme.end():] if scheme is not None else location
+    if scheme is not None and not rest.startswith("//"):
+        raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: an http(s) URI "
+                             "needs '//' and a host (RFC 9110 section 4.2.1)")
+    if rest.startswith("//"):
+        authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
+        if "@" in authority:
+            raise PermanentError(f"refused: redirect from {url} to a Location with userinfo {shown!r} "
+                                 "(RFC 9110 section 4.2.4: an error, it hides the real host)")
+        host = authority.split("]")[0] + "]" if authority.startswith("[") else authority.split(":")[0]
+        if not host:
+            raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: the host is "
+                                 "empty (RFC 9110 section 4.2.1: a recipient MUST reject it)")
+    try:
+        target = url.join(URL(location))
+        target.port  # noqa: B018  (reads and checks the port: yarl accepts 99999 until asked)
+    except (ValueError, UnicodeError) as exc:
+        raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: {exc}") from exc
+    check_host(target)
+    return target

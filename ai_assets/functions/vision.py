@@ -1,7 +1,8 @@
 """``embed_image`` and ``classify_image``: image columns (encoded bytes) through a local image embedder.
 
 Images are decoded on the model's worker thread, a batch at a time, so a stream of many images holds only a
-window of encoded bytes and one batch of decoded pixels. An image that does not decode fails alone.
+window of encoded bytes and one batch of decoded pixels. An image that does not decode fails alone, with the same
+error text by embedding and by LLM (``images.decode_or_error``); by LLM it is refused before anything is sent.
 ``classify_image`` scores each image against label vectors with the ``LabelScorer`` that ``classify_text`` uses. A
 label is described by a text prompt (CLIP-class models embed text and images into one space) or by example images
 (any image embedder, e.g. EfficientNet-Lite0): their mean embedding is the label's vector.
@@ -17,16 +18,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ai_assets.functions.classify import LabelScorer, Method, label_descriptions, llm_classifier
+from ai_assets.functions.classify import ClassifyLLMTask, LabelScorer, Method, label_descriptions, llm_classifier
 from ai_assets.functions.embed import VectorTask
-from ai_assets.functions.images import MAX_PIXELS, open_image, require_pillow
+from ai_assets.functions.images import MAX_PIXELS, decode_or_error, open_image, require_pillow
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.functions.templates import ImageColumn, Part, check_output_column
 from ai_assets.providers.protocols import ImageEmbedder, Prompter, TextEmbedder, dimension_of, with_batch_size
 from ai_assets.runtime.cache import Cache, cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
-from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind, bounded
+from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind
 from ai_assets.runtime.local import INPUTS, ItemError, local_connection
 from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
@@ -83,16 +84,52 @@ class EmbedImageTask(VectorTask):
         images: list[Any] = []
         results: list[Any] = []
         for blob in blobs:
-            try:
-                images.append(open_image(blob, self.max_pixels))
+            decoded = decode_or_error(blob, self.max_pixels)
+            if isinstance(decoded, str):
+                results.append(ItemError(decoded))
+            else:
+                images.append(decoded)
                 results.append(None)
-            except Exception as exc:  # Pillow raises many types for bad input
-                results.append(ItemError(bounded(f"{type(exc).__name__}: {exc}")))
         vectors: Iterator[Any] = iter(self.provider.embed_image(images) if images else [])
         return [next(vectors) if r is None else r for r in results]
 
     def connect(self) -> AbstractAsyncContextManager[Connection]:
         return local_connection(self._embed, self.provider)
+
+
+class ClassifyImageLLMTask(ClassifyLLMTask):
+    """``classify_image(method="llm")``: an image that does not decode (or is over ``max_pixels``) is refused
+    before its request is sent, with the error the embedding methods give it. Sent, it would cost its upload, a
+    request and a rate-limit slot (and its tokens, where a provider meters what it received) for an answer that can
+    only be an error: OpenAI's vision input takes PNG, JPEG, WEBP and non-animated GIF ("Images and vision")."""
+
+    image_column: str
+    max_pixels: int
+
+    def plan(self, batch: pa.RecordBatch) -> Plan:
+        if self.image_column not in batch.column_names:
+            raise ConfigError(f"column {self.image_column!r} is not in the table (columns: {batch.column_names})")
+        values = batch.column(self.image_column).to_pylist()
+        checked: dict[bytes, str | None] = {}  # each distinct image is decoded once
+        problems: dict[int, str] = {}
+        for row, value in enumerate(values):
+            if not value or not isinstance(value, bytes):
+                continue  # null or empty: skipped by the template, which also refuses a column of the wrong type
+            if value not in checked:
+                decoded = decode_or_error(value, self.max_pixels)
+                checked[value] = decoded if isinstance(decoded, str) else None
+            problem = checked[value]
+            if problem is not None:
+                problems[row] = problem
+        if problems:  # rendered as null images (nothing encoded, nothing sent), then given their own reason
+            index = batch.schema.get_field_index(self.image_column)
+            kept = pa.array([None if row in problems else v for row, v in enumerate(values)],
+                            batch.schema.field(index).type)
+            batch = batch.set_column(index, batch.schema.field(index), kept)
+        plan = super().plan(batch)
+        for row, problem in problems.items():
+            plan.skips[row] = Skip(SkipKind.UNREADABLE, self.image_column, problem)
+        return plan
 
 
 class ClassifyImageTask(EmbedImageTask):
@@ -165,13 +202,15 @@ def classify_image(
 
     ``method="llm"`` (the default for a chat provider) asks a vision LLM instead, the image as an image part and
     the labels (names or descriptions) as a ``Literal`` choice with a confidence, for labels that embeddings do not
-    separate; ``params`` are its sampling settings (default temperature 0), ``prices`` its cost."""
+    separate; ``params`` are its sampling settings (default temperature 0), ``prices`` its cost. With either
+    method an image that does not decode, or has more than ``max_pixels`` pixels, is that row's error (counted in
+    ``errors`` and the dead letters): by LLM it is refused before its request is sent, so it costs nothing."""
     described: dict[str, LabelSpec] = label_descriptions(labels)
     if method is None:
         method = "llm" if isinstance(provider, Prompter) and not isinstance(provider, ImageEmbedder) else "embedding"
     if method == "llm":
         return _classify_by_llm(table, column, described, provider, output_column, params, options, cache, progress,
-                                prices, run_id, group_column)
+                                prices, run_id, group_column, max_pixels)
     if not isinstance(provider, ImageEmbedder):
         raise NotSupportedError(provider, "classify_image(method='embedding')")
     if params is not None:
@@ -186,7 +225,7 @@ def classify_image(
 def _classify_by_llm(table: Source, column: str, described: Mapping[str, LabelSpec], provider: Any,
                      output_column: str, params: PromptParams | None, options: RunOptions | None,
                      cache: Cache | None, progress: Progress | None, prices: Prices | None, run_id: str | None,
-                     group_column: str | None) -> Enriched | EnrichedStream:
+                     group_column: str | None, max_pixels: int) -> Enriched | EnrichedStream:
     if not isinstance(provider, Prompter):
         raise NotSupportedError(provider, "classify_image(method='llm')")
     examples = [label for label, spec in described.items() if not isinstance(spec, str)]
@@ -194,8 +233,12 @@ def _classify_by_llm(table: Source, column: str, described: Mapping[str, LabelSp
         raise ConfigError(f"classify_image(method='llm'): labels {examples} are example images; an LLM takes "
                           "labels by name or description")
     texts = {label: str(spec) for label, spec in described.items()}
+    require_pillow()
     options = options or RunOptions(on_error="null")
     template: list[Part] = ["Classify this image.", ImageColumn(column)]
-    task = llm_classifier(template, "image", texts, provider, output_column, None, params, options)
+    task = llm_classifier(template, "image", texts, provider, output_column, None, params, options,
+                          ClassifyImageLLMTask)
+    task.image_column = column
+    task.max_pixels = max_pixels
     return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
                                         group_column=group_column, prices=prices or prices_for(provider)))

@@ -38,6 +38,7 @@ from ai_assets.runtime.errors import (
 )
 from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.retry import retry_after_seconds
+from ai_assets.runtime.scrub import remember_secrets
 from ai_assets.runtime.vectors import decode_vector
 
 _TRANSIENT_STATUS = {408, 409, 429}
@@ -57,13 +58,16 @@ def http_error(status: int, message: str, headers: Mapping[str, str], secrets: S
 
 
 def error_message(text: str) -> str:
+    """The provider's message from an error body: ``error.message`` of OpenAI's error JSON, else the body as it
+    is. Never cut here: ``http_error`` masks secrets before it cuts, so a cut cannot leave part of a key."""
     try:
-        error = json.loads(text).get("error")
-    except (json.JSONDecodeError, AttributeError):
-        return text[:200]
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or JSON nested too deep to read
+        return text
+    error = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(error, Mapping):
         return str(error.get("message", error))
-    return str(error)
+    return text if error is None else str(error)
 
 
 JSON_CONTENT_MODES = frozenset({instructor.Mode.JSON_SCHEMA, instructor.Mode.JSON})
@@ -80,6 +84,9 @@ class Endpoint:
     secrets: tuple[str, ...]
     max_response_bytes: int
     mode: instructor.Mode
+
+    def __post_init__(self) -> None:
+        remember_secrets(self.secrets)  # also masked in text built where the key is not at hand
 
 
 class BaseConnection:
@@ -141,15 +148,15 @@ class ChatConnection(BaseConnection):
         try:
             completion = ChatCompletion.model_validate(body)
         except ValidationError as exc:
-            raise MalformedAnswerError(bounded(f"malformed answer from {self.url}: {exc.errors()[0]['msg']}"),
-                                       usage=usage) from exc
+            raise MalformedAnswerError(bounded(f"malformed answer from {self.url}: {exc.errors()[0]['msg']}",
+                                               self.secrets), usage=usage) from exc
         try:
             parsed = process_response(completion, response_model=self.response_model, stream=False,
                                       mode=self.endpoint.mode)
         except Exception as exc:  # instructor raises ValidationError, JSONDecodeError or its own errors
             reask = handle_reask_kwargs(request, self.endpoint.mode, completion, exc)
-            raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}"), reask_request=reask, usage=usage,
-                                     raw=_raw_output(completion) if from_tools else content) from exc
+            raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}", self.secrets), reask_request=reask,
+                                     usage=usage, raw=_raw_output(completion) if from_tools else content) from exc
         return Reply(parsed.model_dump(mode="json"), usage)
 
 
@@ -172,8 +179,8 @@ class ResponsesConnection(ChatConnection):
         except ValidationError as exc:
             reask = {**request, "input": [*request["input"], {"role": "assistant", "content": text},
                                           {"role": "user", "content": REASK.format(error=bounded(str(exc), (), 500))}]}
-            raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}"), reask_request=reask, usage=usage,
-                                     raw=text) from exc
+            raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}", self.secrets), reask_request=reask,
+                                     usage=usage, raw=text) from exc
         return Reply(parsed.model_dump(mode="json"), usage)
 
 
@@ -189,7 +196,7 @@ class EmbeddingConnection(BaseConnection):
         try:
             vectors = [decode_vector(d.embedding) for d in data]
         except (ValueError, TypeError) as exc:  # base64 that does not decode to float32s
-            raise MalformedAnswerError(bounded(f"malformed embedding from {self.url}: {exc}"),
+            raise MalformedAnswerError(bounded(f"malformed embedding from {self.url}: {exc}", self.secrets),
                                        usage=shape.attempt_usage()) from exc
         return Reply(vectors, shape.attempt_usage())
 

@@ -279,7 +279,7 @@ class BatchRun:
         """Answers and failures of a finished batch into the journal; the jobs to resubmit (expired lines)."""
         self.finished.add(str(state["id"]))
         if state["status"] == "failed":
-            reason = bounded(json.dumps((state.get("errors") or {}).get("data", []))[:200])
+            reason = bounded(json.dumps((state.get("errors") or {}).get("data", [])), (), 200)  # masked, then cut
             failures = [(line_keys, f"batch {state['id']} failed validation: {reason}")
                         for line_keys in await self._keys_of_batch(state)]
             await self._write_failures(failures)
@@ -380,7 +380,7 @@ def _parsed_line(text: str) -> Mapping[str, Any] | None:
     try:
         line = json.loads(text)
     except (ValueError, RecursionError):
-        logger.warning("skipping an unreadable batch output line: %.120s", text)
+        logger.warning("skipping an unreadable batch output line: %s", bounded(text, (), 120))
         return None
     return line if isinstance(line, Mapping) and isinstance(line.get("custom_id"), str) else None
 

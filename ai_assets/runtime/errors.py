@@ -1,4 +1,5 @@
-"""Errors and warnings shared by every layer. Error text is bounded and scrubbed of secrets."""
+"""Errors and warnings shared by every layer. Error text is bounded and scrubbed of secrets: ``bounded`` masks
+every secret, and every piece of one, before it cuts (``ai_assets.runtime.scrub``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ai_assets.runtime.scrub import scrub_and_cut
 
 MAX_ERROR_CHARS = 300
 
@@ -114,22 +117,23 @@ class RowFailedError(AIAssetsError):
     last_output: str | None = None
 
     def __str__(self) -> str:
-        tail = f"; last output: {self.last_output[:120]!r}" if self.last_output else ""
+        tail = f"; last output: {bounded(self.last_output, (), 120)!r}" if self.last_output else ""
         return f"row {self.row} failed after {self.attempts} attempt(s): {self.reason}{tail}"
 
 
 def bounded(text: str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS) -> str:
-    """Scrub every secret from ``text`` and cut it to ``limit`` characters."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Mask every secret (``secrets``, and those ``remember_secrets`` registered) and every piece of one in
+    ``text``, then cut it to ``limit`` characters: masked before cut, so a cut never leaves part of a key."""
+    return scrub_and_cut(text, secrets, limit)
 
 
 class SkipKind(enum.Enum):
     NULL = "null"
     EMPTY = "empty"
     TOO_LARGE = "too_large"
+    UNREADABLE = "unreadable"
+    """The input cannot be what the request needs (an image that does not decode): refused before anything is
+    sent, and counted as that row's error, not as a skip."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,17 @@ class Skip:
     column: str | None = None
     part: str = "column"
 
+    @property
+    def is_error(self) -> bool:
+        """The row failed (counted in ``errors``, a dead letter, raised with ``on_error="raise"``); other skips
+        are rows with nothing to send."""
+        return self.kind is SkipKind.UNREADABLE
+
     def __str__(self) -> str:
         if self.kind is SkipKind.NULL:
             return f"skipped: {self.part} {self.column!r} is null"
         if self.kind is SkipKind.TOO_LARGE:
             return f"skipped: the file in column {self.column!r} is {self.part}"
+        if self.kind is SkipKind.UNREADABLE:
+            return f"refused before sending: column {self.column!r}: {self.part}"
         return "skipped: empty input"

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from yarl import URL
 
-from ai_assets.functions.url_guard import check_address, check_protocols, literal_addresses, parse_ipv4, url_links
+from ai_assets.functions.url_guard import (
+    check_address,
+    check_host,
+    check_protocols,
+    literal_addresses,
+    parse_ipv4,
+    redirect_target,
+    url_links,
+)
 from ai_assets.runtime.errors import PermanentError
 
 METADATA = ipaddress.ip_address("169.254.169.254")
@@ -84,3 +96,75 @@ def test_enabled_protocols_and_files_pass() -> None:
     assert check_protocols("/tmp/x.png", {"http"}, allow_files=True) == ["file"]
     with pytest.raises(PermanentError, match="local file"):
         check_protocols("simplecache::file:///etc/hostname", {"simplecache"}, allow_files=False)
+
+
+# -- redirects: a Location is read strictly (RFC 9110 section 10.2.2, RFC 3986 section 5) -------------------------
+BASE = URL("http://public.test/dir/redirect?to=x")
+MALFORMED_LOCATIONS = {
+    "http:///nohost": "host is empty",     # RFC 9110 4.2.1: an http URI with an empty host MUST be rejected
+    "https:///": "host is empty",
+    "//": "host is empty",                 # a network-path reference with an empty authority
+    "///x": "host is empty",
+    "http://:80/": "host is empty",
+    "http:nohost": "needs '//'",           # RFC 9110 4.2.1: http-URI = "http" "://" authority ...
+    "https:/x": "needs '//'",
+    "https://user@/": "userinfo",          # RFC 9110 4.2.4: userinfo from an untrusted source is an error
+    "http://user:pw@public.test/": "userinfo",
+    "ftp://x/": "protocol 'ftp'",
+    "javascript:alert(1)": "protocol 'javascript'",
+    "file:///etc/passwd": "protocol 'file'",
+    "data:text/plain,hi": "protocol 'data'",
+    "/ok\x00": "'\\x00'",                  # control characters are outside RFC 3986's characters
+    "/ok\r\nSet-Cookie: a=b": "'\\r'",
+    "/a\tb": "'\\t'",
+    "/ok\x7f": "'\\x7f'",
+    "\\\\evil.test/x": "'\\\\'",           # a backslash: browsers (WHATWG URL) read it as '/', RFC 3986 refuses it
+    "/\\evil.test": "'\\\\'",
+    "http:\\\\evil.test": "'\\\\'",
+    "http://x:99999/": "out of range",
+    "http://[::1/": "Invalid IPv6",
+    "http://%zz/": "not a host name",
+    "http://a b/": "not a host name",
+    "http://" + "a" * 64 + ".test/": "not a host name",  # a DNS label is at most 63 characters (RFC 1035)
+    "/" + "a" * 8000: "over 8000",         # RFC 9110 4.1: 8000 octets is what a recipient must support
+    "": "without a Location",
+}
+
+
+@pytest.mark.parametrize("location", MALFORMED_LOCATIONS)
+def test_a_malformed_location_is_refused_with_the_reason(location: str) -> None:
+    with pytest.raises(PermanentError, match=re.escape(MALFORMED_LOCATIONS[location])):
+        redirect_target(BASE, location)
+
+
+@pytest.mark.parametrize(("location", "expected"), [
+    ("/ok", "http://public.test/ok"),
+    ("ok", "http://public.test/dir/ok"),
+    ("../up", "http://public.test/up"),
+    ("?q=1", "http://public.test/dir/redirect?q=1"),
+    ("//cdn.test/img.png", "http://cdn.test/img.png"),
+    ("https://cdn.test:8443/a?b=c", "https://cdn.test:8443/a?b=c"),
+    ("HTTPS://CDN.test/A", "https://cdn.test/A"),
+    ("http://[2606:4700::1111]/x", "http://[2606:4700::1111]/x"),
+    ("http://bücher.test/", "http://xn--bcher-kva.test/"),
+    ("/my photo.jpg", "http://public.test/my%20photo.jpg"),
+    ("http://_dmarc.example.test./", "http://_dmarc.example.test./"),
+])
+def test_a_well_formed_location_resolves_as_rfc_3986_says(location: str, expected: str) -> None:
+    assert str(redirect_target(BASE, location)) == expected
+
+
+@given(st.text(max_size=120))
+def test_any_location_gives_an_http_url_with_a_host_or_a_permanent_error(location: str) -> None:
+    try:
+        target = redirect_target(BASE, location)
+    except PermanentError:
+        return
+    assert target.scheme in ("http", "https") and target.raw_host
+    assert "@" not in (target.raw_authority or "") and target.port is not None
+
+
+@pytest.mark.parametrize("host", ["%zz", "a b", "a..b", "-a.test", "a-.test", "a" * 254])
+def test_check_host_refuses_what_is_not_a_host(host: str) -> None:
+    with pytest.raises(PermanentError, match="not a host name"):
+        check_host(URL.build(scheme="http", host=host, encoded=True))
