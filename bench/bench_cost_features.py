@@ -1,8 +1,6 @@
-"""What prompt-cache ordering and a model cascade save, against the fake server, in one run.
+"""What a model cascade saves, against the fake server, in one run (prompt-cache ordering has its own bench:
+``bench/bench_prompt_cache.py``).
 
-* Prompt cache: 2,000 questions over 20 documents (~1,300 tokens each) sent shuffled, with and without
-  ``order_by_prefix``; the fake reports ``cached_tokens`` from an LRU of the last 8 prefix blocks (as a provider's
-  cache that other traffic also uses). Priced at gpt-4o-mini's rates (cached input at half price).
 * Cascade: 1,000 rows, the cheap model (gpt-4o-mini prices) gets 20 % wrong (the fake breaks the schema for them),
   those go to the strong model (gpt-4o prices); against sending every row to the strong model.
 
@@ -11,7 +9,6 @@
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 
@@ -27,23 +24,6 @@ from ai_assets.testing import FakeOpenAIServer, Fault
 class Verdict(BaseModel):
     label: str
     score: int
-
-
-def prompt_cache(server: FakeOpenAIServer) -> None:
-    rng = random.Random(7)
-    documents = [f"Document {g}. " + " ".join(f"w{g}x{i}" for i in range(800)) for g in range(20)]
-    rows = [(documents[g], f"question {q} about document {g}?") for g in range(20) for q in range(100)]
-    rng.shuffle(rows)
-    table = pa.table({"doc": [r[0] for r in rows], "question": [r[1] for r in rows]})
-    prices = lookup("gpt-4o-mini")
-    llm = OpenAICompatibleProvider("fake-model", base_url=server.base_url, api_key="k")
-    for ordered in (False, True):
-        server.reset()
-        usage = prompt(table, "{doc}\n\nQuestion: {question}", provider=llm, prices=prices,
-                       options=RunOptions(order_by_prefix=ordered, concurrency=16)).usage
-        share = usage.cached_tokens / usage.prompt_tokens
-        print(f"prompt cache  order_by_prefix={ordered!s:5}  cached share {share:.3f}  "
-              f"cost ${usage.cost(prices):.4f}  ({usage.prompt_tokens:,} prompt tokens)")
 
 
 def cascade(server: FakeOpenAIServer) -> None:
@@ -75,7 +55,6 @@ def cascade(server: FakeOpenAIServer) -> None:
 
 def main() -> None:
     with FakeOpenAIServer() as server:
-        prompt_cache(server)
         cascade(server)
 
 

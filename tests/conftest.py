@@ -8,6 +8,7 @@ import pytest
 
 from ai_assets import OpenAICompatibleProvider
 from ai_assets.testing import BatchBehaviour, FakeOpenAIServer
+from ai_assets.testing.prefix_cache import DEFAULT_CAPACITY
 from ai_assets.testing.services import Service, create_database, postgres_server, redis_server
 
 # The download guard's own tests run only inside their network namespace (tests/test_download_guard.py starts it).
@@ -25,6 +26,7 @@ def server(fake_server: FakeOpenAIServer) -> FakeOpenAIServer:
     """The shared fake server with no faults, no latency, a default Batch API and zeroed counts."""
     fake_server.set_faults()
     fake_server.set_latency(0.0)
+    fake_server.set_prefix_cache(DEFAULT_CAPACITY)
     fake_server.set_batches(BatchBehaviour())
     fake_server.reset()
     return fake_server

@@ -25,11 +25,11 @@ import pyarrow as pa
 from ai_assets.runtime.calibration import CALIBRATION, Calibration
 from ai_assets.runtime.columns import set_columns
 from ai_assets.runtime.pipeline import Pipeline
+from ai_assets.runtime.prefix_gate import CACHE_MIN_TOKENS, CACHE_STEP_TOKENS
 from ai_assets.runtime.task import Prefix
 from ai_assets.runtime.usage import Usage
 
 NOT_SENT = "not sent: estimate only"
-CACHE_MIN_TOKENS, CACHE_STEP_TOKENS = 1024, 128  # OpenAI's prompt caching: from 1,024 tokens, in steps of 128
 FREE_TEXT_TOKENS = 128
 
 

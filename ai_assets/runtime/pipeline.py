@@ -19,9 +19,10 @@ A table goes through the same path as a stream and its answers are kept, so a ta
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ from ai_assets.runtime.errors import AttemptUsage, RowFailedError
 from ai_assets.runtime.journal_writer import JournalWriter
 from ai_assets.runtime.leases import Leases
 from ai_assets.runtime.limits import Limits
+from ai_assets.runtime.prefix_gate import PrefixGate
+from ai_assets.runtime.row_counts import count_repeats, count_rows
 from ai_assets.runtime.task import Plan, Progress, Task, by_prefix
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.runtime.windows import aiter_batches, windows
@@ -85,6 +88,7 @@ class Pipeline:
     _learned: Calibration = field(default_factory=Calibration)
     _done_rows: int = 0
     _leases: Leases | None = None
+    _gate: PrefixGate = field(default_factory=PrefixGate)
 
     async def run_live(self, batches: AsyncIterator[pa.RecordBatch],
                        schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
@@ -97,6 +101,7 @@ class Pipeline:
             budget = Budget(max_tokens=options.max_tokens, max_cost=options.max_cost, prices=self.prices)
         writer = JournalWriter(self.cache) if self.cache is not None else None
         leases = self._leases = Leases(self.cache) if isinstance(self.cache, Claims) else None
+        self._gate.wait_s = min(self._gate.wait_s, options.timeout_s)  # a leader stuck past it is failing anyway
         started = time.perf_counter()
         pending: deque[Window] = deque()
         watch: asyncio.Task[None] | None = None
@@ -125,19 +130,26 @@ class Pipeline:
                     if watch is not None:
                         watch.cancel()
                         await asyncio.gather(watch, return_exceptions=True)
+                    await self._gate.close()
                     await engine.close()
         finally:
             for future in self._inflight.values():
                 future.cancel()
-            if leases is not None:
-                await leases.release()
+            await self._close(writer, leases)
+            self.usage.add_elapsed(time.perf_counter() - started)
+
+    async def _close(self, writer: JournalWriter | None, leases: Leases | None) -> None:
+        """Make every answer durable, then give up the claims: another run then finds them instead of resending."""
+        try:
             if writer is not None:
                 await asyncio.to_thread(writer.close)
                 family = getattr(self.task, "family", lambda: None)()
                 if family:
                     await asyncio.to_thread(save_calibration, self.cache, family, self._learned)  # type: ignore[arg-type]
                 await asyncio.to_thread(self.cache.flush)  # type: ignore[union-attr]
-            self.usage.add_elapsed(time.perf_counter() - started)
+        finally:
+            if leases is not None:
+                await leases.release()
 
     async def assemble(self, reader: pa.RecordBatchReader, schema: pa.Schema | None
                        ) -> AsyncIterator[pa.RecordBatch]:
@@ -165,7 +177,7 @@ class Pipeline:
         groups = ([str(g) for g in batch.column(self.group_column).to_pylist()]
                   if self.group_column and self.group_column in batch.schema.names else None)
         window = Window(batch, plan, offset, groups)
-        self._count_rows(window)
+        count_rows(self.usage, plan, groups)
         return window
 
     async def _open(self, batch: pa.RecordBatch, offset: int, engine: Engine,
@@ -188,7 +200,7 @@ class Pipeline:
         repeats = sum(1 for k in plan.keys if k is not None) - len(lookup)
         self.usage.deduplicated += repeats
         if groups and repeats:
-            self._count_repeats(plan.keys, groups, set(lookup))
+            count_repeats(self.usage, plan.keys, groups, set(lookup))
         hits = await asyncio.to_thread(self.cache.get_many, lookup, include_errors=True) \
             if self.cache is not None and lookup else {}
         to_send = []
@@ -218,26 +230,39 @@ class Pipeline:
 
         async def on_outcome(job: Job, outcome: Outcome) -> None:
             await self._record(job, outcome, writer)
+            self._gate.answered(job.key)
 
-        for job in self.task.jobs(to_send, plan.payloads):
-            await engine.submit(job, on_outcome)
+        async def send(keys: list[str]) -> None:
+            for job in self.task.jobs(keys, plan.payloads):
+                await engine.submit(job, on_outcome)
+
+        if self.options.order_by_prefix and plan.prefixes:
+            to_send, held = self._gate.split(to_send, plan.prefixes)
+            self._gate.release(held, send, self._fail)
+        await send(to_send)
         return window
+
+    def _fail(self, keys: list[str], exc: BaseException) -> None:
+        for key in keys:
+            future = self._inflight.get(key)
+            if future is not None and not future.done():
+                future.set_exception(exc)
 
     async def _watch(self, leases: Leases, engine: Engine, writer: JournalWriter | None) -> None:
         """Rows another run holds: take its answers from the journal, or send them once its claims lapse."""
         assert self.cache is not None
-        cache = self.cache
 
-        def lookup(keys: list[str]) -> dict[str, CachedResult]:
-            return cache.get_many(keys)
-
-        def resolve(key: str, hit: CachedResult) -> None:
-            outcome = Outcome(self.task.decode(hit.value))  # paid by the other run: no usage here
+        def resolve(key: str, hit: CachedResult) -> bool:
+            known = self.known_from_journal(hit)  # an answer, or a failure that is final (as at the window's start)
+            if known is None:
+                return False
+            outcome = Outcome(known.value, known.error)  # paid by the other run: no usage here
             self.usage.cache_hits += 1
             group = self._sent_by.pop(key, None)
             if group is not None and self.group_column:
                 self.usage.group(group).cache_hits += 1
             self._settle(key, outcome)
+            return True
 
         async def send(keys: list[str]) -> None:
             self.usage.sent_rows += len(keys)
@@ -248,13 +273,7 @@ class Pipeline:
             for job in self.task.jobs(keys, {k: self._payloads[k] for k in keys}):
                 engine.submit_now(job, on_outcome)
 
-        def fail(keys: list[str], exc: BaseException) -> None:
-            for key in keys:
-                future = self._inflight.get(key)
-                if future is not None and not future.done():
-                    future.set_exception(exc)
-
-        await leases.watch(lookup, resolve, send, fail)
+        await leases.watch(functools.partial(self.cache.get_many, include_errors=True), resolve, send, self._fail)
 
     def _settle(self, key: str, outcome: Outcome) -> None:
         future = self._inflight.pop(key, None)
@@ -264,32 +283,9 @@ class Pipeline:
         if self.remember:
             self._memory[key] = outcome
 
-    def _count_repeats(self, keys: Sequence[str | None], groups: Sequence[str], looked_up: set[str]) -> None:
-        """Each group's share of the rows answered by another row (repeated in the window or already in flight):
-        every occurrence but the first of a key that is looked up."""
-        first: set[str] = set()
-        for key, group in zip(keys, groups, strict=True):
-            if key is None:
-                continue
-            if key in looked_up and key not in first:
-                first.add(key)
-                continue
-            self.usage.group(group).deduplicated += 1
-
     def _empty(self, schema: pa.Schema) -> pa.RecordBatch:
         columns = self.task.columns([], [], final=True) or {}
         return set_columns(pa.RecordBatch.from_pylist([], schema=schema), columns)
-
-    def _count_rows(self, window: Window) -> None:
-        plan = window.plan
-        skipped = sum(1 for k in plan.keys if k is None)
-        self.usage.rows += len(plan.keys)
-        self.usage.skipped += skipped
-        if window.groups:
-            for group, key in zip(window.groups, plan.keys, strict=True):
-                counts = self.usage.group(group)
-                counts.rows += 1
-                counts.skipped += key is None
 
     def known_from_journal(self, hit: CachedResult | None, *, final: bool = False) -> Outcome | None:
         """A journal entry as a known outcome, or None when the row must be sent. A failure is known when
@@ -348,11 +344,11 @@ class Pipeline:
         dead: list[tuple[int, Outcome]] = []
         for row, (row_key, skip) in enumerate(zip(window.plan.keys, window.plan.skips, strict=True)):
             group = self.usage.group(window.groups[row]) if window.groups else None
-            if row_key is None:
+            if row_key is None and not (skip is not None and skip.is_error):
                 values.append(None)
                 errors.append(str(skip) if skip is not None else None)
                 continue
-            outcome = outcomes[row_key]
+            outcome = outcomes[row_key] if row_key is not None else Outcome(error=str(skip))  # refused unsent
             if outcome.ok:
                 values.append(outcome.value)
                 errors.append(None)

@@ -170,12 +170,15 @@ class App:
             return refused
         text = "".join(json.dumps(m.get("content", "")) for m in messages)
         prompt_tokens = 1 + len(text) // 4
+        cache = self.prefix_cache
         if live:
             limited = self._limited(prompt_tokens, data)
             if limited is not None:
                 return limited
-            if self.latency:
-                await asyncio.sleep(self.latency)
+        cached = min(prompt_tokens, cache.arrive(text))
+        if live and self.latency:
+            await asyncio.sleep(self.latency)
+        cache.complete(text)  # in the cache once the request has run (see prefix_cache)
         schema, tool_name = requested_schema(data)
         content: str | None = self._content(key, schema, fault)
         tool_calls = None
@@ -189,7 +192,6 @@ class App:
         completion_tokens = 1 + len(content or json.dumps(tool_calls)) // 4
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        cached = min(prompt_tokens, self.prefix_cache.lookup_and_add(text))
         self.stats.cached_tokens += cached
         if isinstance(data.get("prompt_cache_key"), str):
             keys = self.stats.prompt_cache_keys

@@ -30,7 +30,7 @@ from typing import Any, Self
 from ai_assets.testing.batches import BatchApi, multipart_fields
 from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
 from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit, WindowLimit
-from ai_assets.testing.prefix_cache import PrefixCache
+from ai_assets.testing.prefix_cache import PrefixCache, Write
 
 TRACKED_HEADERS = ("authorization", "api-key")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -107,9 +107,11 @@ class _Server:
             return Reply(200, {"faults": len(app.rules)})
         if name == "config":
             app.latency = float(data.get("latency", app.latency))
-            if "prefix_cache" in data:
-                app.prefix_cache = PrefixCache(int(data["prefix_cache"]))
-            return Reply(200, {"latency": app.latency, "prefix_cache": app.prefix_cache.capacity})
+            if "prefix_cache" in data or "prefix_cache_write" in data:
+                app.prefix_cache = PrefixCache(int(data.get("prefix_cache", app.prefix_cache.capacity)),
+                                               data.get("prefix_cache_write", app.prefix_cache.write))
+            return Reply(200, {"latency": app.latency, "prefix_cache": app.prefix_cache.capacity,
+                               "prefix_cache_write": app.prefix_cache.write})
         if name == "rate_limit":
             rpm, tpm, window = data.get("rpm"), data.get("tpm"), data.get("window_s")
             if not (rpm or tpm):
@@ -124,7 +126,7 @@ class _Server:
             return Reply(200, {})
         if name == "reset":
             app.stats = ServerStats()
-            app.prefix_cache = PrefixCache(app.prefix_cache.capacity)
+            app.prefix_cache = PrefixCache(app.prefix_cache.capacity, app.prefix_cache.write)
             return Reply(200, {})
         return Reply(404, {"error": {"message": f"no admin endpoint {name}"}})
 
@@ -229,9 +231,10 @@ class FakeOpenAIServer:
     def set_latency(self, seconds: float) -> None:
         self._admin("config", {"latency": seconds})
 
-    def set_prefix_cache(self, blocks: int) -> None:
-        """Keep the last ``blocks`` prompt-prefix blocks (0: report no cached tokens); see ``prefix_cache``."""
-        self._admin("config", {"prefix_cache": blocks})
+    def set_prefix_cache(self, blocks: int, write: Write = "completion") -> None:
+        """Keep the last ``blocks`` prompt-prefix blocks (0: report no cached tokens), written when a request has
+        run (``"completion"``, as real servers do) or, only for comparison, when it arrives; see ``prefix_cache``."""
+        self._admin("config", {"prefix_cache": blocks, "prefix_cache_write": write})
 
     def set_rate_limit(self, *, rpm: float | None = None, tpm: float | None = None, window_s: float | None = 60.0,
                        tolerance_s: float = 0.0) -> None:
