@@ -91,11 +91,20 @@ if store != "-":
 """
 
 
-def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_each: int = 15) -> None:
+BURN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def burners(count: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes that spin on a CPU for ``seconds`` (each ends by itself): a loaded machine."""
+    return [subprocess.Popen([sys.executable, "-c", BURN, str(seconds)]) for _ in range(count)]
+
+
+def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_each: int = 15, load: int = 0) -> None:
     """``workers`` processes sharing one account's limit (240 rpm) through ``store``, against a strict
     sliding-window server that answers 429 above that limit (no tolerance: a request spaced exactly at the limit
     and jittered a millisecond early is refused, so only the limiter's headroom keeps this at 0)."""
     server.set_rate_limit(rpm=240, window_s=WINDOW_S)
+    load_processes = burners(load, seconds=workers * rows_each / 4 + 15)
     try:
         processes = [subprocess.Popen([sys.executable, "-c", WORKER, server.base_url, store, str(w), str(rows_each)],
                                       cwd=ROOT) for w in range(workers)]
@@ -108,6 +117,9 @@ def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_eac
         assert rate(points, tokens=False) == pytest.approx(240 / 60, rel=0.05)
         assert largest_burst(points, WINDOW_S - 1e-6, tokens=False) <= 240 * WINDOW_S / 60
     finally:
+        for burner in load_processes:
+            burner.kill()
+            burner.wait()
         server.set_rate_limit()
 
 
@@ -122,6 +134,12 @@ def test_four_processes_share_one_account_limit_through_redis(server: FakeOpenAI
 
 def test_four_processes_share_one_account_limit_through_postgres(server: FakeOpenAIServer, pg_url: str) -> None:
     run_workers(server, pg_url)
+
+
+def test_the_shared_limit_holds_on_a_loaded_machine(server: FakeOpenAIServer, pg_url: str) -> None:
+    """The same four processes while eight more spin on the CPUs (load about 12 on two cores): a permit taken at
+    one instant and a request sent late under CPU pressure must not bunch past the limit."""
+    run_workers(server, pg_url, load=8)
 
 
 def test_a_limit_held_in_this_process_only_is_exceeded_by_four(server: FakeOpenAIServer) -> None:

@@ -4,9 +4,10 @@ A Celery worker lost whole (its main process and its pool: a container or node g
 task stays STARTED in the result backend and dagster-celery's run worker waits for it for good, so the run stays
 STARTED and a backfill never ends. This executor is dagster-celery's, with one addition: every
 ``ping_every_s`` it pings the worker each started step runs on (workers publish STARTED with their hostname when
-``task_track_started`` is set, as ``deploy/cluster/dagster_celery_config.py`` does), and a step whose worker has not
-answered for ``lost_after_s`` fails with an error naming the worker. The run then fails, and the instance's run
-retries re-execute it from the failure, where the journal answers every row the lost worker had paid for.
+``task_track_started`` is set, as ``deploy/cluster/dagster_celery_config.py`` does), and a step whose worker has
+failed every ping for ``lost_after_s`` fails with an error naming the worker (see ``WorkerWatch``). The run then
+fails, and the instance's run retries re-execute it from the failure, where the journal answers every row the lost
+worker had paid for.
 
 A worker that only loses a pool process is seen by Celery itself (``WorkerLostError``); a step that was taken but
 not yet started comes back to the queue after the broker's visibility timeout (see the Celery settings).
@@ -15,6 +16,7 @@ not yet started comes back to the queue after the broker's visibility timeout (s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -29,30 +31,40 @@ class WorkerGoneError(RuntimeError):
 
 
 class WorkerWatch:
-    """Which workers answer pings, asked at most once per ``ping_every_s``; a worker counts as lost once it has not
-    answered for ``lost_after_s`` (from the first time it was asked about)."""
+    """Which workers answer pings. The workers asked about since the last round are pinged together, at most once
+    per ``ping_every_s``; a worker counts as lost once it has failed ``lost_after_s`` of consecutive pings: its
+    silence runs from the first ping it failed to answer to the latest, so it is measured over pings sent and
+    never from an old answer. A worker that ran an earlier step long ago is pinged before anything is judged,
+    and one nobody asked about in a round starts afresh the next time (its silence in between is unknown).
+    ``clock`` is injectable for tests."""
 
-    def __init__(self, app: Any, ping_every_s: float, lost_after_s: float) -> None:
+    def __init__(self, app: Any, ping_every_s: float, lost_after_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.ping_every_s = ping_every_s
         self.lost_after_s = lost_after_s
+        self._clock = clock
         self._last_ping = float("-inf")
-        self._last_seen: dict[str, float] = {}
+        self._unanswered: dict[str, tuple[float, float]] = {}  # worker: (first, latest) unanswered ping
         self._wanted: set[str] = set()
 
     def lost(self, hostname: str) -> float | None:
-        """Seconds since ``hostname`` last answered, once that is over ``lost_after_s``; else None."""
-        now = time.monotonic()
-        self._last_seen.setdefault(hostname, now)
+        """Seconds ``hostname`` has failed pings for, once that is over ``lost_after_s``; else None."""
         self._wanted.add(hostname)
+        now = self._clock()
         if now - self._last_ping >= self.ping_every_s:
-            self._last_ping = now
-            for reply in self.app.control.ping(destination=sorted(self._wanted), timeout=PING_TIMEOUT_S) or []:
-                for name in reply:
-                    self._last_seen[name] = time.monotonic()
-            self._wanted.clear()
-        silent = time.monotonic() - self._last_seen[hostname]
+            self._ping(now)
+        first, latest = self._unanswered.get(hostname, (0.0, 0.0))
+        silent = latest - first
         return silent if silent > self.lost_after_s else None
+
+    def _ping(self, now: float) -> None:
+        self._last_ping = now
+        asked, self._wanted = sorted(self._wanted), set()
+        replies = self.app.control.ping(destination=asked, timeout=PING_TIMEOUT_S) or []
+        answered = {name for reply in replies for name in reply}
+        self._unanswered = {name: (self._unanswered.get(name, (now, now))[0], now)
+                            for name in asked if name not in answered}
 
 
 class WatchedResult:

@@ -2,13 +2,16 @@
 
 Limits come from two places: ``RunOptions(rpm=, tpm=)`` pace one run in this process, and a provider's
 ``RateLimit`` paces every process that shares its account (see ``ai_assets.runtime.ratelimit``). A request waits
-for the latest of its reservations; after the answer, the TPM reservation is corrected with the tokens the server
-billed.
+for the latest of its reservations and is checked once more just before it goes: if its process was kept off the
+CPU past its slot (by more than ``Pacer.late_s``), the slot is given up and a new one taken, so that the limit holds
+on a busy machine (see ``ai_assets.runtime.ratelimit``). After the answer, the TPM reservation is corrected with
+the tokens the server billed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -16,7 +19,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ai_assets.runtime.errors import AttemptUsage, PermanentError
-from ai_assets.runtime.ratelimit import DEFAULT_HEADROOM, Pacer, RateLimit, open_store, sleep_until
+from ai_assets.runtime.ratelimit import DEFAULT_HEADROOM, Pacer, Permit, RateLimit, open_store, sleep_until
+
+logger = logging.getLogger(__name__)
+SLOTS_PER_REQUEST = 4  # a request late for this many slots in a row goes anyway, with a warning
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Limits:
         self._slots = asyncio.Semaphore(concurrency)
         self._rpm = list(rpm)
         self._tpm = list(tpm)
+        self.given_up = 0  # slots given up because the request would have gone too late
 
     @classmethod
     def build(cls, concurrency: int, rpm: float | None, tpm: float | None,
@@ -67,13 +74,27 @@ class Limits:
                 raise PermanentError(f"the request needs about {cost.total} tokens, more than the whole limit of "
                                      f"tpm={pacer.per_minute:g}: shorten the input or lower max_output_tokens")
         async with self._slots:
-            deadline = time.monotonic()
-            for pacer in self._rpm:
-                deadline = max(deadline, await pacer.reserve(1))
-            for pacer in self._tpm:
-                deadline = max(deadline, await pacer.reserve(cost.total))
-            await sleep_until(deadline)
+            await self._wait_for_a_slot(cost)
             yield
+
+    async def _wait_for_a_slot(self, cost: TokenCost) -> None:
+        """Reserve on every pacer, sleep until the latest permit, and check just before the request goes that it
+        is not late for that permit's slot; a late one gives its slots up (they stay unused) and takes new ones."""
+        if not self._rpm and not self._tpm:
+            return
+        late = 0.0
+        for _ in range(SLOTS_PER_REQUEST):
+            permits: list[Permit] = [await pacer.reserve(1) for pacer in self._rpm]
+            permits += [await pacer.reserve(cost.total) for pacer in self._tpm]
+            binding = max(permits, key=lambda permit: permit.slot)
+            await sleep_until(binding.slot)
+            late = time.monotonic() - binding.slot
+            if binding.pacer.late_s is None or late <= binding.pacer.late_s:
+                return
+            self.given_up += 1
+        logger.warning("rate limit: a request goes %.0f ms after its slot (%d slots in a row came too late on a "
+                       "busy machine); a provider counting over a short window may refuse it with a 429",
+                       late * 1000, SLOTS_PER_REQUEST)
 
     async def settle(self, cost: TokenCost, usage: AttemptUsage) -> None:
         """Correct the TPM reservations with what the server billed (when it reported usage)."""

@@ -1,15 +1,14 @@
 """What every component shares: partitions, run options, the asset and enrichment bases, prompt parts."""
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-import yaml  # type: ignore[import-untyped]  # PyYAML (a Dagster dependency) ships no types
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ai_assets.dagster.common import AssetArgs
+from ai_assets.dagster.components.defaults import OPTION_ALIASES, folder_defaults, merge
 from ai_assets.dagster.derived import build, yaml_model
 from ai_assets.dagster.placement import gpu_tags
 from ai_assets.functions.prompt import PromptParams
@@ -56,7 +55,7 @@ class Partitions(dg.Model):
 
 # ``RunOptions`` in YAML: every field (``retry`` and ``batch`` nested), none of its defaults copied, plus
 # ``max_attempts`` as a shortcut for ``retry.max_attempts``.
-Options = yaml_model(RunOptions, name="Options", aliases={"max_attempts": "retry.max_attempts"})
+Options = yaml_model(RunOptions, name="Options", aliases=OPTION_ALIASES)
 
 
 class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
@@ -101,18 +100,33 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
 
     def with_folder_defaults(self, folder: Path) -> "AssetComponentBase":
         """This component with the settings of ``defaults.yaml`` in its folder (or the folder above a ``defs.yaml``)
-        for every field its own YAML leaves out: the partitions, group, retries and options a folder's components
-        share, written once. A key of ``defaults.yaml`` that is no shared setting is an error naming the file."""
+        for every setting its own YAML leaves out, nested mappings (``options``, ``prices``) merged key by key and
+        lists replaced (see ``ai_assets.dagster.components.defaults``). A key that is no shared setting, or a value
+        that is wrong, is an error naming the file and the key."""
         defaults = folder_defaults(folder if folder.is_dir() else folder.parent)
         if not defaults:
             return self
-        fields = type(self).model_fields
+        shared = {k: v for k, v in defaults.values.items() if k in type(self).model_fields}
         given = self.model_dump(exclude_unset=True)
-        merged = {**{k: v for k, v in defaults.values.items() if k in fields}, **given}
         try:
-            return type(self).model_validate(merged)
-        except ValueError as exc:
-            raise ConfigError(f"{defaults.path}: {exc}") from exc
+            component = type(self).model_validate(merge(shared, given))
+        except ValidationError as exc:  # the component's own values passed alone: the folder's are wrong
+            raise ConfigError("; ".join(str(defaults.blame(".".join(map(str, e["loc"])), e["msg"]))
+                                        for e in exc.errors())) from exc
+        for key in shared:  # values checked only when built (RunOptions, partitions, prices) are checked now
+            try:
+                component._build_setting(key)
+            except ConfigError as exc:
+                if key in given:
+                    self._build_setting(key)  # raises where the component's own value is the wrong one
+                raise defaults.blame(key, exc) from exc
+        return component
+
+    def _build_setting(self, key: str) -> object:
+        value = getattr(self, key)
+        if type(value) is Options:
+            return build(value)
+        return value.build() if isinstance(value, (Partitions, Pricing)) else value
 
 
 class MessagePart(dg.Model):
@@ -194,30 +208,3 @@ def under_out(out: str | None, path: str) -> str:
     if out is None or "://" in path or Path(path).is_absolute():
         return path
     return f"{out.rstrip('/')}/{path}"
-
-
-SHARED_DEFAULTS = ("partitions", "group_name", "io_manager_key", "pool", "retries", "single_run_backfill", "gpus",
-                   "options", "cache_key", "prices")
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderDefaults:
-    path: Path
-    values: dict[str, Any]
-
-
-def folder_defaults(folder: Path) -> FolderDefaults | None:
-    """``defaults.yaml`` of ``folder``: shared settings for the components defined in it."""
-    path = folder / "defaults.yaml"
-    if not path.is_file():
-        return None
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
-    unknown = sorted(set(values) - set(SHARED_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"{path}: {unknown} are not shared settings; a defaults file takes {list(SHARED_DEFAULTS)}")
-    return FolderDefaults(path, values)

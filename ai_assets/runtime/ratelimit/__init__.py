@@ -11,6 +11,11 @@ second reserves ``start = max(tat, now) + c / r``, sets ``tat = start`` and wait
 * limits are paced ``headroom`` (2 % by default) below the stated rate: a provider's sliding-window limiter counts
   arrivals, and requests spaced exactly at the limit arrive a few milliseconds inside its window once the network
   jitters them; 2 % of a minute is 1.2 s of slack, the rate stays within 2 % of the limit;
+* a request is sent at its slot, not later: one whose process was kept off the CPU past its slot by more than
+  ``Pacer.late_s`` (half the headroom's slack over a ``SHORTEST_WINDOW_S`` window: 50 ms at 2 %) gives the slot
+  up and takes a new one (see ``Limits.slot``), since a permit taken at one instant and a request sent later
+  bunches with the requests sent on time after it, past what a sliding window allows; a slot given up is never
+  used, which only lowers the rate;
 * after the answer, ``adjust`` moves ``tat`` by the difference between the estimate and what the server billed, so
   the estimate is corrected with real usage.
 
@@ -31,13 +36,15 @@ from typing import Protocol
 from ai_assets.runtime.errors import ConfigError
 
 DEFAULT_HEADROOM = 0.02
+SHORTEST_WINDOW_S = 5.0  # the shortest sliding window a provider's per-minute limit is taken to be counted over
 
 
 class RateStore(Protocol):
     """Where buckets live. Both methods are atomic across everyone who shares the store."""
 
     async def reserve(self, bucket: str, interval_s: float) -> float:
-        """Reserve ``interval_s`` seconds of the bucket's time line; return how long to wait before sending."""
+        """Reserve ``interval_s`` seconds of the bucket's time line; return how long from now to wait before
+        sending (below zero when the answer came back after the slot: the request is already late)."""
         ...
 
     async def adjust(self, bucket: str, delta_s: float) -> None:
@@ -74,8 +81,21 @@ def check_headroom(value: float, name: str) -> None:
         raise ConfigError(f"{name} must be in [0, 0.5), got {value}")
 
 
+@dataclass(frozen=True)
+class Permit:
+    """A reservation on one pacer: ``slot``, in this process's ``time.monotonic()``, is when the request may go,
+    and the instant a late send is measured from."""
+
+    slot: float
+    pacer: Pacer
+
+
 class Pacer:
-    """One limit (``per_minute`` units a minute) on one bucket of a store, paced ``headroom`` below it."""
+    """One limit (``per_minute`` units a minute) on one bucket of a store, paced ``headroom`` below it.
+
+    ``late_s`` is how far past its slot a request may still go: half the slack the headroom leaves over the
+    shortest window a provider is taken to count over (``SHORTEST_WINDOW_S``), the other half left for the way to
+    the server. None when there is no headroom (nothing to keep a late request inside of)."""
 
     def __init__(self, per_minute: float, store: RateStore, bucket: str, headroom: float = DEFAULT_HEADROOM) -> None:
         if per_minute <= 0:
@@ -84,11 +104,12 @@ class Pacer:
         self.per_second = per_minute * (1 - headroom) / 60.0
         self.store = store
         self.bucket = bucket
+        self.late_s = headroom * SHORTEST_WINDOW_S / 2 if headroom > 0 else None
 
-    async def reserve(self, amount: float) -> float:
-        """Reserve ``amount`` units; return the ``time.monotonic()`` before which the request must not go."""
+    async def reserve(self, amount: float) -> Permit:
+        """Reserve ``amount`` units: the slot the request was given."""
         wait = await self.store.reserve(self.bucket, amount / self.per_second)
-        return time.monotonic() + max(wait, 0.0)
+        return Permit(slot=time.monotonic() + wait, pacer=self)
 
     async def adjust(self, amount: float) -> None:
         if amount:

@@ -86,8 +86,25 @@ return string.format('%.6f', start - now)
 """
 
 
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """``call()`` (a round trip to a store's server) and the ``time.monotonic()`` at which the server most likely
+    read its clock: half-way through the round trip, timed on the thread that made it, so that the time spent
+    waiting for a thread, a lock or the event loop is not taken for the server's. On a link slower one way than the
+    other the estimate is off by up to half the round trip (under a millisecond to a store on the same network)."""
+    before = time.monotonic()
+    answer = call()
+    return answer, (before + time.monotonic()) / 2
+
+
+def _wait_from(read_at: float, wait: float) -> float:
+    """A wait the server measured from ``read_at``, measured from now instead (less, or below zero, when the answer
+    came back late)."""
+    return read_at + wait - time.monotonic()
+
+
 class RedisStore:
-    """Buckets in Redis; the reservation is one Lua script on the server's clock, so workers' clocks may differ."""
+    """Buckets in Redis; the reservation is one Lua script on the server's clock, so workers' clocks may differ.
+    The wait it returns is measured from when the script ran (see ``_timed``), not from when the answer arrived."""
 
     def __init__(self, url: str) -> None:
         try:
@@ -101,8 +118,9 @@ class RedisStore:
         return f"ai_assets:rate:{bucket}"
 
     async def reserve(self, bucket: str, interval_s: float) -> float:
-        wait = await asyncio.to_thread(self._reserve, keys=[self._key(bucket)], args=[interval_s, BUCKET_TTL_S])
-        return float(wait)
+        wait, read_at = await asyncio.to_thread(
+            _timed, lambda: self._reserve(keys=[self._key(bucket)], args=[interval_s, BUCKET_TTL_S]))
+        return _wait_from(read_at, float(wait))
 
     async def adjust(self, bucket: str, delta_s: float) -> None:
         await asyncio.to_thread(self._client.incrbyfloat, self._key(bucket), delta_s)
@@ -120,23 +138,27 @@ _PG_ADJUST = "UPDATE ai_assets_rate_limits SET tat = tat + %(s)s WHERE bucket = 
 
 
 class PostgresStore:
-    """Buckets in a Postgres table; one statement per reservation, serialised by the row lock."""
+    """Buckets in a Postgres table; one statement per reservation, serialised by the row lock. The wait it returns
+    is measured from when the statement ran (see ``_timed``), not from when the answer arrived."""
 
     def __init__(self, url: str) -> None:
         from ai_assets.runtime.pg import Connection
 
         self._connection = Connection(url, _PG_SCHEMA, "ai_assets_rate_limits")
 
-    def _run(self, sql: str, params: dict[str, Any]) -> Any:
-        def work(cursor: Any) -> Any:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
+    def _run(self, sql: str, params: dict[str, Any]) -> tuple[Any, float]:
+        def work(cursor: Any) -> tuple[Any, float]:
+            def statement() -> Any:
+                cursor.execute(sql, params)
+                return cursor.fetchone() if cursor.description else None
+
+            return _timed(statement)
 
         return self._connection.run(work)
 
     async def reserve(self, bucket: str, interval_s: float) -> float:
-        (wait,) = await asyncio.to_thread(self._run, _PG_RESERVE, {"bucket": bucket, "s": interval_s})
-        return float(wait)
+        (wait,), read_at = await asyncio.to_thread(self._run, _PG_RESERVE, {"bucket": bucket, "s": interval_s})
+        return _wait_from(read_at, float(wait))
 
     async def adjust(self, bucket: str, delta_s: float) -> None:
         await asyncio.to_thread(self._run, _PG_ADJUST, {"bucket": bucket, "s": delta_s})
