@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,5 +79,5 @@ class RunOptions:
             raise ConfigError(f"RunOptions.on_error must be 'raise' or 'null', got {self.on_error!r}")
         for name in ("rpm", "tpm", "timeout_s", "max_cost", "max_tokens"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"RunOptions.{name} must be > 0, got {value}")
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ConfigError(f"RunOptions.{name} must be > 0, got {value!r} (a finite number)")

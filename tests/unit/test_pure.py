@@ -247,3 +247,14 @@ def test_windows_cut_by_rows_and_bytes_and_keep_every_row_in_order() -> None:
 def test_error_text_is_bounded_and_scrubbed() -> None:
     text = bounded("key sk-live-123 failed " + "x" * 500, ["sk-live-123"])
     assert "sk-live-123" not in text and len(text) == 300 and text.endswith("…")
+
+
+@pytest.mark.parametrize("name", ["timeout_s", "rpm", "tpm", "max_cost", "max_tokens"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0.0, "10"])
+def test_run_options_refuse_a_limit_that_is_not_a_finite_positive_number(name: str, value: object) -> None:
+    """NaN compares false with everything, so a bare `value <= 0` let RunOptions(timeout_s=nan) through: every
+    request would then wait forever (asyncio.timeout(nan) never fires)."""
+    from ai_assets import RunOptions
+
+    with pytest.raises(ConfigError, match=f"RunOptions.{name} must be > 0"):
+        RunOptions(**{name: value})  # type: ignore[arg-type]
