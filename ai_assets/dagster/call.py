@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -12,6 +12,7 @@ import pyarrow as pa
 from ai_assets.dagster.modes import estimating
 from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.options import OnError
 from ai_assets.runtime.results import EnrichedStream
 from ai_assets.runtime.task import Progress
 from ai_assets.runtime.usage import Prices
@@ -19,7 +20,7 @@ from ai_assets.runtime.usage import Prices
 Upstream = dg.AssetsDefinition | dg.AssetKey | str
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """What the asset hands the plain-Python function besides the data."""
 
@@ -28,13 +29,24 @@ class Call:
     progress: Progress
     run_id: str
     group_column: str | None
+    on_error: OnError | None = None
+    """Overrides the options' ``on_error`` for this call (a golden set's: a row that fails is a miss)."""
+    mode: Literal["live", "batch", "estimate"] | None = field(default=None, init=False)
+    """The mode ``common`` gave the function (None until it has): an ``"estimate"`` has no value to store."""
 
     def common(self, options: RunOptions | None, default: RunOptions | None = None) -> dict[str, Any]:
         """The keyword arguments every function takes from the asset: options (in estimate mode while
         ``python -m ai_assets.dagster.estimate`` runs the asset), journal, progress, run id and group column."""
         chosen = options or default or RunOptions()
-        return {"options": replace(chosen, mode="estimate") if estimating() else chosen, "cache": self.cache,
-                "progress": self.progress, "run_id": self.run_id, "group_column": self.group_column}
+        chosen = replace(chosen, mode="estimate") if estimating() else chosen
+        chosen = replace(chosen, on_error=self.on_error) if self.on_error is not None else chosen
+        self.mode = chosen.mode
+        return {"options": chosen, "cache": self.cache, "progress": self.progress, "run_id": self.run_id,
+                "group_column": self.group_column}
+
+    @property
+    def estimate(self) -> bool:
+        return self.mode == "estimate"
 
 
 Run = Callable[[pa.RecordBatchReader, Call], EnrichedStream]

@@ -23,6 +23,7 @@ from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rat
 from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
+from ai_assets.dagster.estimate import observe_estimate
 from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, check_specs, gates_before
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
@@ -92,6 +93,8 @@ def _enrich_asset(
         watching = [gate.start(output_column, describe_input, seed) for gate in gates]
         yield from gates_before(name, gates, watching, run, call)
         stream = run(upstream, call)
+        if call.estimate:  # no new value to store: the estimate is an observation, no output (downstream skips)
+            return (yield from observe_estimate(context, name, key, stream, price_of(provider), partitions))
         vectors = VectorStats() if vector_column else None
         done = False
 
@@ -183,6 +186,8 @@ def prompt_asset(
     if cascade is not None and model is not None:
         raise ConfigError(f"prompt_asset {name!r}: give model= or cascade=, not both (a cascade names its "
                           "models)")
+    if cascade is not None:
+        cascade.check(return_format)
     params = params or PromptParams()
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
@@ -212,9 +217,7 @@ def prompt_asset(
 
 def _embedding_prices(prices: Prices | None) -> PriceOf:
     def price_of(provider: Any) -> Prices | None:
-        if prices is not None:
-            return prices
-        return prices_for(provider, embeddings=isinstance(provider, RemoteTextEmbedder))
+        return prices or prices_for(provider, embeddings=isinstance(provider, RemoteTextEmbedder))
 
     return price_of
 
@@ -304,8 +307,7 @@ labels that apply, best first.
         return out
 
     def price_of(provider: Any) -> Prices | None:
-        return prices or (prices_for(provider) if isinstance(provider, Prompter) else
-                          _embedding_prices(None)(provider))
+        return prices or (prices_for(provider) if isinstance(provider, Prompter) else _embedding_prices(None)(provider))
 
     return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
                          cache_key=cache_key, model=model,

@@ -6,6 +6,11 @@ manager replaced by Parquet in a temporary folder (the real tables and the real 
 enrichment assets in estimate mode (``ai_assets.runtime.estimate``): they read their inputs, count the rows the
 journal already answers, and estimate tokens and cost for the rest, live and through the Batch API. Upstream steps
 (ingest, preprocess) really run, since the estimate is of their output. Prints a table, or JSON with ``--json``.
+
+An enrichment in estimate mode (here, or ``RunOptions(mode="estimate")`` in a real run) stores nothing and
+materializes nothing: it has no new value. It reports the estimate as an ``AssetObservation`` of the asset (one per
+partition, ``ai/mode: estimate``) and yields no output, so Dagster skips the assets downstream of it (an enrichment
+that reads another one's answers is not estimated; the command names it).
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from ai_assets.dagster.io_managers import ArrowIOManager, ParquetIOManager
+from ai_assets.dagster.metadata import usage_metadata
 from ai_assets.dagster.modes import set_estimating
+from ai_assets.runtime.results import EnrichedStream
+from ai_assets.runtime.usage import Prices, Usage
 
 COLUMNS = (("rows", "ai/rows_in"), ("in journal", "ai/rows_from_cache"), ("to send", "ai/rows_sent"),
            ("tokens in", "ai/tokens_in"), ("tokens out", "ai/tokens_out"), ("live $", "ai/estimated_cost_usd"),
@@ -37,6 +45,9 @@ def load_definitions(path: str | Path) -> dg.Definitions:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(Path(path).resolve().parent))
+    # Registered before it runs, as importlib's "importing a source file directly" recipe does: a Pydantic model
+    # there with postponed annotations (PEP 563) resolves its names through sys.modules[cls.__module__].
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     found = [v for v in vars(module).values() if isinstance(v, dg.Definitions)]
     named = getattr(module, "defs", None)
@@ -45,6 +56,25 @@ def load_definitions(path: str | Path) -> dg.Definitions:
     if len(found) != 1:
         raise SystemExit(f"{path}: expected one dg.Definitions (or one named defs), found {len(found)}")
     return found[0]
+
+
+def observe_estimate(context: dg.AssetExecutionContext, name: str, key: dg.AssetKey, stream: EnrichedStream,
+                     prices: Prices | None, partitions: Sequence[str]) -> Iterator[dg.AssetObservation]:
+    """An enrichment asset in estimate mode: read ``stream`` to its end (rows are counted and priced, none is sent,
+    and each batch is dropped once counted), then report the estimate as an observation of each partition. No
+    output: the stored table and the asset's materializations stay as they were."""
+    for _ in stream:
+        pass
+    usage = stream.usage
+    summary = usage.summary()
+    context.log.info(f"{name}: estimate only, nothing sent, stored or materialized: {summary['rows']} rows, "
+                     f"{summary['cache_hits']} in the journal, {summary['sent_rows']} to send, "
+                     f"{summary['prompt_tokens']} tokens in and {summary['completion_tokens']} out (estimated)")
+    keys: list[str | None] = [*partitions] or [None]
+    for partition in keys:
+        part = usage if partition is None else usage.groups.get(partition, Usage(estimated=True))
+        yield dg.AssetObservation(asset_key=key, partition=partition,
+                                  metadata={**usage_metadata(part, prices), "ai/mode": "estimate"})
 
 
 def estimate(defs: dg.Definitions, select: Sequence[str], partitions: Sequence[str | None]) -> list[dict[str, Any]]:
@@ -62,14 +92,19 @@ def estimate(defs: dg.Definitions, select: Sequence[str], partitions: Sequence[s
             for partition in partitions:
                 result = dg.materialize(assets, selection=selection, partition_key=partition, resources=resources,
                                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=True)
-                for event in result.get_asset_materialization_events():
-                    materialization = event.step_materialization_data.materialization
-                    metadata = {k: v.value for k, v in materialization.metadata.items()}
+                for event in result.get_asset_observation_events():
+                    observation = event.asset_observation_data.asset_observation
+                    metadata = {k: v.value for k, v in observation.metadata.items()}
                     if metadata.get("ai/mode") != "estimate":
                         continue
-                    rows.append({"asset": materialization.asset_key.to_user_string(),
-                                 "partition": materialization.partition,
+                    rows.append({"asset": observation.asset_key.to_user_string(),
+                                 "partition": observation.partition,
                                  **{label: metadata.get(key) for label, key in COLUMNS}})
+                skipped = sorted(e.step_key or "" for e in result.all_events
+                                 if e.event_type == dg.DagsterEventType.STEP_SKIPPED)
+                if skipped:
+                    print(f"not estimated (they read the answers of an enrichment that was only estimated): "
+                          f"{', '.join(skipped)}", file=sys.stderr, flush=True)
         finally:
             set_estimating(False)
     return rows

@@ -14,6 +14,7 @@ The measuring is plain Python (``ai_assets.runtime.quality``); this module turns
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +27,19 @@ from pydantic import BaseModel
 from ai_assets.dagster.call import Call, Run
 from ai_assets.functions.prompt import prompt
 from ai_assets.providers.protocols import with_model
+from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
-from ai_assets.runtime.quality import Reservoir, VectorStats, cosine_distance, matches
+from ai_assets.runtime.quality import (
+    GoldenRow,
+    Reservoir,
+    VectorStats,
+    cosine_distance,
+    golden_inputs,
+    golden_row,
+    matches,
+    read_golden_lines,
+)
 from ai_assets.storage.base import PARTITION_COLUMN
 
 CENTROID = "ai/centroid"
@@ -104,8 +115,11 @@ class _Quiet:
 @dataclass(frozen=True)
 class GoldenSet:
     """Golden inputs and their expected outputs: ``rows`` or a ``path`` (.jsonl, .parquet or .csv) with the
-    template's columns and ``expected_column`` (a struct answer: the fields it gives must match; text: equal
-    without case). The score is the share of golden rows answered as expected."""
+    template's columns and ``expected_column``. A row's expectation constrains only what it names: for a struct
+    answer, the fields it gives (nested; in a table, where a struct cannot tell a null field from an absent one, a
+    null field constrains nothing); for text, equal without case and surrounding space. The score is the share of
+    golden rows answered as expected; a row that failed is a miss. A row without an expectation, a line that is not
+    a JSON object, and more than ``max_rows`` rows are errors naming the file and the line (or row)."""
 
     rows: pa.Table | None = None
     path: str | None = None
@@ -113,24 +127,42 @@ class GoldenSet:
     min_score: float = 0.9
     blocking: bool = True
     name: str = "golden_set"
+    max_rows: int = 1000
 
     def __post_init__(self) -> None:
         if (self.rows is None) == (self.path is None):
             raise ConfigError("GoldenSet: give rows= or path=, one of them")
         if not 0 <= self.min_score <= 1:
             raise ConfigError(f"GoldenSet.min_score must be within [0, 1], got {self.min_score}")
+        if self.max_rows < 1:
+            raise ConfigError(f"GoldenSet.max_rows must be >= 1, got {self.max_rows}")
 
     @property
     def description(self) -> str:
         return (f"the asset's current prompt, model and schema answer at least {self.min_score:.0%} of the golden "
                 "set as expected (checked before the partition is sent)")
 
-    def table(self) -> pa.Table:
-        table = self.rows if self.rows is not None else _read(Path(str(self.path)))
-        if self.expected_column not in table.column_names:
-            raise ConfigError(f"golden set {self.path or 'rows'}: no column {self.expected_column!r} "
-                              f"(columns: {table.column_names})")
-        return table
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path is not None else "rows"
+
+    def golden(self) -> list[GoldenRow]:
+        """The golden rows, each checked (see the class docstring); at least one."""
+        path = Path(str(self.path)) if self.path is not None else None
+        if path is not None and path.suffix in (".jsonl", ".json") and path.is_file():
+            rows = read_golden_lines(path, self.expected_column, self.max_rows)
+        else:
+            table = self.rows if self.rows is not None else _read(Path(str(self.path)), self.max_rows)
+            if self.expected_column not in table.column_names:
+                raise ConfigError(f"golden set {self.source}: no column {self.expected_column!r} "
+                                  f"(columns: {table.column_names})")
+            if table.num_rows > self.max_rows:
+                raise ConfigError(f"golden set {self.source}: more than {self.max_rows} rows (max_rows)")
+            rows = [golden_row(row, self.expected_column, f"row {i}", self.source, null_is_absent=True)
+                    for i, row in enumerate(table.to_pylist(), start=1)]
+        if not rows:
+            raise ConfigError(f"golden set {self.source}: no rows")
+        return rows
 
     def start(self, output_column: str, describe: Callable[[pa.RecordBatch], list[str | None]] | None,
               seed: str) -> GateRun:
@@ -142,17 +174,22 @@ class _GoldenRun(_Quiet):
         self.gate = gate
         self.output_column = output_column
 
-    def before(self, run: Run, call: Call) -> dg.AssetCheckResult:
-        golden = self.gate.table()
-        inputs = golden.drop_columns([self.gate.expected_column])
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None:
+        golden = self.gate.golden()
+        inputs = golden_inputs(golden, self.gate.source)
         reader = pa.RecordBatchReader.from_batches(inputs.schema, inputs.to_batches())
-        answered = run(reader, replace(call, group_column=None)).read_all()
+        asked = replace(call, group_column=None, on_error="null")  # a golden row that fails is a miss
+        stream = run(reader, asked)
+        if asked.estimate:  # an estimate sends nothing, the golden set included: there is nothing to judge
+            return None
+        answered = stream.read_all()
         answers = answered.column(self.output_column).to_pylist() if answered.num_rows else []
-        expected = golden.column(self.gate.expected_column).to_pylist()
-        hits = [matches(a, e) for a, e in zip(answers, expected, strict=True)]
-        score = sum(hits) / len(hits) if hits else 0.0
-        misses = [{"expected": e, "answer": a} for a, e, hit in zip(answers, expected, hits, strict=True)
-                  if not hit][:5]
+        errors = answered.column(error_column(self.output_column)).to_pylist() \
+            if error_column(self.output_column) in answered.column_names else [None] * len(answers)
+        hits = [matches(a, row.expected) for a, row in zip(answers, golden, strict=True)]
+        score = sum(hits) / len(hits)
+        misses = [{"where": row.where, "expected": row.expected, "answer": a, "error": e}
+                  for a, e, row, hit in zip(answers, errors, golden, hits, strict=True) if not hit][:5]
         return dg.AssetCheckResult(check_name=self.gate.name, passed=score >= self.gate.min_score, metadata={
             "score": score, "min_score": self.gate.min_score, "golden_rows": len(hits),
             "misses": dg.MetadataValue.json(misses)})
@@ -214,7 +251,12 @@ class _JudgeRun(_Quiet):
 
 @dataclass(frozen=True)
 class DriftCheck:
-    """This partition's embedding centroid within ``max_distance`` (cosine) of ``reference_partition``'s."""
+    """This partition's embedding centroid within ``max_distance`` (cosine) of ``reference_partition``'s.
+
+    The centroid is the mean direction of the usable vectors: a vector with a NaN or an infinity, an all-zero one
+    and a null one are left out (counted in ``non_finite_vectors`` / ``zero_vectors``; ``vectors_used`` says how
+    many were used). A partition without a usable vector (no rows, every row failed) does not pass: the check
+    fails and its ``reason`` says so."""
 
     reference_partition: str
     max_distance: float = 0.2
@@ -263,12 +305,26 @@ class _DriftRun(_Quiet):
             return dg.AssetCheckResult(check_name=self.gate.name, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                        metadata={"reason": f"partition {self.gate.reference_partition!r} has no "
                                                            "recorded centroid: materialize it first"})
+        stats = dict(self.stats)
+        if "" not in stats:  # every partition of the run is judged: one without a row has no vector, and says so
+            partitioned = context.has_partition_key or context.has_partition_key_range
+            for partition in context.partition_keys if partitioned else [""]:
+                stats.setdefault(partition, VectorStats())
         distances = {p or "(unpartitioned)": round(cosine_distance(c, reference), 6)
-                     for p, s in self.stats.items() if (c := s.centroid()) is not None}
-        worst = max(distances.values(), default=0.0)
-        return dg.AssetCheckResult(check_name=self.gate.name, passed=worst <= self.gate.max_distance, metadata={
-            "max_distance_seen": worst, "max_distance": self.gate.max_distance,
-            "reference_partition": self.gate.reference_partition, "distances": dg.MetadataValue.json(distances)})
+                     for p, s in stats.items() if (c := s.centroid()) is not None}
+        blind = [p or "(unpartitioned)" for p, s in stats.items() if s.centroid() is None]
+        counts: dict[str, Any] = {
+            "vectors_used": sum(s.usable_vectors for s in stats.values()),
+            "non_finite_vectors": sum(s.non_finite_vectors for s in stats.values()),
+            "zero_vectors": sum(s.zero_vectors for s in stats.values()), "max_distance": self.gate.max_distance,
+            "reference_partition": self.gate.reference_partition, "distances": dg.MetadataValue.json(distances)}
+        if blind:  # nothing to compare: not a pass (the check's own severity says how loud)
+            return dg.AssetCheckResult(check_name=self.gate.name, passed=False, metadata={
+                **counts, "reason": f"no usable vector in {', '.join(blind)} (no rows, every row failed, or only "
+                                    "NaN, infinite, all-zero or mixed-size vectors): no centroid to compare"})
+        worst = max(distances.values())
+        return dg.AssetCheckResult(check_name=self.gate.name, passed=worst <= self.gate.max_distance,
+                                   metadata={**counts, "max_distance_seen": worst})
 
 
 def _recorded_centroid(context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str) -> list[float] | None:
@@ -277,25 +333,38 @@ def _recorded_centroid(context: dg.AssetExecutionContext, key: dg.AssetKey, part
     if not records or records[0].asset_materialization is None:
         return None
     value = records[0].asset_materialization.metadata.get(CENTROID)
-    return list(value.value) if value is not None and isinstance(value.value, list) else None
+    if value is None or not isinstance(value.value, list):
+        return None
+    centroid = [float(v) for v in value.value if isinstance(v, int | float)]
+    return centroid if len(centroid) == len(value.value) and all(math.isfinite(v) for v in centroid) else None
 
 
-def _read(path: Path) -> pa.Table:
-    if not path.exists():
+def _read(path: Path, max_rows: int) -> pa.Table:
+    """A .parquet or .csv golden file (JSON Lines are read line by line, ``read_golden_lines``), at most
+    ``max_rows`` rows read; a file that cannot be read is an error naming it."""
+    if not path.is_file():
         raise ConfigError(f"golden set {path}: no such file")
-    if path.suffix in (".jsonl", ".json"):
-        import pyarrow.json
+    if path.suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"golden set {path}: a .jsonl, .parquet or .csv file, got {path.suffix!r}")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet
 
-        return pyarrow.json.read_json(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet
-
-        return pyarrow.parquet.read_table(path)
-    if path.suffix == ".csv":
+            parquet = pyarrow.parquet.ParquetFile(path)
+            if parquet.metadata.num_rows > max_rows:
+                raise ConfigError(f"golden set {path}: more than {max_rows} rows (max_rows)")
+            return parquet.read()
         import pyarrow.csv
 
-        return pyarrow.csv.read_csv(path)
-    raise ConfigError(f"golden set {path}: a .jsonl, .parquet or .csv file, got {path.suffix!r}")
+        batches = []
+        with pyarrow.csv.open_csv(path) as reader:
+            for batch in reader:
+                batches.append(batch)
+                if sum(b.num_rows for b in batches) > max_rows:
+                    raise ConfigError(f"golden set {path}: more than {max_rows} rows (max_rows)")
+            return pa.Table.from_batches(batches, schema=reader.schema)
+    except (pa.ArrowException, OSError) as error:
+        raise ConfigError(f"golden set {path}: cannot read it as {path.suffix[1:]}: {str(error)[:200]}") from None
 
 
 def as_texts(contents: Sequence[Any]) -> list[str | None]:

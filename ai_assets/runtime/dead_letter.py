@@ -1,5 +1,10 @@
 """Dead letters: the rows of a call that used up their attempts, with their input, error, attempts and model.
 
+A dead letter is the failed row's input, every column as it was (a catalogue's own ``model`` or ``error`` column
+stays the catalogue's), then three bookkeeping columns under reserved names: ``_dead_letter_error`` (why it
+failed), ``_dead_letter_attempts`` (requests made) and ``_dead_letter_model`` (the model that failed it). An input
+that already has them (a dead-letter table sent again) has them replaced by this call's.
+
 A call collects them as it goes (``Enriched.failed`` / ``EnrichedStream.failed``, complete once the output is
 read), spooled to a local Arrow file so that many failures do not grow memory. In Dagster, an enrichment with
 ``dead_letter=True`` writes them to a ``<name>_dead_letter`` asset partitioned like it; materializing the
@@ -15,12 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc
 
-ERROR, ATTEMPTS, MODEL = "error", "attempts", "model"
+ERROR, ATTEMPTS, MODEL = "_dead_letter_error", "_dead_letter_attempts", "_dead_letter_model"
 COLUMNS = (ERROR, ATTEMPTS, MODEL)
+"""The reserved bookkeeping columns (the ``_`` prefix, as the stores' ``_partition``, keeps them off input names)."""
 
 
 def dead_letter_schema(inputs: pa.Schema) -> pa.Schema:
-    """The input's columns (without any of the dead-letter names), then error, attempts and model."""
+    """The input's columns (all of them, but the reserved bookkeeping names), then the bookkeeping columns."""
     kept = [f for f in inputs if f.name not in COLUMNS]
     return pa.schema([*kept, pa.field(ERROR, pa.string()), pa.field(ATTEMPTS, pa.int32()),
                       pa.field(MODEL, pa.string())])

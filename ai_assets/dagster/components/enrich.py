@@ -52,10 +52,11 @@ class GoldenSetConfig(dg.Model):
     expected_column: str = "expected"
     min_score: float = 0.9
     blocking: bool = True
+    max_rows: int = 1000
 
     def build(self) -> GoldenSet:
         return GoldenSet(path=self.path, expected_column=self.expected_column, min_score=self.min_score,
-                         blocking=self.blocking)
+                         blocking=self.blocking, max_rows=self.max_rows)
 
 
 class JudgeConfig(dg.Model):
