@@ -22,8 +22,10 @@ topics = DeltaStore(str(out / "delta" / "review_topics"))
 
 print(f"\nResults for partition {partition}:")
 print(f"  LLM extraction (Parquet): {insights.path_for(partition)}")
-for row in insights.read([partition]).select(["review_id", "review_insights"]).slice(0, 3).to_pylist():
-    print(f"    {row['review_id']}: {row['review_insights']}")
+for row in insights.read([partition]).select(["review_id", "review_insights", "review_insights_error"]).slice(0, 3) \
+        .to_pylist():  # a failed row has no value: show why it failed
+    shown = row["review_insights"] if row["review_insights"] is not None else f"error: {row['review_insights_error']}"
+    print(f"    {row['review_id']}: {shown}")
 vectors = embeddings.read([partition])
 print(f"  Embeddings (LanceDB):     {embeddings.uri}  {vectors.num_rows} rows, "
       f"{vectors.schema.field('review_embeddings').type}")

@@ -20,7 +20,9 @@ Retry layering (one layer per kind of failure, so a row never costs more than ``
   once the answer is durable, so a killed run has paid for at most ``concurrency`` answers it did not keep.
 
 Local models go through the same engine (``ai_assets.runtime.local``): one path for retries, timeouts and
-per-row errors whatever computes the answer.
+per-row errors whatever computes the answer. A connection that times its own requests (``SelfTimed``: the embedded
+llama.cpp, by its measured speed) gives the engine each attempt's bound instead of ``RunOptions.timeout_s``, and
+fails an attempt only once the engine has stopped working on it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.errors import (
@@ -69,6 +71,13 @@ class Connection(Protocol):
     secrets: Sequence[str]
 
     async def send(self, request: dict[str, Any]) -> Reply: ...
+
+
+@runtime_checkable
+class SelfTimed(Protocol):
+    """A connection that bounds its own requests (from a local engine's measured speed and its queue)."""
+
+    def timeout_for(self, request: dict[str, Any]) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last_wait_log = -LONG_WAIT_LOG_EVERY_S
+        self._timed = connection if isinstance(connection, SelfTimed) else None
 
     async def submit(self, job: Job, on_outcome: OnOutcome) -> None:
         """Start ``job`` once the window has room (back-pressure for the caller)."""
@@ -230,11 +240,12 @@ class Engine:
         held = self.budget.reserve(job.cost) if self.budget is not None else 0  # raises at the cap
         self.usage.requests += 1
         started = time.perf_counter()
+        limit = self.options.timeout_s if self._timed is None else self._timed.timeout_for(request)
         try:
-            async with asyncio.timeout(self.options.timeout_s):  # no extra task per request, unlike wait_for
+            async with asyncio.timeout(limit):  # no extra task per request, unlike wait_for
                 reply = await self.connection.send(request)
         except TimeoutError as exc:
-            raise TransientError(f"no answer within {self.options.timeout_s:g}s") from exc
+            raise TransientError(f"no answer within {limit:g}s") from exc
         except InvalidOutputError as exc:
             await self._spent(job, outcome, exc.usage)
             self.usage.reasks += 1
