@@ -181,7 +181,7 @@ def test_asset_page_shows_what_it_did(webserver: tuple[str, Path], browser: Any,
     for expected in ("gpt-4o-mini", "ReviewInsight", "Product: {product}"):
         assert expected in text, expected
     # Columns and the materialization's metadata: rows, tokens, cost, a preview.
-    for expected in ("sentiment", "ai/rows_in", "ai/tokens_in", "ai/tokens_out", "ai/estimated_cost_usd", "preview"):
+    for expected in ("aspects", "ai/rows_in", "ai/tokens_in", "ai/tokens_out", "ai/estimated_cost_usd", "preview"):
         page.get_by_text(expected, exact=False).first.wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "asset.png"))
     page.get_by_text("ai/tokens_in", exact=False).first.scroll_into_view_if_needed()
