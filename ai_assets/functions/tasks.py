@@ -110,7 +110,8 @@ def summarize(table: Source, column: str, *, provider: Prompter, max_words: int 
               cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
               prices: Prices | None = None, run_id: str | None = None,
               group_column: str | None = None) -> Enriched | EnrichedStream:
-    """A summary of the text in ``column`` of at most ``max_words`` words (a longer answer is cut to the bound)."""
+    """A summary of the text in ``column`` of at most ``max_words`` words (a longer answer keeps its last whole
+    sentence within the bound, or ends in "…": see ``bounded_summary``)."""
     if max_words < 1:
         raise ConfigError(f"summarize: max_words must be >= 1, got {max_words}")
     answer = create_model("Summary", summary=(str, Field(description=f"the summary, at most {max_words} words",
@@ -118,8 +119,26 @@ def summarize(table: Source, column: str, *, provider: Prompter, max_words: int 
     system = f"Summarize the text in at most {max_words} words. Keep its facts; add none."
     params = params or PromptParams(temperature=0, max_output_tokens=4 * max_words + 48)
     return _run(table, column, provider, answer, system, output_column,
-                lambda v: " ".join(str(v["summary"]).split()[:max_words]), pa.string(), params, options, cache,
+                lambda v: bounded_summary(str(v["summary"]), max_words), pa.string(), params, options, cache,
                 progress, model, prices, run_id, group_column)
+
+
+SENTENCE_ENDS = (".", "!", "?", "…", "。")
+
+
+def bounded_summary(text: str, max_words: int) -> str:
+    """``text`` within ``max_words`` words, never cut silently: an answer over the bound, or one that stops at the
+    schema's ``max_length`` of ``12 * max_words`` characters (a grammar-constrained local model is cut there),
+    keeps its last whole sentence if that holds at least half the bound, else ends in "…"."""
+    words = text.split()
+    cut = len(words) > max_words or len(text) >= 12 * max_words
+    words = words[:max_words]
+    if not cut or not words:
+        return " ".join(words)
+    ends = [i for i, word in enumerate(words) if word.endswith(SENTENCE_ENDS)]
+    if ends and ends[-1] + 1 >= max(1, max_words // 2):
+        return " ".join(words[:ends[-1] + 1])
+    return " ".join(words).rstrip(",;:-") + " …"
 
 
 def translate(table: Source, column: str, to: str, *, provider: Prompter, output_column: str = "translation",

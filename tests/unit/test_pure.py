@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from ai_assets.functions.arrow_types import model_struct
@@ -258,3 +260,26 @@ def test_run_options_refuse_a_limit_that_is_not_a_finite_positive_number(name: s
 
     with pytest.raises(ConfigError, match=f"RunOptions.{name} must be > 0"):
         RunOptions(**{name: value})  # type: ignore[arg-type]
+
+
+def test_a_summary_over_its_bound_keeps_whole_sentences_or_says_it_was_cut() -> None:
+    """A local model under a grammar stops at the schema's maxLength mid-word ("...within a year get"); a remote
+    one may ignore the word bound. Neither may end a summary mid-sentence without saying so."""
+    from ai_assets.functions.tasks import bounded_summary
+
+    assert bounded_summary("Short and whole.", 10) == "Short and whole."
+    assert bounded_summary("One two three. Four five six seven eight nine ten eleven", 10) == \
+        "One two three. Four five six seven eight nine ten …"  # the sentence is under half the bound
+    assert bounded_summary("One two three four five six. Seven eight nine ten eleven", 10) == \
+        "One two three four five six."
+    cut_by_grammar = ("Covers water damage within a year get " * 7)[:240]  # 12 x max_words characters
+    assert bounded_summary(cut_by_grammar, 20).endswith(" …")
+    assert bounded_summary("", 5) == ""
+
+
+@given(st.text(max_size=400), st.integers(1, 60))
+def test_a_bounded_summary_never_exceeds_its_words(text: str, max_words: int) -> None:
+    from ai_assets.functions.tasks import bounded_summary
+
+    out = bounded_summary(text, max_words)
+    assert len([w for w in out.split() if w != "…"]) <= max_words
