@@ -12,6 +12,7 @@ from ai_assets.dagster.enrich import (
     embed_image_asset,
     prompt_asset,
 )
+from ai_assets.dagster.gates import DriftCheck, GoldenSet, JudgeCheck
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.dagster.placement import gpu_tags
 from ai_assets.dagster.resources import (
@@ -46,7 +47,10 @@ from ai_assets.dagster.versions import provider_versions
 __all__ = [
     "AssetArgs",
     "DeltaIOManager",
+    "DriftCheck",
     "EfficientNetResource",
+    "GoldenSet",
+    "JudgeCheck",
     "LanceDBIOManager",
     "LlamaCppResource",
     "OpenAICompatibleResource",

@@ -94,7 +94,8 @@ def test_public_api_is_guarded() -> None:
         "embed_text", "extract", "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source",
         "similarity", "stream_source", "summarize", "transcribe", "translate"]
     assert sorted(ai_assets.dagster.__all__) == [
-        "AssetArgs", "DeltaIOManager", "EfficientNetResource", "LanceDBIOManager", "LlamaCppResource",
+        "AssetArgs", "DeltaIOManager", "DriftCheck", "EfficientNetResource", "GoldenSet", "JudgeCheck",
+        "LanceDBIOManager", "LlamaCppResource",
         "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
         "chunk_text_asset", "classify_asset", "classify_image_asset", "decode_images_asset", "download_asset",
         "embed_asset", "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags",
