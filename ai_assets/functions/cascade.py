@@ -63,6 +63,9 @@ class Cascade:
     prices: Mapping[str, Prices] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.models, str | bytes):  # a str is a Sequence too: "gpt4" would be models g, p, t, 4
+            raise ConfigError(f"Cascade(models={self.models!r}): give a list of two or more model names, cheapest "
+                              "first, not one string")
         object.__setattr__(self, "models", tuple(self.models))
         if len(self.models) < 2 or len(set(self.models)) != len(self.models) or not all(self.models):
             raise ConfigError(f"Cascade needs two or more distinct model names, cheapest first; got {self.models}")

@@ -45,10 +45,18 @@ def chunk_text(table: Rows, column: str, *, size: int = 2048, overlap: int = 200
     packaged all-MiniLM-L6-v2's). A parent whose text is null or carries an error (``<column>_error``) is one row
     with a null chunk and the reason; a blank text has no chunks. A text with a line over 16 x ``size`` characters
     is split through windows (``split_bounded``), so its time grows with its length, not with its square."""
-    if size < 1 or not 0 <= overlap < size:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, overlap)) \
+            or size < 1 or not 0 <= overlap < size:
         raise ConfigError(f"chunk_text: need size >= 1 and 0 <= overlap < size, got size={size}, overlap={overlap}")
     if unit not in ("chars", "tokens"):
         raise ConfigError(f"chunk_text: unit must be 'chars' or 'tokens', got {unit!r}")
+    if column not in table.column_names:
+        raise ConfigError(f"chunk_text: no column {column!r} (columns: {table.column_names})")
+    kind = table.schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+            or pa.types.is_null(kind)):
+        raise ConfigError(f"chunk_text: column {column!r} holds {kind}, not text (cast it to string, or read files "
+                          "with extract_text first)")
     loaded: Any = _tokenizer(tokenizer) if unit == "tokens" else None
     split = _splitter(size, overlap, loaded)
     window = WINDOW * size * (CHARS_PER_TOKEN if unit == "tokens" else 1)

@@ -102,8 +102,11 @@ def extract_text(table: Rows, column: str, *, by: By = "file", path_column: str 
         raise ConfigError(f"extract_text: by must be 'file' or 'page', got {by!r}")
     for name, value in (("max_pages", max_pages), ("max_chars", max_chars), ("ocr_max_pixels", ocr_max_pixels),
                         ("max_memory_mb", max_memory_mb), ("page_timeout_s", page_timeout_s)):
-        if not value > 0:
-            raise ConfigError(f"extract_text: {name} must be > 0, got {value!r}")
+        whole = name != "page_timeout_s"  # counts are whole numbers: 2.5 pages failed every longer file's row
+        kinds = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value == float("inf"):
+            raise ConfigError(f"extract_text: {name} must be {'a whole number' if whole else 'a finite number'} "
+                              f"> 0, got {value!r}")
     _check_bytes(table, column)
     settings = _Settings(by, max_pages, max_chars, ocr, ocr_max_pixels, max_memory_mb, page_timeout_s)
     made = (column, PAGE_NUMBER, output_column, error_column(output_column), truncated_column(output_column))

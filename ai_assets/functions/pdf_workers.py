@@ -183,9 +183,16 @@ class _Pool:
         self.idle = {}
 
     def take(self, max_memory_mb: int) -> _Child | None:
+        """A live idle child with this cap; the idle ones found dead (the OOM killer picks them first: their
+        ``oom_score_adj`` is 1000) are stopped now, their pipes and log closed, not left to the collector."""
         with self.lock:
-            idle = self.idle.get(max_memory_mb)
-            return idle.pop() if idle else None
+            idle = self.idle.get(max_memory_mb, [])
+            dead = [child for child in idle if child.process.poll() is not None]
+            idle[:] = [child for child in idle if child not in dead]
+            child = idle.pop() if idle else None
+        for gone in dead:
+            gone.stop()
+        return child
 
     def give(self, child: _Child) -> bool:
         with self.lock:
@@ -213,9 +220,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
 @contextmanager
 def _lease(max_memory_mb: int) -> Iterator[_Child]:
     """An idle child with this memory cap, or a new one; handed back after, unless it failed."""
-    child = _POOL.take(max_memory_mb)
-    if child is None or child.process.poll() is not None:
-        child = _Child(max_memory_mb)
+    child = _POOL.take(max_memory_mb) or _Child(max_memory_mb)
     try:
         yield child
     finally:

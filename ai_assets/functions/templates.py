@@ -64,6 +64,11 @@ class Template:
         if missing:
             raise ConfigError(f"template {self.text!r} names column(s) {missing} not in the table "
                               f"(columns: {table.column_names})")
+        binary = [c for c in columns if _binary(table.schema.field(c).type)]
+        if binary:  # str(b"...") is a Python repr: thousands of tokens of escapes, paid for and meaningless
+            raise ConfigError(f"template {self.text!r}: column(s) {binary} hold bytes, which a template would send as "
+                              "their Python repr; send them as ImageColumn(...) or FileColumn(...) parts, or "
+                              "read their text first (extract_text)")
         values = {c: table.column(c).to_pylist() for c in columns}
         texts: list[str | None] = []
         reasons: list[Skip | None] = []
@@ -225,14 +230,20 @@ def prefix_texts(table: Rows, parts: str | Sequence[Part]) -> list[str | None]:
             for row in range(table.num_rows)]
 
 
+def _binary(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+                or pa.types.is_fixed_size_binary(kind))
+
+
 def _check_part_column(part: ImageColumn | FileColumn, kind: pa.DataType) -> None:
     """Refuse, before any row is sent, a column of the wrong type for its part: file and image parts carry the
     bytes (base64 in the request), an image URL part carries text."""
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-    binary = (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
-              or pa.types.is_fixed_size_binary(kind))
+    binary = _binary(kind)
     wants_text = isinstance(part, ImageColumn) and part.as_url
     if pa.types.is_null(kind) or (text if wants_text else binary):
         return

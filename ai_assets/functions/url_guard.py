@@ -98,6 +98,16 @@ def literal_addresses(host: str) -> list[IPAddress]:
     return found
 
 
+def _ipv6_literal(text: str) -> bool:
+    """Whether ``text`` (inside ``[...]``) is an IPv6 address, with a zone (RFC 6874: ``%25`` then the zone)."""
+    address, percent, zone = text.partition("%25")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return not percent or bool(zone)
+
+
 def check_address(address: str, *, allow_private: bool) -> None:
     """Raise ``PermanentError`` (the row fails, never retried) for an address a download must not reach.
 
@@ -187,6 +197,10 @@ def redirect_target(url: URL, location: str | None) -> URL:
             raise PermanentError(f"refused: redirect from {url} to a Location with userinfo {shown!r} "
                                  "(RFC 9110 section 4.2.4: an error, it hides the real host)")
         host = authority.split("]")[0] + "]" if authority.startswith("[") else authority.split(":")[0]
+        if host.startswith("[") and not _ipv6_literal(host[1:-1]):
+            raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: {host[:60]!r} "
+                                 "is no IPv6 address (RFC 3986 section 3.2.2: an IP-literal; IPvFuture is not "
+                                 "followed, as parsers read it as a host name)")
         if not host:
             raise PermanentError(f"refused: redirect from {url} to a malformed Location {shown!r}: the host is "
                                  "empty (RFC 9110 section 4.2.1: a recipient MUST reject it)")

@@ -10,8 +10,14 @@ cut. So ``scrub_and_cut`` masks, in one pass that reads ahead of the cut:
   or a cut marker (``*``, ``…``, ``.``), where a cut or a mask made elsewhere leaves a key's head or tail;
 * a piece of ``EDGE_FRAGMENT`` or more that its own cut would leave at the end.
 
-A secret shorter than ``MIN_FRAGMENT`` is masked only whole. ``remember_secrets`` registers secrets (a provider's
-API key, when its endpoint is built) that every later call masks as well, so text built on a path that never held
+A secret is masked in the forms it travels in as well (``encoded_forms``): percent-encoded (a key in a query string
+or a form body, RFC 3986 section 2.1), JSON-escaped (``\\/`` as PHP and some gateways write it, RFC 8259 section 7)
+and base64 at each of the three alignments it can take after a prefix (an echoed ``Authorization: Basic`` header,
+RFC 7617: ``base64(user ":" key)``), so an echo of the encoded key is masked like the key itself.
+
+A secret shorter than ``MIN_FRAGMENT`` is masked only whole, and only where no letter or digit touches it (a toy
+key ``"k"`` must not turn ``tokens`` into ``to***ens``). ``remember_secrets`` registers secrets (a provider's API
+key, when its endpoint is built) that every later call masks as well, so text built on a path that never held
 the key (a Batch API error file, an SDK exception, a dead letter) is masked too. Like Airflow's ``mask_secret``
 (which skips short values), only secrets of ``MIN_REMEMBERED`` characters or more are remembered: the API keys of
 the vendors we know are 32 or more (Mistral and Azure 32, Google 39, OpenAI 51 and up), and a toy key such as
@@ -20,9 +26,12 @@ the vendors we know are 32 or more (Mistral and Azure 32, Google 39, OpenAI 51 a
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_FRAGMENT = 6
@@ -30,7 +39,8 @@ EDGE_FRAGMENT = 4
 MIN_REMEMBERED = 20
 EDGES = frozenset("*….")
 SCAN_LIMIT = 1 << 20
-"""Characters of a text read at most (a body of megabytes holds the first error line long before)."""
+"""Characters of a text read at most (a body of megabytes holds the first error line long before). Pieces are looked
+for only up to the cut, so the time a text takes grows with ``limit``, not with the text or the number of secrets."""
 
 MAX_REMEMBERED = 64
 """Secrets remembered at most, the most recently registered (a process rarely holds more than a few keys)."""
@@ -53,12 +63,28 @@ class _Pieces:
     every substring of ``EDGE_FRAGMENT`` to ``MIN_FRAGMENT`` characters, by length."""
 
     def __init__(self, secrets: frozenset[str]) -> None:
-        self.whole = sorted(secrets, key=len, reverse=True)
-        long = [s for s in secrets if len(s) >= MIN_FRAGMENT]
+        forms = secrets.union(*(encoded_forms(s) for s in secrets))
+        self.whole = sorted(forms, key=len, reverse=True)
+        long = [s for s in forms if len(s) >= MIN_FRAGMENT]
         self.grams = {size: frozenset(s[i:i + size] for s in long for i in range(len(s) - size + 1))
                       for size in range(EDGE_FRAGMENT, MIN_FRAGMENT + 1)}
-        starts = sorted(self.grams[EDGE_FRAGMENT])  # every piece masked starts with one of these
-        self.starts = re.compile("|".join(map(re.escape, starts))) if starts else None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def short(secret: str) -> re.Pattern[str]:
+        """A secret under ``MIN_FRAGMENT`` characters where it stands alone: between characters that are no
+        letter or digit (a toy key ``"k"`` masked inside every word turned ``api-key`` into ``api-***ey``)."""
+        return re.compile(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])")
+
+    def next_start(self, text: str, at: int, stop: int) -> int:
+        """The first place from ``at`` where a piece may start (every masked piece starts with an
+        ``EDGE_FRAGMENT``-gram of a secret), or ``stop``: a set lookup a character, whatever the number of secrets
+        (a regular expression of every gram slowed to seconds a megabyte with 64 keys remembered)."""
+        starts = self.grams[EDGE_FRAGMENT]
+        for start in range(at, min(stop, len(text) - EDGE_FRAGMENT + 1)):
+            if text[start:start + EDGE_FRAGMENT] in starts:
+                return start
+        return min(stop, len(text))
 
     def end(self, text: str, start: int, at_edge: bool) -> int:
         """Where a piece of a secret that starts at ``start`` ends (``start``: none starts there)."""
@@ -81,6 +107,20 @@ class _Pieces:
                      if len(text) >= size and text[-size:] in self.grams[size]), 0)
 
 
+def encoded_forms(secret: str) -> set[str]:
+    """The other spellings of ``secret`` an error text may hold (see the module docstring), each at least
+    ``MIN_FRAGMENT`` characters. Base64 spells a secret three ways, by where it starts in the encoded bytes: the
+    characters that also hold bits of what is before or after it are left out, the rest is the secret's alone."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {quote(secret, safe=""), quote(secret), quote_plus(secret), escaped, escaped.replace("/", "\\/")}
+    raw = secret.encode()
+    for shift, mixed in ((0, 0), (1, 2), (2, 3)):  # bytes before the secret in its 3-byte group, characters mixed
+        data = b"\0" * shift + raw
+        whole = data[:len(data) // 3 * 3]  # the last group's characters hold bits of what follows
+        forms.update(encode(whole).decode()[mixed:] for encode in (base64.b64encode, base64.urlsafe_b64encode))
+    return {form for form in forms if len(form) >= MIN_FRAGMENT and form != secret}
+
+
 @functools.lru_cache(maxsize=64)
 def _pieces(secrets: frozenset[str]) -> _Pieces:
     return _Pieces(secrets)
@@ -91,18 +131,19 @@ def scrub_and_cut(text: str, secrets: Iterable[str], limit: int) -> str:
     characters (ending in ``…`` when cut)."""
     known = frozenset(s for s in (*secrets, *tuple(_remembered)) if s)
     pieces = _pieces(known) if known else None
-    for secret in pieces.whole if pieces is not None else ():  # whole copies first, at C speed, over any size
-        text = text.replace(secret, MASK)
-    if pieces is None or pieces.starts is None:
-        return text if len(text) <= limit else text[:limit - 1] + "…"
-    read = text[:SCAN_LIMIT]
+    head = text[:SCAN_LIMIT + (len(pieces.whole[0]) if pieces is not None else 0)]  # whole secrets that start early
+    more = len(head) < len(text)
+    for secret in pieces.whole if pieces is not None else ():  # whole copies first, at C speed
+        head = head.replace(secret, MASK) if len(secret) >= MIN_FRAGMENT else _Pieces.short(secret).sub(MASK, head)
+    if pieces is None or not pieces.grams[EDGE_FRAGMENT]:
+        return head if len(head) <= limit and not more else head[:limit - 1] + "…"
+    read = head[:SCAN_LIMIT]
     out: list[str] = []
     raw = ""  # the text kept since the last mask (its last characters)
     size = at = 0
     while at < len(read) and size <= limit:
-        found = pieces.starts.search(read, at)
-        start = found.start() if found is not None else len(read)
-        if start > at:  # plain text up to the next place a piece may start (none past the cut is needed)
+        start = pieces.next_start(read, at, at + limit + 1 - size + MIN_FRAGMENT)  # none past the cut is needed
+        if start > at:  # plain text up to the next place a piece may start
             plain = read[at:min(start, at + limit + 1 - size)]
             out.append(plain)
             raw = (raw + plain)[-MIN_FRAGMENT:]
@@ -125,7 +166,7 @@ def scrub_and_cut(text: str, secrets: Iterable[str], limit: int) -> str:
         size += len(MASK)
         at = end
     kept = "".join(out)
-    if len(kept) <= limit and at >= len(text):
+    if len(kept) <= limit and at >= len(head) and not more:
         return kept
     kept = kept[:limit - 1]
     dropped = pieces.short_tail(kept)  # where this cut falls

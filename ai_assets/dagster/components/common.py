@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field, ValidationError, field_validator
 
 from ai_assets.dagster.common import AssetArgs
-from ai_assets.dagster.components.defaults import OPTION_ALIASES, folder_defaults, merge
+from ai_assets.dagster.components.defaults import OPTION_ALIASES, Clash, folder_defaults, merge
 from ai_assets.dagster.derived import build, yaml_model
 from ai_assets.dagster.placement import gpu_tags
 from ai_assets.functions.prompt import PromptParams
@@ -110,6 +110,8 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
         given = self.model_dump(exclude_unset=True)
         try:
             component = type(self).model_validate(merge(shared, given))
+        except Clash as exc:  # the component's value passed alone: the folder's has the wrong shape
+            raise defaults.blame(exc.key, exc.problem) from exc
         except ValidationError as exc:  # the component's own values passed alone: the folder's are wrong
             raise ConfigError("; ".join(str(defaults.blame(".".join(map(str, e["loc"])), e["msg"]))
                                         for e in exc.errors())) from exc
@@ -190,7 +192,8 @@ class EnrichComponentBase(AssetComponentBase):
 
 
 DEAD_LETTER = Field(default=False, description=(
-    "Also write the rows that used up their attempts to <name>_dead_letter (input, error, attempts, model)"))
+    "Also write the rows that used up their attempts to <name>_dead_letter (every input column, then "
+    "_dead_letter_error, _dead_letter_attempts, _dead_letter_model)"))
 
 
 def check_renders(template: Any) -> Any:
