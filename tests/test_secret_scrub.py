@@ -29,6 +29,7 @@ from ai_assets.dagster import OpenAICompatibleResource, ParquetIOManager, Result
 from ai_assets.runtime import scrub
 from ai_assets.runtime.dead_letter import ERROR as DEAD_ERROR
 from ai_assets.runtime.errors import MAX_ERROR_CHARS, AIAssetsError, RowFailedError, bounded
+from ai_assets.testing import FakeOpenAIServer
 from tests.hostile import Answer, HostileServer, hostile_server
 
 KEY_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
@@ -176,3 +177,29 @@ def test_a_materialization_keeps_the_key_out_of_the_table_dead_letters_and_metad
     metadata = [str(value) for event in result.get_asset_materialization_events()
                 for value in event.materialization.metadata.values()]
     assert_no_piece(KEY, "\n".join([*errors[1:2], *letters, *metadata]))
+
+
+AZURE_KEY = "azq" + "7R4T6Y1U8I3O5P0A2S4D6F8G1H3J5K7"
+HEADER_KEY = "hdr" + "9Z2X4C6V8B0N1M3Q7W2E9R4T6Y1U8I3"
+
+
+def test_a_credential_in_the_base_url_query_or_a_header_is_masked_and_the_query_is_kept(
+        hostile: HostileServer, server: FakeOpenAIServer) -> None:
+    """Azure OpenAI's endpoints take ``?api-version=`` (and accept ``api-key`` as a query parameter) and many
+    gateways an ``x-api-key`` header (Azure OpenAI REST reference, "Authentication"): the path goes before the
+    query, and both values are secrets like the API key, also when a body echoes them."""
+    echo = f"upstream said: bad request {AZURE_KEY} with header {HEADER_KEY}".encode()
+    hostile.script = {"echo": Answer(echo, status=400, headers={"content-type": "text/plain"})}
+    llm = OpenAICompatibleProvider("m", base_url=f"{hostile.base_url}?api-version=2024-10-21&api-key={AZURE_KEY}",
+                                   api_key="k", headers={"x-api-key": HEADER_KEY})
+    assert AZURE_KEY not in repr(llm) and "api-version=2024-10-21" in repr(llm)
+    out = prompt(pa.table({"t": ["fine", "echo"]}), "{t}", provider=llm,
+                 options=RunOptions(on_error="null", retry=RetryPolicy(max_attempts=1)))
+    assert out.table.column("response").to_pylist()[0] is not None
+    error = out.table.column("response_error").to_pylist()[1]
+    assert error is not None
+    for secret in (AZURE_KEY, HEADER_KEY):
+        assert_no_piece(secret, error)
+    routed = OpenAICompatibleProvider("m", base_url=f"{server.base_url}?api-version=2024-10-21", api_key="k")
+    assert prompt(pa.table({"t": ["x"]}), "{t}", provider=routed).table.column("response")[0].as_py()
+    assert server.stats().paths == {"/v1/chat/completions": 1}  # the path before the query, not after it

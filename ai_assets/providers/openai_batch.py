@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from ai_assets.providers.openai_wire import error_message, http_error
+from ai_assets.providers.openai_wire import endpoint_url, error_message, http_error
 from ai_assets.runtime.errors import TransientError
 from ai_assets.runtime.retry import RetryPolicy
 
@@ -27,7 +27,7 @@ class BatchClient:
     async def _call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
                     form: aiohttp.FormData | None = None, raw: bool = False,
                     attempts: int = CONTROL_RETRY.max_attempts) -> Any:
-        url = f"{self.base_url}{path}"
+        url = endpoint_url(self.base_url, path)
         for attempt in range(1, attempts + 1):
             try:
                 data = form if form is not None else (json.dumps(body) if body is not None else None)

@@ -37,9 +37,10 @@ from ai_assets.providers.openai_wire import (
     Endpoint,
     ResponsesConnection,
     TranscriptionConnection,
+    credentials_in,
 )
 from ai_assets.providers.protocols import ModelRole
-from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.errors import ConfigError, bounded
 from ai_assets.runtime.ratelimit import RateLimit
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -118,7 +119,8 @@ class OpenAICompatibleProvider:
             else prompt_cache_key
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode.value!r})"
+        shown = bounded(self.base_url, self.secrets, len(self.base_url) + 1)
+        return f"{type(self).__name__}(model={self.model!r}, base_url={shown!r}, mode={self.mode.value!r})"
 
     def with_model(self, model: str, role: ModelRole = "chat") -> Self:
         """The same endpoint, key and settings, answering with another chat, embedding or transcription model."""
@@ -271,7 +273,8 @@ class OpenAICompatibleProvider:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self._api_key,) if self._api_key else ()
+        """The API key and any credential in the base URL's query or the extra headers (``x-api-key``, ...)."""
+        return ((self._api_key,) if self._api_key else ()) + credentials_in(self.base_url, self._headers)
 
 
 @lru_cache(maxsize=256)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 import instructor
@@ -45,6 +46,28 @@ _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
 REASK = ("Your previous answer did not validate against the required JSON schema: {error}. Answer again with JSON "
          "that matches the schema exactly.")
+
+
+CREDENTIAL_WORDS = ("key", "token", "secret", "sig", "auth", "password", "cookie")
+"""A query parameter or header whose name holds one of these carries a credential (Azure's ``api-key``, a SAS
+``sig``, ``Authorization``, ``x-api-key``): its value is masked like the API key."""
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """``path`` appended to the path of ``base_url``, keeping its query (Azure OpenAI's ``?api-version=``)."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
+
+
+def credentials_in(base_url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of ``base_url``'s query parameters and of ``headers`` whose names say they carry a credential."""
+    def secret(name: str) -> bool:
+        return any(word in name.lower() for word in CREDENTIAL_WORDS)
+
+    values = [v for k, v in parse_qsl(urlsplit(base_url).query, keep_blank_values=True) if secret(k)]
+    values += [v.split(" ", 1)[1] if v.lower().startswith(("bearer ", "basic ")) else v
+               for k, v in headers.items() if secret(k)]
+    return tuple(v for v in values if v)
 
 
 def http_error(status: int, message: str, headers: Mapping[str, str], secrets: Sequence[str]) -> Exception:
@@ -96,7 +119,7 @@ class BaseConnection:
         self.endpoint = endpoint
         self.session = session
         self.secrets: Sequence[str] = endpoint.secrets
-        self.url = f"{endpoint.base_url}{self.path}"
+        self.url = endpoint_url(endpoint.base_url, self.path)
 
     def body(self, request: dict[str, Any]) -> Any:
         """What goes on the wire for ``request``: its JSON."""
