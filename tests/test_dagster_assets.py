@@ -293,3 +293,6 @@ def test_a_single_run_backfill_gives_each_partition_its_own_counts(tmp_path: Pat
         assert metadata["rows_with_answers_error"].value == (1 if day.endswith("3") else 0), day
         assert metadata["ai/rows_in"].value == n
         assert metadata["ai/rows_deduplicated"].value == repeats[day], day
+        # Dagster's standard metadata keys (its docs, "Asset metadata": dagster/uri, dagster/table_name)
+        assert metadata["dagster/table_name"].value == "answers"
+        assert str(metadata["dagster/uri"].value).endswith("answers")

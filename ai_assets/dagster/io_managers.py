@@ -108,7 +108,9 @@ class ArrowIOManager(dg.ConfigurableIOManager):
         store = self.store(context.asset_key, dict(context.definition_metadata or {}))
         result = store.write(observed.reader(), partitions)
         metadata: dict[str, Any] = {**table_metadata(observed.preview(), observed.rows),
-                                    "table_uri": dg.MetadataValue.path(result.uri)}
+                                    "table_uri": dg.MetadataValue.path(result.uri),  # Dagster's standard keys too:
+                                    "dagster/uri": dg.MetadataValue.path(result.uri),
+                                    "dagster/table_name": _table_name(context.asset_key)}
         for name, count in observed.errors.items():  # rows with an error or skip reason in each *_error column
             metadata[f"rows_with_{name}"] = count
         if result.version is not None:
