@@ -75,7 +75,7 @@ def test_an_estimate_inside_a_run_writes_nothing_and_materializes_nothing(
     assert len(instance.fetch_materializations(dg.AssetKey("answers"), limit=100).records) == history
     assert not result.get_asset_materialization_events()
     observations = [e.asset_observation_data.asset_observation for e in result.get_asset_observation_events()]
-    (observed,) = [o for o in observations if o.asset_key == dg.AssetKey("answers")]
+    (observed,) = [o for o in observations if o.asset_key == dg.AssetKey("answers") and o.partition is not None]
     metadata = {k: v.value for k, v in observed.metadata.items()}
     assert observed.partition == "d1" and metadata["ai/mode"] == "estimate"
     assert metadata["ai/rows_in"] == 12 and metadata["ai/rows_from_cache"] == 12 and metadata["ai/rows_sent"] == 0
@@ -86,7 +86,8 @@ def test_an_estimate_inside_a_run_writes_nothing_and_materializes_nothing(
     fresh = dg.materialize([reviews, estimated], partition_key="d2", resources=resources, instance=instance,
                            selection=[reviews, estimated])
     observed_d2 = next(e.asset_observation_data.asset_observation for e in fresh.get_asset_observation_events()
-                       if e.asset_observation_data.asset_observation.asset_key == dg.AssetKey("answers"))
+                       if e.asset_observation_data.asset_observation.asset_key == dg.AssetKey("answers")
+                       and e.asset_observation_data.asset_observation.partition is not None)
     assert observed_d2.metadata["ai/rows_sent"].value == 12 and observed_d2.metadata["ai/tokens_in"].value > 0
     assert "ai/estimated_cost_usd" in observed_d2.metadata and server.stats().requests == 0
     assert {m.asset_key for m in (e.step_materialization_data.materialization

@@ -31,6 +31,8 @@ class Call:
     group_column: str | None
     on_error: OnError | None = None
     """Overrides the options' ``on_error`` for this call (a golden set's: a row that fails is a miss)."""
+    prices: Prices | None = None
+    """The asset's prices, for an estimate of what a gate would send (a golden set's rows)."""
     mode: Literal["live", "batch", "estimate"] | None = field(default=None, init=False)
     """The mode ``common`` gave the function (None until it has): an ``"estimate"`` has no value to store."""
 

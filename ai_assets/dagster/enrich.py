@@ -24,7 +24,7 @@ from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstr
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.estimate import observe_estimate
-from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, check_specs, gates_before
+from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, check_specs, start_gates
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
@@ -88,10 +88,9 @@ def _enrich_asset(
             else []
         context.log.info(f"{name}: {provider!r}" + (f", partitions {partitions}" if partitions else ""))
         call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id,
-                    PARTITION_COLUMN if partitions else None)
-        seed = ",".join(partitions)
-        watching = [gate.start(output_column, describe_input, seed) for gate in gates]
-        yield from gates_before(name, gates, watching, run, call)
+                    PARTITION_COLUMN if partitions else None, prices=price_of(provider))
+        watching = yield from start_gates(context, name, key, gates, lambda gate: gate.start(
+            output_column, describe_input, ",".join(partitions)), run, call)
         stream = run(upstream, call)
         if call.estimate:  # no new value to store: the estimate is an observation, no output (downstream skips)
             return (yield from observe_estimate(context, name, key, stream, price_of(provider), partitions))

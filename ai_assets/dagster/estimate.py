@@ -10,7 +10,8 @@ journal already answers, and estimate tokens and cost for the rest, live and thr
 An enrichment in estimate mode (here, or ``RunOptions(mode="estimate")`` in a real run) stores nothing and
 materializes nothing: it has no new value. It reports the estimate as an ``AssetObservation`` of the asset (one per
 partition, ``ai/mode: estimate``) and yields no output, so Dagster skips the assets downstream of it (an enrichment
-that reads another one's answers is not estimated; the command names it).
+that reads another one's answers is not estimated; the command names it). A golden set's rows, which a real run
+sends before the partition's (once: then the journal answers them), are a row of their own, ``(golden_set)``.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ def estimate(defs: dg.Definitions, select: Sequence[str], partitions: Sequence[s
                     metadata = {k: v.value for k, v in observation.metadata.items()}
                     if metadata.get("ai/mode") != "estimate":
                         continue
+                    gate = metadata.get("ai/estimate_of")  # a golden set's rows: paid once, then in the journal
+                    if gate and any(r["asset"] == observation.asset_key.to_user_string()
+                                    and r["partition"] == f"({gate})" for r in rows):
+                        continue
                     rows.append({"asset": observation.asset_key.to_user_string(),
-                                 "partition": observation.partition,
+                                 "partition": f"({gate})" if gate else observation.partition,
                                  **{label: metadata.get(key) for label, key in COLUMNS}})
                 skipped = sorted(e.step_key or "" for e in result.all_events
                                  if e.event_type == dg.DagsterEventType.STEP_SKIPPED)

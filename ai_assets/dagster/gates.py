@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.dagster.call import Call, Run
+from ai_assets.dagster.metadata import usage_metadata
 from ai_assets.functions.prompt import prompt
 from ai_assets.providers.protocols import with_model
 from ai_assets.runtime.columns import error_column
@@ -40,9 +41,12 @@ from ai_assets.runtime.quality import (
     matches,
     read_golden_lines,
 )
+from ai_assets.runtime.usage import Usage
 from ai_assets.storage.base import PARTITION_COLUMN
 
 CENTROID = "ai/centroid"
+ESTIMATE_OF = "ai/estimate_of"
+"""On an estimate's observation: the gate whose rows it prices (a golden set's), not a partition of the asset."""
 JUDGE_TEMPLATE = ("Grade the answer against the rubric.\nRubric: {rubric}\nInput: {input}\nAnswer: {answer}\n"
                   "Reply with passed (true or false) and a one-sentence reason.")
 
@@ -55,7 +59,7 @@ class Judgement(BaseModel):
 class GateRun(Protocol):
     """One gate during one execution of the asset."""
 
-    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None: ...
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | Usage | None: ...
 
     def observe(self, batch: pa.RecordBatch) -> None: ...
 
@@ -83,23 +87,36 @@ def check_specs(gates: Sequence[Gate], key: dg.AssetKey) -> list[dg.AssetCheckSp
     return [dg.AssetCheckSpec(g.name, asset=key, description=g.description, blocking=g.blocking) for g in gates]
 
 
-def gates_before(name: str, gates: Sequence[Gate], watching: Sequence[GateRun], run: Run,
-                 call: Call) -> Iterator[dg.AssetCheckResult]:
-    """The gates that judge before anything is sent (a golden set); a failed blocking one stops the step."""
-    for gate, watch in zip(gates, watching, strict=True):
+def start_gates(context: dg.AssetExecutionContext, name: str, key: dg.AssetKey, gates: Sequence[Gate],
+                start: Callable[[Gate], GateRun], run: Run, call: Call
+                ) -> Generator[dg.AssetCheckResult | dg.AssetObservation, None, list[GateRun]]:
+    """Start the gates whose checks the run selected and return them, after yielding the verdicts of those that
+    judge before anything is sent (a golden set); a failed blocking one stops the step. Dagster does not execute a
+    check left out of a run's selection (``AssetSelection.without_checks()``, a check deselected in the UI), so its
+    gate neither pays for golden rows or a judge nor blocks. In an estimate, what a gate would send is an
+    observation of its own (``ai/estimate_of``: the gate's name)."""
+    selected = set(context.selected_asset_check_keys)
+    chosen = [gate for gate in gates if dg.AssetCheckKey(key, gate.name) in selected]
+    watching = [start(gate) for gate in chosen]
+    for gate, watch in zip(chosen, watching, strict=True):
         verdict = watch.before(run, call)
+        if isinstance(verdict, Usage):
+            yield dg.AssetObservation(asset_key=key, metadata={**usage_metadata(verdict, call.prices),
+                                                               "ai/mode": "estimate", ESTIMATE_OF: gate.name})
+            continue
         if verdict is None:
             continue
         yield verdict
         if gate.blocking and not verdict.passed:
             raise dg.Failure(f"{name}: quality gate {gate.name} failed, so no row of the partition was sent",
                              metadata=dict(verdict.metadata or {}))
+    return watching
 
 
 class _Quiet:
     """A gate run that does nothing at a step (each gate overrides the steps it takes part in)."""
 
-    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None:
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | Usage | None:
         return None
 
     def observe(self, batch: pa.RecordBatch) -> None:
@@ -117,9 +134,11 @@ class GoldenSet:
     """Golden inputs and their expected outputs: ``rows`` or a ``path`` (.jsonl, .parquet or .csv) with the
     template's columns and ``expected_column``. A row's expectation constrains only what it names: for a struct
     answer, the fields it gives (nested; in a table, where a struct cannot tell a null field from an absent one, a
-    null field constrains nothing); for text, equal without case and surrounding space. The score is the share of
-    golden rows answered as expected; a row that failed is a miss. A row without an expectation, a line that is not
-    a JSON object, and more than ``max_rows`` rows are errors naming the file and the line (or row)."""
+    null field constrains nothing); for text, equal without case, surrounding space or Unicode normal form; a boolean
+    never equals a number. A CSV cell is read as the text it holds (``1`` is the label "1", ``01234`` keeps its 0).
+    The score is the share of golden rows answered as expected; a row that failed is a miss. A row without an
+    expectation (an empty cell included), a line that is not a JSON object or gives a name twice, a number beyond a
+    double, and more than ``max_rows`` rows are errors naming the file and the line (or row)."""
 
     rows: pa.Table | None = None
     path: str | None = None
@@ -149,7 +168,7 @@ class GoldenSet:
     def golden(self) -> list[GoldenRow]:
         """The golden rows, each checked (see the class docstring); at least one."""
         path = Path(str(self.path)) if self.path is not None else None
-        if path is not None and path.suffix in (".jsonl", ".json") and path.is_file():
+        if path is not None and path.suffix.lower() in (".jsonl", ".json") and path.is_file():
             rows = read_golden_lines(path, self.expected_column, self.max_rows)
         else:
             table = self.rows if self.rows is not None else _read(Path(str(self.path)), self.max_rows)
@@ -174,15 +193,20 @@ class _GoldenRun(_Quiet):
         self.gate = gate
         self.output_column = output_column
 
-    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | None:
+    def before(self, run: Run, call: Call) -> dg.AssetCheckResult | Usage | None:
         golden = self.gate.golden()
         inputs = golden_inputs(golden, self.gate.source)
         reader = pa.RecordBatchReader.from_batches(inputs.schema, inputs.to_batches())
         asked = replace(call, group_column=None, on_error="null")  # a golden row that fails is a miss
-        stream = run(reader, asked)
-        if asked.estimate:  # an estimate sends nothing, the golden set included: there is nothing to judge
-            return None
-        answered = stream.read_all()
+        try:  # the golden rows are a table of their own: a problem with them names the golden set, not the asset
+            stream = run(reader, asked)
+            if asked.estimate:  # nothing is sent or judged; what a real run would send for the golden rows is counted
+                for _ in stream:
+                    pass
+                return stream.usage
+            answered = stream.read_all()
+        except ConfigError as error:
+            raise ConfigError(f"golden set {self.gate.source}: {error}") from None
         answers = answered.column(self.output_column).to_pylist() if answered.num_rows else []
         errors = answered.column(error_column(self.output_column)).to_pylist() \
             if error_column(self.output_column) in answered.column_names else [None] * len(answers)
@@ -312,16 +336,20 @@ class _DriftRun(_Quiet):
                 stats.setdefault(partition, VectorStats())
         distances = {p or "(unpartitioned)": round(cosine_distance(c, reference), 6)
                      for p, s in stats.items() if (c := s.centroid()) is not None}
-        blind = [p or "(unpartitioned)" for p, s in stats.items() if s.centroid() is None]
+        blind = [p or "(unpartitioned)" for p, s in stats.items() if s.centroid() is None and not s.usable_vectors]
+        cancelled = [p or "(unpartitioned)" for p, s in stats.items() if s.centroid() is None and s.usable_vectors]
         counts: dict[str, Any] = {
             "vectors_used": sum(s.usable_vectors for s in stats.values()),
             "non_finite_vectors": sum(s.non_finite_vectors for s in stats.values()),
             "zero_vectors": sum(s.zero_vectors for s in stats.values()), "max_distance": self.gate.max_distance,
             "reference_partition": self.gate.reference_partition, "distances": dg.MetadataValue.json(distances)}
-        if blind:  # nothing to compare: not a pass (the check's own severity says how loud)
+        if blind or cancelled:  # nothing to compare: not a pass (the check's own severity says how loud)
+            reasons = ([f"no usable vector in {', '.join(blind)} (no rows, every row failed, or only NaN, "
+                        "infinite, all-zero or mixed-size vectors)"] if blind else []) + (
+                [f"the vectors of {', '.join(cancelled)} cancel out or differ in size (no mean direction)"]
+                if cancelled else [])
             return dg.AssetCheckResult(check_name=self.gate.name, passed=False, metadata={
-                **counts, "reason": f"no usable vector in {', '.join(blind)} (no rows, every row failed, or only "
-                                    "NaN, infinite, all-zero or mixed-size vectors): no centroid to compare"})
+                **counts, "reason": "; ".join(reasons) + ": no centroid to compare"})
         worst = max(distances.values())
         return dg.AssetCheckResult(check_name=self.gate.name, passed=worst <= self.gate.max_distance,
                                    metadata={**counts, "max_distance_seen": worst})
@@ -344,10 +372,11 @@ def _read(path: Path, max_rows: int) -> pa.Table:
     ``max_rows`` rows read; a file that cannot be read is an error naming it."""
     if not path.is_file():
         raise ConfigError(f"golden set {path}: no such file")
-    if path.suffix not in (".parquet", ".csv"):
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"golden set {path}: a .jsonl, .parquet or .csv file, got {path.suffix!r}")
     try:
-        if path.suffix == ".parquet":
+        if suffix == ".parquet":
             import pyarrow.parquet
 
             parquet = pyarrow.parquet.ParquetFile(path)
@@ -356,15 +385,20 @@ def _read(path: Path, max_rows: int) -> pa.Table:
             return parquet.read()
         import pyarrow.csv
 
+        # Every cell as the text it is (RFC 4180: a CSV field is text): type inference would read an expected label
+        # "1" as the number 1, which no text answer matches, and a zip code "01234" as 1234.
+        with pyarrow.csv.open_csv(path) as header:
+            names = header.schema.names
+        text = pyarrow.csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
         batches = []
-        with pyarrow.csv.open_csv(path) as reader:
+        with pyarrow.csv.open_csv(path, convert_options=text) as reader:
             for batch in reader:
                 batches.append(batch)
                 if sum(b.num_rows for b in batches) > max_rows:
                     raise ConfigError(f"golden set {path}: more than {max_rows} rows (max_rows)")
             return pa.Table.from_batches(batches, schema=reader.schema)
     except (pa.ArrowException, OSError) as error:
-        raise ConfigError(f"golden set {path}: cannot read it as {path.suffix[1:]}: {str(error)[:200]}") from None
+        raise ConfigError(f"golden set {path}: cannot read it as {suffix[1:]}: {str(error)[:200]}") from None
 
 
 def as_texts(contents: Sequence[Any]) -> list[str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,15 +93,27 @@ def cosine_distance(a: list[float], b: list[float]) -> float:
 
 def matches(answer: Any, expected: Any) -> bool:
     """Whether an answer agrees with a golden expectation: every field the expectation names (a dict: the fields
-    it gives, nested), text compared without case and surrounding space, numbers by value."""
+    it gives, nested), text compared without case and surrounding space, numbers by value.
+
+    Text is compared as Unicode's canonical caseless match (The Unicode Standard, section 3.13, D145:
+    ``NFD(casefold(NFD(x)))``), so "café" written precomposed or with a combining accent is the same text and
+    "Straße" equals "STRASSE"; Turkish dotted/dotless i is not folded (that is a language tailoring, not the
+    default). A boolean is not a number (RFC 8259 section 3: ``true``, ``false`` and numbers are distinct values),
+    so ``true`` never matches ``1``; text never matches a number (``"1"`` is not ``1``)."""
     if isinstance(expected, dict):
         return isinstance(answer, dict) and all(matches(answer.get(k), v) for k, v in expected.items())
     if isinstance(expected, str):
-        return isinstance(answer, str) and answer.strip().casefold() == expected.strip().casefold()
+        return isinstance(answer, str) and _caseless(answer.strip()) == _caseless(expected.strip())
     if isinstance(expected, list):
         return isinstance(answer, list) and len(answer) == len(expected) and all(
             matches(a, e) for a, e in zip(answer, expected, strict=True))
+    if isinstance(expected, bool) or isinstance(answer, bool):
+        return isinstance(answer, bool) and isinstance(expected, bool) and answer == expected
     return bool(answer == expected)
+
+
+def _caseless(text: str) -> str:
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
 
 
 @dataclass
@@ -146,6 +159,7 @@ def read_golden_lines(path: Path, expected_column: str, max_rows: int) -> list[G
     with path.open("rb") as handle:
         for number, raw in enumerate(iter(lambda: handle.readline(MAX_GOLDEN_LINE_BYTES + 2), b""), start=1):
             line = raw.rstrip(b"\r\n")
+            line = line[3:] if number == 1 and line[:3] == b"\xef\xbb\xbf" else line  # a UTF-8 BOM (RFC 8259 8.1)
             where = f"golden set {path}: line {number}"
             if len(line) > MAX_GOLDEN_LINE_BYTES:
                 raise ConfigError(f"{where}: longer than {MAX_GOLDEN_LINE_BYTES:,} bytes")
@@ -154,8 +168,7 @@ def read_golden_lines(path: Path, expected_column: str, max_rows: int) -> list[G
             if len(rows) == max_rows:
                 raise ConfigError(f"golden set {path}: more than {max_rows} rows (max_rows); a golden set is "
                                   "small, every row is sent on each change of the prompt")
-            rows.append(golden_row(_json_line(line[3:] if number == 1 and line[:3] == b"\xef\xbb\xbf" else line,
-                                              where), expected_column, f"line {number}", str(path)))
+            rows.append(golden_row(_json_line(line, where), expected_column, f"line {number}", str(path)))
     return rows
 
 
@@ -165,7 +178,9 @@ def _json_line(line: bytes, where: str) -> Any:
     except UnicodeDecodeError as error:
         raise ConfigError(f"{where}: not UTF-8 (byte {error.start + 1})") from None
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float, object_pairs_hook=_unique)
+    except _Ambiguous as error:
+        raise ConfigError(f"{where}: {error}") from None
     except ValueError as error:  # JSONDecodeError, and NaN / Infinity (not JSON, RFC 8259)
         raise ConfigError(f"{where}: not JSON ({str(error)[:120]})") from None
     except RecursionError:
@@ -174,6 +189,30 @@ def _json_line(line: bytes, where: str) -> Any:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")
+
+
+class _Ambiguous(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond the double range (``1e400``) is refused, not read as infinity
+    (RFC 8259 section 6 leaves such numbers to the implementation; an infinity would reach the prompt as "inf")."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond the range of a double")
+    return value
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique: RFC 8259 section 4 leaves an object with a name twice to the
+    implementation (Python keeps the last), so a golden line that gives ``expected`` twice is refused."""
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        twice = next(name for i, name in enumerate(names) if name in names[:i])
+        raise _Ambiguous(f"the name {twice[:80]!r} appears twice in one object (RFC 8259 section 4), so which "
+                         "value counts is ambiguous")
+    return dict(pairs)
 
 
 def golden_row(value: Any, expected_column: str, where: str, source: str, *, null_is_absent: bool = False
@@ -188,6 +227,9 @@ def golden_row(value: Any, expected_column: str, where: str, source: str, *, nul
         raise ConfigError(f"{prefix}: no {expected_column!r} value: a golden row names the answer it expects")
     if expected == {}:
         raise ConfigError(f"{prefix}: {expected_column!r} names no field, so it expects nothing")
+    if isinstance(expected, str) and not expected.strip():
+        raise ConfigError(f"{prefix}: {expected_column!r} is empty text (an empty CSV cell?): a golden row names "
+                          "the answer it expects")
     if not _finite(expected):
         raise ConfigError(f"{prefix}: {expected_column!r} holds NaN or an infinity, which no answer equals")
     return GoldenRow(where, {k: v for k, v in value.items() if k != expected_column}, expected)
@@ -206,8 +248,9 @@ def golden_inputs(rows: list[GoldenRow], source: str) -> pa.Table:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             bad = next(i for i in range(1, len(values) + 1) if not _converts(values[:i]))
-            raise ConfigError(f"golden set {source}: {rows[bad - 1].where}: {name!r} is not of the type the rows "
-                              f"before it give") from None
+            why = "is not of the type the rows before it give" if _converts(values[bad - 1:bad]) else \
+                "cannot be an Arrow value (an integer beyond 64 bits?)"
+            raise ConfigError(f"golden set {source}: {rows[bad - 1].where}: {name!r} {why}") from None
     return pa.table(columns)
 
 
@@ -220,8 +263,11 @@ def _converts(values: list[Any]) -> bool:
 
 
 def _drop_nulls(value: Any) -> Any:
+    """A table's expectation without its null struct fields, at every depth (a struct inside a list too)."""
     if isinstance(value, dict):
         return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
     return value
 
 
