@@ -48,37 +48,51 @@ class Leases:
     async def watch(self, lookup: Callable[[list[str]], dict[str, CachedResult]], resolve: Resolve, send: Send,
                     fail: Fail) -> None:
         """Until cancelled: renew this run's claims, hand over what other runs wrote (answers, and failures that
-        are final: ``lookup`` includes failures, ``resolve`` decides), take over lapsed keys."""
-        try:
-            while True:
-                await asyncio.sleep(POLL_S)
-                if time.monotonic() - self._renewed >= self.ttl_s / 3:
-                    await asyncio.to_thread(self.journal.renew, self.owner, self.ttl_s)
-                    self._renewed = time.monotonic()
-                if not self.elsewhere:
+        are final: ``lookup`` includes failures, ``resolve`` decides), take over lapsed keys. A journal error is
+        tried again next round while the claims still hold (a third of their lifetime); past that the rows
+        waited for fail and the error stops the watch."""
+        failing_since: float | None = None
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                await self._round(lookup, resolve, send)
+                failing_since = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a journal blip: renew again next round, while the claims still hold
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since < self.ttl_s / 3:
+                    logger.warning("the journal failed while renewing or watching row claims (%s); trying again",
+                                   type(exc).__name__)
                     continue
-                keys = sorted(self.elsewhere)
-                hits = await asyncio.to_thread(lookup, keys)
-                for key in keys:
-                    hit = hits.get(key)
-                    if hit is not None and resolve(key, hit):
-                        self.elsewhere.discard(key)
-                waiting = [k for k in keys if k in self.elsewhere]
-                if waiting and time.monotonic() - self._tried >= TAKEOVER_EVERY_S:
-                    self._tried = time.monotonic()
-                    taken = await self.claim(waiting)
-                    self.elsewhere.difference_update(taken)
-                    # A run writes its outcomes before it releases its claims: what it wrote since the lookup
-                    # above (a final failure: a claim refuses only answered keys) is read now, not sent again.
-                    hits = await asyncio.to_thread(lookup, taken) if taken else {}
-                    taken = [k for k in taken if k not in hits or not resolve(k, hits[k])]
-                    if taken:
-                        await send(taken)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a journal failure: the rows waited for fail instead of hanging
-            fail(sorted(self.elsewhere), exc)
-            raise
+                fail(sorted(self.elsewhere), exc)  # the rows waited for fail instead of hanging
+                raise
+
+    async def _round(self, lookup: Callable[[list[str]], dict[str, CachedResult]], resolve: Resolve,
+                     send: Send) -> None:
+        if time.monotonic() - self._renewed >= self.ttl_s / 3:
+            await asyncio.to_thread(self.journal.renew, self.owner, self.ttl_s)
+            self._renewed = time.monotonic()
+        if not self.elsewhere:
+            return
+        keys = sorted(self.elsewhere)
+        hits = await asyncio.to_thread(lookup, keys)
+        for key in keys:
+            hit = hits.get(key)
+            if hit is not None and resolve(key, hit):
+                self.elsewhere.discard(key)
+        waiting = [k for k in keys if k in self.elsewhere]
+        if waiting and time.monotonic() - self._tried >= TAKEOVER_EVERY_S:
+            self._tried = time.monotonic()
+            taken = await self.claim(waiting)
+            self.elsewhere.difference_update(taken)
+            # A run writes its outcomes before it releases its claims: what it wrote since the lookup above (a
+            # final failure: a claim refuses only answered keys) is read now, not sent again.
+            hits = await asyncio.to_thread(lookup, taken) if taken else {}
+            taken = [k for k in taken if k not in hits or not resolve(k, hits[k])]
+            if taken:
+                await send(taken)
 
     async def release(self) -> None:
         await asyncio.to_thread(self.journal.release, self.owner)
