@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from ai_assets.providers.openai_batch import BatchClient
 from ai_assets.providers.openai_wire import (
+    KEEPALIVE_S,
     ChatConnection,
     EmbeddingConnection,
     Endpoint,
@@ -220,7 +221,7 @@ class OpenAICompatibleProvider:
                 self._api_key if self.auth == "api-key" else f"Bearer {self._api_key}")
         elif self.base_url == OPENAI_BASE_URL:
             raise ConfigError(f"no API key for {self.base_url}: set the environment variable {self._api_key_env}")
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=KEEPALIVE_S)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             yield session
