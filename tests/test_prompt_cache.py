@@ -72,7 +72,7 @@ def test_on_a_cache_written_at_completion_ordering_reaches_the_best_share_and_be
     assert share(ordered) >= 0.9 * share(best)
     assert share(ordered) >= share(shuffled)
     assert ordered.cost(PRICES) <= shuffled.cost(PRICES)
-    assert ordered_s < 1.5 * shuffled_s  # one leader's latency per prefix, not a slower run
+    # Wall time is compared in bench/bench_prompt_cache.py (a ratio in one run), not asserted here.
 
 
 def test_every_row_but_each_prefix_s_first_finds_its_prefix_cached(server: FakeOpenAIServer) -> None:
