@@ -58,3 +58,21 @@ def test_a_cut_request_only_slows_the_estimate() -> None:
 def test_bad_settings_are_refused_by_name(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="slack"):
         Pace(**bad)
+
+
+def test_a_request_still_progressing_at_its_deadline_gets_what_its_own_pace_needs() -> None:
+    """The machine slowed after the warm-up (CI at load: one row of three was cut at its deadline and retried):
+    a request that is making progress gets slack x its own remaining time, within 3 deadlines more; before its
+    first token, the deadline once more."""
+    pace = Pace(slack=4.0, floor_s=1.0)
+    assert pace.extension_s(tokens=60, elapsed_s=6.0, max_tokens=120, deadline_s=10.0) == 24.0  # 4 x 6 s left
+    assert pace.extension_s(tokens=119, elapsed_s=6.0, max_tokens=120, deadline_s=10.0) == 1.0  # the floor
+    assert pace.extension_s(tokens=1, elapsed_s=10.0, max_tokens=1000, deadline_s=10.0) == 30.0  # at most 3 more
+    assert pace.extension_s(tokens=0, elapsed_s=10.0, max_tokens=120, deadline_s=10.0) == 10.0
+
+
+@given(st.integers(-5, 10_000), st.floats(allow_nan=True, allow_infinity=True), st.integers(1, 10_000),
+       st.floats(0.001, 1e6))
+def test_an_extension_is_finite_and_bounded(tokens: int, elapsed: float, most: int, deadline: float) -> None:
+    extra = Pace(slack=4.0, floor_s=1.0).extension_s(tokens, elapsed, most, deadline)
+    assert math.isfinite(extra) and 0 < extra <= max(3 * deadline, 1.0)

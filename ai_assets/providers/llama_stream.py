@@ -31,7 +31,7 @@ from ai_assets.providers.wire_shapes import loads
 from ai_assets.runtime.engine import Reply
 from ai_assets.runtime.errors import MalformedAnswerError, TransientError, bounded
 from ai_assets.runtime.http import read_capped
-from ai_assets.runtime.pace import Pace
+from ai_assets.runtime.pace import EXTENSION_AT_MOST, Pace
 from ai_assets.runtime.tokens import message_tokens
 
 RELEASE_WAIT_S = 10.0
@@ -126,16 +126,19 @@ class LlamaChatConnection(ChatConnection):
         self.pace = pace
         self.context = context
 
-    def deadline_s(self, request: dict[str, Any]) -> float:
-        """Seconds ``request`` may take once it has a slot."""
+    def _sizes(self, request: dict[str, Any]) -> tuple[int, int]:
+        """The prompt's tokens and the most the answer may have."""
         prompt = message_tokens(request.get("messages") or [])
         limit = request.get("max_tokens") or request.get("max_completion_tokens")
-        most = limit if isinstance(limit, int) and limit > 0 else max(self.context - prompt, 1)
-        return self.pace.deadline_s(prompt, most)
+        return prompt, limit if isinstance(limit, int) and limit > 0 else max(self.context - prompt, 1)
+
+    def deadline_s(self, request: dict[str, Any]) -> float:
+        """Seconds ``request`` may take once it has a slot (once more if it is still making progress then)."""
+        return self.pace.deadline_s(*self._sizes(request))
 
     def timeout_for(self, request: dict[str, Any]) -> float:
         """The engine's bound on one attempt: its own deadline after those queued ahead of it had theirs."""
-        own = self.deadline_s(request) + RELEASE_WAIT_S
+        own = (1 + EXTENSION_AT_MOST) * self.deadline_s(request) + RELEASE_WAIT_S
         rounds = 1 + (self.pool.busy + self.pool.waiting) // self.pool.size
         return rounds * own + RELEASE_WAIT_S
 
@@ -145,10 +148,20 @@ class LlamaChatConnection(ChatConnection):
         progress = Progress()
         deadline = self.deadline_s(request)
         started = time.perf_counter()
+        stream = asyncio.ensure_future(self._stream(request, slot, progress))
         try:
             try:
-                async with asyncio.timeout(deadline):
-                    await self._stream(request, slot, progress)
+                done, _ = await asyncio.wait({stream}, timeout=deadline)
+                if not done:  # still running at its deadline: once more, as long as its own pace says it needs
+                    extra = self.pace.extension_s(progress.tokens, time.perf_counter() - started,
+                                                  self._sizes(request)[1], deadline)
+                    done, _ = await asyncio.wait({stream}, timeout=extra)
+                    deadline += extra
+                if not done:
+                    stream.cancel()  # closes the connection: llama.cpp stops the slot at its next token
+                    await asyncio.gather(stream, return_exceptions=True)
+                    raise TimeoutError
+                stream.result()
                 sure = True
             except TimeoutError:
                 self.pace.observe_cut(progress.tokens, time.perf_counter() - started)
@@ -161,6 +174,9 @@ class LlamaChatConnection(ChatConnection):
                 sure = True
                 raise status.error from None
         finally:
+            if not stream.done():  # the attempt itself was cancelled (the run stops)
+                stream.cancel()
+                await asyncio.gather(stream, return_exceptions=True)
             self.pool.give(slot, sure=sure)
         timings = progress.timings if isinstance(progress.timings, dict) else {}
         self.pace.observe(_number(timings.get("prompt_per_second")), _number(timings.get("predicted_per_second")))

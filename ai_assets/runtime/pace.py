@@ -27,6 +27,11 @@ UNMEASURED_TPS = 1.0
 """Speed assumed before any measurement: one token a second, a deadline that errs long."""
 
 
+EXTENSION_AT_MOST = 3.0
+"""A request still making progress at its deadline may run this many deadlines more (so one attempt takes at most
+4 deadlines, which the engine's own bound on an attempt allows for)."""
+
+
 @dataclass
 class Pace:
     """The measured speed of one local engine, and the deadlines that follow from it."""
@@ -50,6 +55,16 @@ class Pace:
     def deadline_s(self, prompt_tokens: int, max_tokens: int) -> float:
         """Seconds a request may take once it has a slot."""
         return max(self.floor_s, self.slack * self.expected_s(prompt_tokens, max_tokens))
+
+    def extension_s(self, tokens: int, elapsed_s: float, max_tokens: int, deadline_s: float) -> float:
+        """More seconds for a request still running at its deadline: ``slack`` times what its own pace so far
+        needs for the rest (at least the floor, at most ``EXTENSION_AT_MOST`` deadlines), or the deadline once more
+        before its first token. A machine that slowed after the warm-up then costs no retry; a stalled request is
+        cut at the end of this."""
+        if tokens <= 0 or not (elapsed_s > 0 and math.isfinite(elapsed_s)):
+            return deadline_s
+        rest = max(max_tokens - tokens, 1) * elapsed_s / tokens
+        return min(max(self.floor_s, self.slack * rest), EXTENSION_AT_MOST * deadline_s)
 
     def observe(self, prefill_tps: float | None, decode_tps: float | None) -> None:
         """An answer's measured speeds (tokens/s); unreadable ones (None, NaN, 0, inf) are skipped."""
