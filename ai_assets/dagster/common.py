@@ -9,9 +9,13 @@ from typing import Any, TypedDict
 
 import dagster as dg
 
+from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.usage import Prices
+
 
 class AssetArgs(TypedDict, total=False):
-    """Keyword arguments every factory accepts and passes on to ``@dg.asset``."""
+    """Keyword arguments every factory accepts and passes on to ``@dg.asset`` (to every asset it makes: an
+    enrichment's dead letters are requested with it)."""
 
     partitions_def: dg.PartitionsDefinition[Any] | None
     io_manager_key: str
@@ -25,10 +29,41 @@ class AssetArgs(TypedDict, total=False):
     backfill_policy: dg.BackfillPolicy | None
     description: str | None
     metadata: Mapping[str, Any] | None
+    automation_condition: dg.AutomationCondition[Any] | None
+    """Declarative Automation: e.g. ``dg.AutomationCondition.eager()`` downstream of an ingest, ``on_cron(...)``
+    for daily partitions, ``code_version_changed()`` (the journal makes the run pay only for changed requests)."""
+    freshness_policy: dg.FreshnessPolicy | None
+    owners: Sequence[str] | None
+    kinds: set[str] | None
+    """Kinds shown in the UI, besides the ones the factory gives (``ai`` for enrichments)."""
+
+
+class EnrichArgs(AssetArgs, total=False):
+    """What every enrichment factory (``prompt_asset``, ``embed_asset``, ``classify_asset``, the task factories,
+    ...) takes besides its own settings, written once here. Defaults differ by factory where said."""
+
+    options: RunOptions | None
+    """Concurrency, limits, retries, spending caps and the mode, as for the plain functions (``RunOptions``)."""
+    provider_key: str
+    """The resource that answers: ``llm`` for prompting factories, ``embedder`` for embedding ones."""
+    cache_key: str | None
+    """The journal's resource (default ``ai_cache``); None: no journal, every run pays again."""
+    model: str | None
+    """The model instead of the resource's own; it enters the journal keys and the code version."""
+    prices: Prices | None
+    """Prices for the cost metadata and ``max_cost``, instead of the built-in table."""
+    max_error_rate: float
+    """The error-rate check's bound (0.05 for LLM factories, 0 for embeddings)."""
+    dead_letter: bool
+    """Also write the rows that used up their attempts to ``<name>_dead_letter`` (default False)."""
+
+
+ENRICH_ONLY = frozenset(EnrichArgs.__annotations__) - frozenset(AssetArgs.__annotations__)
 
 
 def asset_kwargs(args: AssetArgs) -> dict[str, Any]:
-    return {k: v for k, v in args.items() if v is not None}
+    """The ``@dg.asset`` keywords of ``args`` (an enrichment's own settings left out)."""
+    return {k: v for k, v in args.items() if v is not None and k not in ENRICH_ONLY}
 
 
 def upstream_key(upstream: dg.AssetsDefinition | dg.AssetKey | str) -> dg.AssetKey:

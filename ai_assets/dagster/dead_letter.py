@@ -36,17 +36,23 @@ def enrichment_decorator(key: dg.AssetKey, letters: dg.AssetKey | None, upstream
     """A multi-asset for the enrichment and, with ``letters``, its dead letters (partitioned like it, through the
     same IO manager)."""
     ins = {"upstream": dg.AssetIn(upstream_key(upstream))}
-    shared = {k: kwargs[k] for k in ("group_name", "tags") if k in kwargs}
+    shared = {k: kwargs[k] for k in ("group_name", "tags", "owners") if k in kwargs}
+    kinds = {"ai", *(kwargs.get("kinds") or ())}
     io_manager = kwargs.get("io_manager_key", "io_manager")
-    specs = [dg.AssetSpec(key, code_version=code_version, metadata=metadata, kinds={"ai"},
+    automation = {k: kwargs[k] for k in ("automation_condition", "freshness_policy") if k in kwargs}
+    specs = [dg.AssetSpec(key, code_version=code_version, metadata=metadata, kinds=kinds,
                           description=kwargs.get("description"), deps=[upstream_key(upstream)], skippable=True,
-                          **shared).with_io_manager_key(io_manager)]
+                          **automation, **shared).with_io_manager_key(io_manager)]
     if letters is not None:
+        # Requested whenever the enrichment is (a run of the enrichment alone would write no dead letters), and
+        # only then (alone it has nothing to compute: its rows come from materializing the enrichment).
+        with_it: dict[str, Any] = ({"automation_condition": dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.will_be_requested())} if "automation_condition" in kwargs else {})
         specs.append(dg.AssetSpec(
-            letters, code_version=code_version, kinds={"ai"}, deps=[key], skippable=True,
+            letters, code_version=code_version, kinds=kinds, deps=[key], skippable=True,
             description=f"Rows of {key.to_user_string()} that used up their attempts: their input columns as they "
                         f"were, then {', '.join(COLUMNS)}. Materialize the enrichment again to re-drive them.",
-            **shared).with_io_manager_key(io_manager))
+            **with_it, **shared).with_io_manager_key(io_manager))
     op_args = {k: kwargs[k] for k in ("op_tags", "retry_policy", "pool", "backfill_policy", "partitions_def")
                if k in kwargs}
     decorate = dg.multi_asset(name=key.to_python_identifier(), specs=specs, ins=ins, can_subset=True,

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from ai_assets.dagster.call import Call, PriceOf, Run, Upstream
 from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
-from ai_assets.dagster.common import AssetArgs, asset_kwargs, fingerprint, upstream_key
+from ai_assets.dagster.common import EnrichArgs, asset_kwargs, fingerprint, upstream_key
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.estimate import observe_estimate
@@ -50,24 +50,22 @@ def _enrich_asset(
     name: str,
     upstream: Upstream,
     run: Run,
+    args: EnrichArgs,
     *,
-    provider_key: str,
-    cache_key: str | None,
-    model: str | None,
     price_of: PriceOf,
     code_version: str,
     checks: Sequence[Check],
     vector_column: str | None,
     description: str,
-    asset_args: AssetArgs,
     text_column: str | None = None,
     model_role: ModelRole | Literal["auto"] = "chat",
-    dead_letter: bool = False,
     gates: Sequence[Gate] = (),
     output_column: str = "",
     describe_input: Callable[[pa.RecordBatch], list[str | None]] | None = None,
 ) -> dg.AssetsDefinition:
-    kwargs = asset_kwargs(asset_args)
+    provider_key, model = args["provider_key"], args.get("model")
+    cache_key = args.get("cache_key", "ai_cache")
+    kwargs = asset_kwargs(args)
     prefix = list(kwargs.pop("key_prefix", None) or [])
     key = dg.AssetKey([*prefix, name])
     metadata = {**({VECTOR_COLUMN: vector_column} if vector_column else {}),
@@ -77,7 +75,7 @@ def _enrich_asset(
     specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
     specs += check_specs(gates, key)
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
-    letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if dead_letter else None
+    letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if args.get("dead_letter") else None
     decorate = enrichment_decorator(key, letters, upstream, code_version, resource_keys, specs, metadata, kwargs)
 
     @decorate
@@ -140,6 +138,16 @@ def _enrich_asset(
     return _enrich
 
 
+def with_defaults(args: EnrichArgs, provider_key: str, max_error_rate: float) -> EnrichArgs:
+    """``args`` with the factory's own defaults where the user gave none; a keyword no factory takes (a typo,
+    a setting of another factory) is an error naming it, not ignored."""
+    unknown = sorted(set(args) - set(EnrichArgs.__annotations__))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {unknown}; an enrichment factory takes its own settings "
+                        f"and {sorted(EnrichArgs.__annotations__)}")
+    return {"provider_key": provider_key, "max_error_rate": max_error_rate, **args}
+
+
 def prompt_asset(
     name: str,
     upstream: Upstream,
@@ -149,30 +157,22 @@ def prompt_asset(
     system_message: str | None = None,
     output_column: str | None = None,
     params: PromptParams | None = None,
-    options: RunOptions | None = None,
-    provider_key: str = "llm",
-    cache_key: str | None = "ai_cache",
-    model: str | None = None,
-    prices: Prices | None = None,
-    max_error_rate: float = 0.05,
     min_valid_share: float = 0.95,
     cascade: Cascade | None = None,
-    dead_letter: bool = False,
     golden_set: GoldenSet | None = None,
     judge: JudgeCheck | None = None,
-    **asset_args: Unpack[AssetArgs],
+    **args: Unpack[EnrichArgs],
 ) -> dg.AssetsDefinition:
     """An asset that prompts an LLM once per upstream row (``template`` over its columns) and adds
     ``output_column`` (default: the asset's name; a struct with ``return_format``'s fields, or text) and
-    ``<output_column>_error``.
+    ``<output_column>_error``. ``args``: what every enrichment factory takes (``EnrichArgs``: ``provider_key``
+    (default ``llm``), ``model``, ``options``, ``prices``, ``max_error_rate`` (0.05), ``dead_letter``, and the
+    ``@dg.asset`` settings of ``AssetArgs``).
 
-    ``model`` is the model the requests use (default: the resource's); it enters the cache keys and the code
-    version, so Dagster shows the asset stale when it changes, as it does for the template, system message, schema
-    and params. ``prices`` overrides the built-in price table for the cost metadata; ``options`` holds
-    concurrency, limits, retries and spending caps (``RunOptions(max_cost=...)``). ``cascade``
-    (``Cascade(["gpt-4o-mini", "gpt-4o"])``, instead of ``model``) sends each row to the next model only when the
-    one before failed it or is not trusted; ``<output_column>_model`` says which answered, and the metadata gives
-    each model's usage and cost.
+    ``model`` enters the cache keys and the code version, so Dagster shows the asset stale when it changes, as it
+    does for the template, system message, schema and params. ``cascade`` (``Cascade(["gpt-4o-mini", "gpt-4o"])``,
+    instead of ``model``) sends each row to the next model only when the one before failed it or is not trusted;
+    ``<output_column>_model`` says which answered, and the metadata gives each model's usage and cost.
 
         insights = prompt_asset("review_insights", clean, template="Review: {text}", return_format=Insight,
                                 provider_key="llm", model="gpt-4o-mini", partitions_def=daily)
@@ -180,9 +180,10 @@ def prompt_asset(
             "llm": OpenAICompatibleResource(model="gpt-4o-mini", api_key=dg.EnvVar("OPENAI_API_KEY")),
             "ai_cache": ResultCacheResource(), "io_manager": DeltaIOManager(root="warehouse")})
     """
+    args = with_defaults(args, "llm", 0.05)
     output_column = output_column or name
     check_output_column(output_column, check_template(template), f"prompt_asset {name!r}")
-    if cascade is not None and model is not None:
+    if cascade is not None and args.get("model") is not None:
         raise ConfigError(f"prompt_asset {name!r}: give model= or cascade=, not both (a cascade names its "
                           "models)")
     if cascade is not None:
@@ -190,31 +191,30 @@ def prompt_asset(
     params = params or PromptParams()
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
-                          params=params.as_request(), model=model, output=output_column,
+                          params=params.as_request(), model=args.get("model"), output=output_column,
                           cascade=None if cascade is None else {
                               "models": list(cascade.models), "confidence": cascade.confidence_field,
                               "min": cascade.min_confidence,
                               "when": getattr(cascade.escalate_when, "__qualname__", None)})
+    prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         return prompt(data, template, provider=call.provider, return_format=return_format,
                       system_message=system_message, output_column=output_column, params=params, prices=prices,
-                      cascade=cascade, **call.common(options))
+                      cascade=cascade, **call.common(args.get("options")))
 
-    checks = [error_rate_check(output_column, max_error_rate)]
+    checks = [error_rate_check(output_column, args["max_error_rate"])]
     if return_format is not None:
         checks.append(valid_share_check(output_column, min_valid_share))
     gates = [g for g in (golden_set, judge) if g is not None]
-    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key, gates=gates,
-                         output_column=output_column, describe_input=lambda b: as_texts(render_content(b, template)[0]),
-                         cache_key=cache_key, model=model, code_version=version,
-                         price_of=lambda provider: prices or prices_for(provider),
-                         checks=checks, vector_column=None, asset_args=asset_args,
+    return _enrich_asset(name, upstream, run, args, gates=gates, output_column=output_column,
+                         describe_input=lambda b: as_texts(render_content(b, template)[0]), code_version=version,
+                         price_of=lambda provider: prices or prices_for(provider), checks=checks, vector_column=None,
                          description=describe_prompt(upstream_key(upstream), template, return_format, system_message,
-                                                     output_column, provider_key, model))
+                                                     output_column, args["provider_key"], args.get("model")))
 
 
-def _embedding_prices(prices: Prices | None) -> PriceOf:
+def embedding_prices(prices: Prices | None) -> PriceOf:
     def price_of(provider: Any) -> Prices | None:
         return prices or prices_for(provider, embeddings=isinstance(provider, RemoteTextEmbedder))
 
@@ -227,39 +227,32 @@ def embed_asset(
     *,
     column: str,
     output_column: str | None = None,
-    options: RunOptions | None = None,
-    provider_key: str = "embedder",
-    cache_key: str | None = "ai_cache",
-    model: str | None = None,
-    prices: Prices | None = None,
-    max_error_rate: float = 0.0,
-    dead_letter: bool = False,
     drift: DriftCheck | None = None,
-    **asset_args: Unpack[AssetArgs],
+    **args: Unpack[EnrichArgs],
 ) -> dg.AssetsDefinition:
     """An asset that adds ``output_column`` (``fixed_size_list<float32>[d]``) embedding ``column``; with
-    ``LanceDBIOManager`` the column becomes the table's vector column. ``model`` picks the embedding model
-    (default: the resource's).
+    ``LanceDBIOManager`` the column becomes the table's vector column. ``args`` as for ``prompt_asset``
+    (``provider_key`` default ``embedder``, ``max_error_rate`` 0).
 
         vectors = embed_asset("review_vectors", clean, column="text", provider_key="embedder",
                               io_manager_key="lancedb", partitions_def=daily)
     """
+    args = with_defaults(args, "embedder", 0.0)
     output_column = output_column or name
-    version = fingerprint(kind="embed", column=column, model=model, output=output_column)
+    version = fingerprint(kind="embed", column=column, model=args.get("model"), output=output_column)
+    prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         return embed_text(data, column, provider=call.provider, output_column=output_column, prices=prices,
-                          **call.common(options))
+                          **call.common(args.get("options")))
 
-    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
-                         gates=[drift] if drift else [], output_column=output_column,
-                         cache_key=cache_key, model=model,
-                         price_of=_embedding_prices(prices), code_version=version,
-                         checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
-                         vector_column=output_column, text_column=column, asset_args=asset_args,
-                         model_role="embedding",
-                         description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
-                                                    model))
+    return _enrich_asset(name, upstream, run, args, gates=[drift] if drift else [], output_column=output_column,
+                         price_of=embedding_prices(prices), code_version=version,
+                         checks=[error_rate_check(output_column, args["max_error_rate"]),
+                                 embedding_check(output_column)],
+                         vector_column=output_column, text_column=column, model_role="embedding",
+                         description=describe_embed(upstream_key(upstream), column, output_column,
+                                                    args["provider_key"], args.get("model")))
 
 
 def classify_asset(
@@ -270,52 +263,44 @@ def classify_asset(
     labels: Sequence[str] | Mapping[str, str],
     method: Method | None = None,
     output_column: str | None = None,
-    options: RunOptions | None = None,
-    provider_key: str = "embedder",
-    cache_key: str | None = "ai_cache",
-    model: str | None = None,
-    prices: Prices | None = None,
-    max_error_rate: float = 0.05,
     top_k: int | None = None,
     threshold: float | None = None,
     params: PromptParams | None = None,
     temperature: float = 0.05,
-    dead_letter: bool = False,
-    **asset_args: Unpack[AssetArgs],
+    **args: Unpack[EnrichArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels ``column`` with one of ``labels`` (``{label: description}`` helps embedding models),
     adding a ``{label, score}`` struct column: by embedding similarity with an embedder, by a constrained answer
     with an LLM (``params``: its sampling settings). With ``top_k`` / ``threshold`` it is multi-label: a list of the
-labels that apply, best first.
+    labels that apply, best first. ``args`` as for ``prompt_asset`` (``provider_key`` default ``embedder``).
 
         topics = classify_asset("review_topics", clean, column="text",
                                 labels={"battery": "battery life and charging", "screen": "the display"},
                                 provider_key="embedder", io_manager_key="delta", partitions_def=daily)
     """
+    args = with_defaults(args, "embedder", 0.05)
     output_column = output_column or name
     described = label_descriptions(labels)
-    version = fingerprint(kind="classify", column=column, labels=described, method=method, model=model,
+    version = fingerprint(kind="classify", column=column, labels=described, method=method, model=args.get("model"),
                           output=output_column, top_k=top_k, threshold=threshold,
                           params=params.as_request() if params else None, temperature=temperature)
+    prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_text(data, column, described, provider=call.provider, method=method,
                             output_column=output_column, prices=prices, top_k=top_k, threshold=threshold,
-                            params=params, temperature=temperature, **call.common(options))
+                            params=params, temperature=temperature, **call.common(args.get("options")))
         assert isinstance(out, EnrichedStream)
         return out
 
     def price_of(provider: Any) -> Prices | None:
-        return prices or (prices_for(provider) if isinstance(provider, Prompter) else _embedding_prices(None)(provider))
+        return prices or (prices_for(provider) if isinstance(provider, Prompter) else embedding_prices(None)(provider))
 
-    return _enrich_asset(name, upstream, run, dead_letter=dead_letter, provider_key=provider_key,
-                         cache_key=cache_key, model=model,
-                         price_of=price_of, code_version=version,
-                         checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
-                         asset_args=asset_args,
+    return _enrich_asset(name, upstream, run, args, price_of=price_of, code_version=version,
+                         checks=[error_rate_check(output_column, args["max_error_rate"])], vector_column=None,
                          model_role=method_role(method),
                          description=describe_classify(upstream_key(upstream), column, list(described),
-                                                       output_column, provider_key, model, method))
+                                                       output_column, args["provider_key"], args.get("model"), method))
 
 
 def embed_image_asset(
@@ -324,35 +309,35 @@ def embed_image_asset(
     *,
     column: str = "image",
     output_column: str | None = None,
-    options: RunOptions | None = None,
-    provider_key: str = "image_embedder",
-    cache_key: str | None = "ai_cache",
-    model: str | None = None,
-    max_error_rate: float = 0.0,
     max_pixels: int = MAX_PIXELS,
-    **asset_args: Unpack[AssetArgs],
+    **args: Unpack[EnrichArgs],
 ) -> dg.AssetsDefinition:
     """An asset that embeds the encoded images in ``column`` (CLIP through ``SentenceTransformersResource``, or
-    ``EfficientNetResource`` offline); with ``LanceDBIOManager`` the column becomes the vector column.
+    ``EfficientNetResource`` offline); with ``LanceDBIOManager`` the column becomes the vector column. ``args`` as
+    for ``prompt_asset`` (``provider_key`` default ``image_embedder``, ``max_error_rate`` 0).
 
         vectors = embed_image_asset("image_vectors", resized, column="image", provider_key="clip",
                                     io_manager_key="lancedb")
     """
+    args = with_defaults(args, "image_embedder", 0.0)
     output_column = output_column or name
-    version = fingerprint(kind="embed_image", column=column, model=model, output=output_column, max_pixels=max_pixels)
+    version = fingerprint(kind="embed_image", column=column, model=args.get("model"), output=output_column,
+                          max_pixels=max_pixels)
+    prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = embed_image(data, column, provider=call.provider, output_column=output_column, max_pixels=max_pixels,
-                          **call.common(options, RunOptions(on_error="null")))
+                          prices=prices, **call.common(args.get("options"), RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
 
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=prices_for, code_version=version, model_role="embedding",
-                         checks=[error_rate_check(output_column, max_error_rate), embedding_check(output_column)],
-                         vector_column=output_column, asset_args=asset_args,
-                         description=describe_embed(upstream_key(upstream), column, output_column, provider_key,
-                                                    model, images=True))
+    return _enrich_asset(name, upstream, run, args, price_of=lambda provider: prices or prices_for(provider),
+                         code_version=version, model_role="embedding",
+                         checks=[error_rate_check(output_column, args["max_error_rate"]),
+                                 embedding_check(output_column)],
+                         vector_column=output_column,
+                         description=describe_embed(upstream_key(upstream), column, output_column,
+                                                    args["provider_key"], args.get("model"), images=True))
 
 
 def classify_image_asset(
@@ -363,44 +348,41 @@ def classify_image_asset(
     column: str = "image",
     method: Method | None = None,
     output_column: str | None = None,
-    options: RunOptions | None = None,
-    provider_key: str = "image_embedder",
-    cache_key: str | None = "ai_cache",
-    model: str | None = None,
-    prices: Prices | None = None,
-    max_error_rate: float = 0.05,
     temperature: float = 0.05,
     max_pixels: int = MAX_PIXELS,
     params: PromptParams | None = None,
-    **asset_args: Unpack[AssetArgs],
+    **args: Unpack[EnrichArgs],
 ) -> dg.AssetsDefinition:
     """An asset that labels the images in ``column``: by label prompts with a CLIP-class model
     (``{"phone": "a photo of a phone"}``) or by example images with any image embedder
     (``{"phone": [png_bytes, ...]}``). Adds a ``{label, score}`` struct column; a score is the softmax of the
     cosine similarities divided by ``temperature``. With ``method="llm"`` and a chat resource
-    (``provider_key="llm"``) a vision LLM picks the label (``params``: its sampling settings).
+    (``provider_key="llm"``) a vision LLM picks the label (``params``: its sampling settings). ``args`` as for
+    ``prompt_asset`` (``provider_key`` default ``image_embedder``).
     """
+    args = with_defaults(args, "image_embedder", 0.05)
     output_column = output_column or name
     described: dict[str, LabelSpec] = label_descriptions(labels)
-    version = fingerprint(kind="classify_image", column=column, model=model, output=output_column,
+    version = fingerprint(kind="classify_image", column=column, model=args.get("model"), output=output_column,
                           labels={k: v if isinstance(v, str) else _digest(v) for k, v in described.items()},
                           temperature=temperature, max_pixels=max_pixels, method=method,
                           params=params.as_request() if params else None)
+    prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = classify_image(data, column, described, provider=call.provider, method=method,
                              output_column=output_column, temperature=temperature, max_pixels=max_pixels,
-                             params=params, prices=prices, **call.common(options, RunOptions(on_error="null")))
+                             params=params, prices=prices,
+                             **call.common(args.get("options"), RunOptions(on_error="null")))
         assert isinstance(out, EnrichedStream)
         return out
 
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=lambda provider: prices or prices_for(provider), code_version=version,
-                         model_role=method_role(method),
-                         checks=[error_rate_check(output_column, max_error_rate)], vector_column=None,
-                         asset_args=asset_args,
+    return _enrich_asset(name, upstream, run, args, price_of=lambda provider: prices or prices_for(provider),
+                         code_version=version, model_role=method_role(method),
+                         checks=[error_rate_check(output_column, args["max_error_rate"])], vector_column=None,
                          description=describe_classify(upstream_key(upstream), column, list(described),
-                                                       output_column, provider_key, model, "image"))
+                                                       output_column, args["provider_key"], args.get("model"),
+                                                       "image"))
 
 
 def _digest(examples: bytes | Sequence[bytes]) -> str:

@@ -1,10 +1,11 @@
 """Asset factories for the task functions (``ai_assets.functions.tasks``): extract, summarize, translate,
 sentiment, mask, fix_grammar, transcribe, similarity. Each is an enrichment asset like ``prompt_asset``: streamed,
 journalled, with usage and cost per partition and an error-rate check. ``task_asset`` builds any task of the registry
-(``tasks.TASKS``) by name; the named factories are its typed views."""
+(``tasks.TASKS``) by name; the named factories are its typed views, generated from the registry."""
 
+import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, Unpack
+from typing import Any, Protocol, Unpack
 
 import dagster as dg
 import pyarrow as pa
@@ -12,16 +13,13 @@ from pydantic import BaseModel
 
 from ai_assets.dagster.call import Call, Upstream
 from ai_assets.dagster.checks import error_rate_check
-from ai_assets.dagster.common import AssetArgs, fingerprint, upstream_key
-from ai_assets.dagster.enrich import _embedding_prices, _enrich_asset
+from ai_assets.dagster.common import EnrichArgs, fingerprint, upstream_key
+from ai_assets.dagster.enrich import _enrich_asset, embedding_prices, with_defaults
 from ai_assets.functions import tasks
-from ai_assets.functions.audio import MAX_AUDIO_BYTES
 from ai_assets.functions.prompt import PromptParams
-from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.results import EnrichedStream
-from ai_assets.runtime.usage import Prices
 
 
 def _versioned(value: Any) -> Any:
@@ -31,12 +29,11 @@ def _versioned(value: Any) -> Any:
 
 
 def task_asset(name: str, upstream: Upstream, task: str, arguments: Mapping[str, Any], *,
-               output_column: str | None = None, options: RunOptions | None = None, provider_key: str | None = None,
-               cache_key: str | None = "ai_cache", model: str | None = None, prices: Prices | None = None,
-               max_error_rate: float | None = None, **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
+               output_column: str | None = None, **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition:
     """An asset running the task function ``task`` (a name in ``ai_assets.functions.tasks.TASKS``) with
     ``arguments`` (its input columns and settings, e.g. ``{"column": "text", "to": "French"}``) over the upstream
-    rows. ``provider_key`` defaults to ``llm`` for prompting tasks and ``embedder`` for similarity."""
+    rows. ``args`` as for ``prompt_asset``; ``provider_key`` defaults to ``llm`` for prompting tasks and
+    ``embedder`` for similarity."""
     if task not in tasks.TASKS:
         raise ConfigError(f"{name}: no task {task!r}; the tasks are {sorted(tasks.TASKS)}")
     entry = tasks.TASKS[task]
@@ -48,113 +45,107 @@ def task_asset(name: str, upstream: Upstream, task: str, arguments: Mapping[str,
         raise ConfigError(f"{name}: task {task} " + "; ".join(
             ([f"needs {missing}"] if missing else []) + ([f"takes no {unknown} (it takes {list(known)})"]
                                                          if unknown else [])))
+    args = with_defaults(args, "llm" if entry.prompts else "embedder", 0.05 if entry.prompts else 0.0)
     output = output_column or name
-    provider_key = provider_key or ("llm" if entry.prompts else "embedder")
+    model, prices = args.get("model"), args.get("prices")
     version = fingerprint(kind=entry.function.__name__, output=output, model=model,
                           **{k: _versioned(v) for k, v in arguments.items()})
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:
         out = entry.function(data, provider=call.provider, output_column=output, prices=prices, **given,
-                             **call.common(options))
+                             **call.common(args.get("options")))
         assert isinstance(out, EnrichedStream)
         return out
 
     description = (f"{entry.what(given)} in `{upstream_key(upstream).to_user_string()}` with "
-                   f"{f'model `{model}` of ' if model else 'the model of '}resource `{provider_key}` into `{output}` "
-                   f"(reasons for rows without a value in `{output}_error`).")
-    price_of = (lambda provider: prices or prices_for(provider)) if entry.prompts else _embedding_prices(prices)
-    limit = max_error_rate if max_error_rate is not None else (0.05 if entry.prompts else 0.0)
-    return _enrich_asset(name, upstream, run, provider_key=provider_key, cache_key=cache_key, model=model,
-                         price_of=price_of, code_version=version, checks=[error_rate_check(output, limit)],
-                         vector_column=None, description=description, asset_args=asset_args, model_role=entry.role)
+                   f"{f'model `{model}` of ' if model else 'the model of '}resource `{args['provider_key']}` into "
+                   f"`{output}` (reasons for rows without a value in `{output}_error`).")
+    price_of = (lambda provider: prices or prices_for(provider)) if entry.prompts else embedding_prices(prices)
+    return _enrich_asset(name, upstream, run, args, price_of=price_of, code_version=version,
+                         checks=[error_rate_check(output, args["max_error_rate"])], vector_column=None,
+                         description=description, model_role=entry.role)
 
 
-def extract_asset(name: str, upstream: Upstream, *, column: str,
-                  fields: Sequence[str] | Mapping[str, str] | type[BaseModel], output_column: str | None = None,
-                  options: RunOptions | None = None, provider_key: str = "llm", cache_key: str | None = "ai_cache",
-                  model: str | None = None, prices: Prices | None = None, max_error_rate: float = 0.05,
-                  params: PromptParams | None = None,
-                  **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """Extracts ``fields`` (names, ``{name: description}`` or a Pydantic model) from ``column`` as a struct."""
-    return task_asset(name, upstream, "extract", {"column": column, "fields": fields, "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+def _named(task: str) -> Any:
+    """The factory ``<task>_asset``: ``task_asset`` of ``task`` with the task function's own settings as keywords
+    (their defaults the function's), its signature built from the function's for ``help()``, the docs and the
+    parity test."""
+    entry = tasks.TASKS[task]
+    function = inspect.signature(entry.function).parameters
+    taken = {k: function[k] for k in (*entry.inputs, *entry.settings)}
+
+    def factory(name: str, upstream: Upstream, *, output_column: str | None = None,
+                **kwargs: Any) -> dg.AssetsDefinition:
+        arguments = {k: kwargs.pop(k) if k in kwargs else _default(p) for k, p in taken.items()}
+        return task_asset(name, upstream, task, arguments, output_column=output_column, **kwargs)
+
+    summary = (inspect.getdoc(entry.function) or "").split("\n\n")[0]
+    factory.__name__ = factory.__qualname__ = f"{task}_asset"
+    factory.__module__ = __name__
+    factory.__doc__ = (f"An asset running ``{entry.function.__name__}`` over the upstream rows: {summary}\n\n"
+                       "The other keywords are every enrichment factory's (``EnrichArgs``, as for ``prompt_asset``).")
+    head = [inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+            inspect.Parameter("upstream", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Upstream)]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in taken.values()]
+    tail = [inspect.Parameter("output_column", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
+            inspect.Parameter("args", inspect.Parameter.VAR_KEYWORD, annotation=Unpack[EnrichArgs])]
+    factory.__signature__ = inspect.Signature([*head, *own, *tail],  # type: ignore[attr-defined]
+                                              return_annotation=dg.AssetsDefinition)
+    return factory
 
 
-def summarize_asset(name: str, upstream: Upstream, *, column: str, max_words: int = 50,
-                    output_column: str | None = None, options: RunOptions | None = None, provider_key: str = "llm",
-                    cache_key: str | None = "ai_cache", model: str | None = None, prices: Prices | None = None,
-                    max_error_rate: float = 0.05, params: PromptParams | None = None,
-                    **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """Summarizes ``column`` in at most ``max_words`` words."""
-    return task_asset(name, upstream, "summarize", {"column": column, "max_words": max_words, "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+def _default(parameter: inspect.Parameter) -> Any:
+    return None if parameter.default is inspect.Parameter.empty else parameter.default
 
 
-def translate_asset(name: str, upstream: Upstream, *, column: str, to: str, output_column: str | None = None,
-                    options: RunOptions | None = None, provider_key: str = "llm", cache_key: str | None = "ai_cache",
-                    model: str | None = None, prices: Prices | None = None, max_error_rate: float = 0.05,
-                    params: PromptParams | None = None,
-                    **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """Translates ``column`` into the language ``to``."""
-    return task_asset(name, upstream, "translate", {"column": column, "to": to, "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+class _Extract(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str,
+                 fields: Sequence[str] | Mapping[str, str] | type[BaseModel], params: PromptParams | None = None,
+                 output_column: str | None = None, **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
-def sentiment_asset(name: str, upstream: Upstream, *, column: str, output_column: str | None = None,
-                    options: RunOptions | None = None, provider_key: str = "llm", cache_key: str | None = "ai_cache",
-                    model: str | None = None, prices: Prices | None = None, max_error_rate: float = 0.05,
-                    params: PromptParams | None = None,
-                    **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """The sentiment of ``column``: positive, negative, neutral or mixed."""
-    return task_asset(name, upstream, "sentiment", {"column": column, "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+class _Summarize(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str, max_words: int = 50,
+                 params: PromptParams | None = None, output_column: str | None = None,
+                 **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
-def mask_asset(name: str, upstream: Upstream, *, column: str, entities: Sequence[str] = tasks.DEFAULT_ENTITIES,
-               output_column: str | None = None, options: RunOptions | None = None, provider_key: str = "llm",
-               cache_key: str | None = "ai_cache", model: str | None = None, prices: Prices | None = None,
-               max_error_rate: float = 0.05, params: PromptParams | None = None,
-               **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """``column`` with every entity of the given kinds replaced by ``[MASKED]``."""
-    return task_asset(name, upstream, "mask", {"column": column, "entities": list(entities), "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+class _Translate(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str, to: str, params: PromptParams | None = None,
+                 output_column: str | None = None, **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
-def fix_grammar_asset(name: str, upstream: Upstream, *, column: str, output_column: str | None = None,
-                      options: RunOptions | None = None, provider_key: str = "llm",
-                      cache_key: str | None = "ai_cache", model: str | None = None, prices: Prices | None = None,
-                      max_error_rate: float = 0.05, params: PromptParams | None = None,
-                      **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """``column`` with its grammar and spelling corrected."""
-    return task_asset(name, upstream, "fix_grammar", {"column": column, "params": params},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+class _Text(Protocol):
+    """A task of one text column and no other setting (sentiment, fix_grammar)."""
+
+    def __call__(self, name: str, upstream: Upstream, *, column: str, params: PromptParams | None = None,
+                 output_column: str | None = None, **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
-def similarity_asset(name: str, upstream: Upstream, *, left: str, right: str, output_column: str | None = None,
-                     options: RunOptions | None = None, provider_key: str = "embedder",
-                     cache_key: str | None = "ai_cache", model: str | None = None, prices: Prices | None = None,
-                     max_error_rate: float = 0.0, **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """The cosine similarity of the embeddings of ``left`` and ``right`` (float32)."""
-    return task_asset(name, upstream, "similarity", {"left": left, "right": right}, output_column=output_column,
-                      options=options, provider_key=provider_key, cache_key=cache_key, model=model, prices=prices,
-                      max_error_rate=max_error_rate, **asset_args)
+class _Mask(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str, entities: Sequence[str] = ...,
+                 params: PromptParams | None = None, output_column: str | None = None,
+                 **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
-def transcribe_asset(name: str, upstream: Upstream, *, column: str = "bytes", language: str | None = None,
-                     prompt: str | None = None, filename_column: str | None = "path",
-                     max_bytes: int = MAX_AUDIO_BYTES, output_column: str | None = None,
-                     options: RunOptions | None = None, provider_key: str = "llm", cache_key: str | None = "ai_cache",
-                     model: str | None = None, prices: Prices | None = None, max_error_rate: float = 0.05,
-                     **asset_args: Unpack[AssetArgs]) -> dg.AssetsDefinition:
-    """The transcripts of the audio files in ``column`` (e.g. ``ingest_asset(..., format="files")``), from the
-    resource's ``/audio/transcriptions`` (``transcription_model``, or ``model``)."""
-    return task_asset(name, upstream, "transcribe", {"column": column, "language": language, "prompt": prompt,
-                                                     "filename_column": filename_column, "max_bytes": max_bytes},
-                      output_column=output_column, options=options, provider_key=provider_key, cache_key=cache_key,
-                      model=model, prices=prices, max_error_rate=max_error_rate, **asset_args)
+class _Similarity(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, left: str, right: str, output_column: str | None = None,
+                 **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
+
+
+class _Transcribe(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str = "bytes", language: str | None = None,
+                 prompt: str | None = None, filename_column: str | None = "path", max_bytes: int = ...,
+                 output_column: str | None = None, **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
+
+
+# The typed views of ``task_asset``, one per entry of ``tasks.TASKS`` (tests/unit/test_parity.py checks each
+# Protocol against its function's signature).
+extract_asset: _Extract = _named("extract")
+summarize_asset: _Summarize = _named("summarize")
+translate_asset: _Translate = _named("translate")
+sentiment_asset: _Text = _named("sentiment")
+mask_asset: _Mask = _named("mask")
+fix_grammar_asset: _Text = _named("fix_grammar")
+similarity_asset: _Similarity = _named("similarity")
+transcribe_asset: _Transcribe = _named("transcribe")

@@ -13,23 +13,21 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Unpack
 
 import pyarrow as pa
 
 from ai_assets.functions.templates import audio_type, check_output_column
 from ai_assets.providers.protocols import SharedLimit, Transcriber, with_model
-from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.cache import cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind
 from ai_assets.runtime.limits import TokenCost
-from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import OneRowJobs, Plan, Progress
-from ai_assets.runtime.usage import Prices
+from ai_assets.runtime.run import RunArgs, run_task
+from ai_assets.runtime.task import OneRowJobs, Plan
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 class TranscribeTask(OneRowJobs):
@@ -93,20 +91,17 @@ def _skip(audio: Any, column: str, max_bytes: int) -> Skip | None:
     return None
 
 
-def transcribe(table: Source, column: str, *, provider: Transcriber, output_column: str = "transcript",
+def transcribe(table: Source, column: str = "bytes", *, provider: Transcriber, output_column: str = "transcript",
                language: str | None = None, prompt: str | None = None, filename_column: str | None = "path",
-               max_bytes: int = MAX_AUDIO_BYTES, options: RunOptions | None = None, cache: Cache | None = None,
-               progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
-               run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+               max_bytes: int = MAX_AUDIO_BYTES, **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The transcript of the audio bytes in ``column`` (string), with ``<output_column>_error``. ``language``
     (ISO-639-1, e.g. ``"de"``) and ``prompt`` (spelling of names, the previous segment) go to the model;
     ``model`` picks the transcription model (default: the provider's ``transcription_model``). A table gives a
-    table back, a reader a stream (see ``prompt``)."""
-    provider = with_model(provider, model, "transcription")
+    table back, a reader a stream (see ``prompt``); ``run`` as for every AI function (``RunArgs``)."""
+    provider = with_model(provider, run.get("model"), "transcription")
     if not isinstance(provider, Transcriber):
         raise NotSupportedError(provider, "transcribe (it needs an /audio/transcriptions endpoint)")
-    options = options or RunOptions()
+    options = run.get("options") or RunOptions()
     task = TranscribeTask(column, provider, output_column, language, prompt, filename_column, max_bytes, options)
     # Transcription is priced by the minute, not by the chat model's tokens: cost only with ``prices`` given.
-    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
-                                        group_column=group_column, prices=prices))
+    return run_task(table, task, options, run, prices=run.get("prices"))

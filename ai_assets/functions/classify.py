@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +23,9 @@ from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
-from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Progress
-from ai_assets.runtime.usage import Prices
+from ai_assets.runtime.run import RunArgs, run_task
 
 CLASSIFICATION = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 LABELS = pa.list_(CLASSIFICATION)
@@ -158,16 +155,10 @@ def classify_text(
     method: Method | None = None,
     output_column: str = "classification",
     temperature: float = 0.05,
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    model: str | None = None,
-    prices: Prices | None = None,
-    run_id: str | None = None,
-    group_column: str | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
     params: PromptParams | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched | EnrichedStream:
     """Label each row of ``column`` with one of ``labels`` (a list, or ``{label: description}``): a
     ``{label, score}`` struct column. With ``top_k`` and/or ``threshold`` it is multi-label: a list of the labels
@@ -176,12 +167,13 @@ def classify_text(
 
     ``method`` defaults to ``"llm"`` for chat providers and ``"embedding"`` for embedders. With an embedder a
     score is the softmax over the cosine similarities to the labels; with an LLM it is the model's confidence. A
-    table gives a table back, a reader a stream (see ``prompt``).
+    table gives a table back, a reader a stream (see ``prompt``); ``run`` as for every AI function (``RunArgs``).
     """
     described = label_descriptions(labels)
     multi = MultiLabel(top_k, threshold) if top_k is not None or threshold is not None else None
-    provider = with_model(provider, model, method_role(method))
-    options = options or RunOptions()
+    provider = with_model(provider, run.get("model"), method_role(method))
+    options = run.get("options") or RunOptions()
+    prices = run.get("prices")
     if method is None:
         method = "llm" if isinstance(provider, Prompter) else "embedding"
     task: ClassifyTextTask | ClassifyLLMTask
@@ -197,12 +189,10 @@ def classify_text(
         if params is not None:
             raise ConfigError("classify_text: params are an LLM's sampling settings; method='embedding' takes none")
         task = ClassifyTextTask(column, provider, output_column, options)
-        task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, cache), temperature,
-                                  multi)
+        task.scorer = LabelScorer(list(described), _embed_labels(described, provider, options, run.get("cache")),
+                                  temperature, multi)
         chosen = prices or prices_for(provider, embeddings=not task.local)
-    pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                        prices=chosen)
-    return run_pipeline(table, pipeline)
+    return run_task(table, task, options, run, prices=chosen)
 
 
 def _embed_labels(described: Mapping[str, str], provider: TextEmbedder | RemoteTextEmbedder, options: RunOptions,

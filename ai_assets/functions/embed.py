@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 import pyarrow as pa
 
@@ -24,20 +24,18 @@ from ai_assets.providers.protocols import (
     with_model,
 )
 from ai_assets.runtime.batch import BatchSupport
-from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.cache import cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, Outcome, RunOptions
 from ai_assets.runtime.errors import NotSupportedError, ProviderError
 from ai_assets.runtime.limits import TokenCost
 from ai_assets.runtime.local import INPUTS, local_connection, split_items
-from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Plan, Progress
+from ai_assets.runtime.run import RunArgs, run_task
+from ai_assets.runtime.task import Plan
 from ai_assets.runtime.tokens import text_tokens
-from ai_assets.runtime.usage import Prices
 from ai_assets.runtime.vectors import decode_vector, encode_vector, vectors_to_arrow
 
 LOCAL_JOB = 2048  # texts per local model call: it sorts them by length and batches them itself
@@ -164,17 +162,13 @@ def _chunks(keys: Sequence[str], size: int) -> list[Sequence[str]]:
 
 @overload
 def embed_text(table: pa.Table, column: str, *, provider: TextEmbedder | RemoteTextEmbedder,
-               output_column: str = ..., options: RunOptions | None = ..., cache: Cache | None = ...,
-               progress: Progress | None = ..., model: str | None = ..., prices: Prices | None = ...,
-               run_id: str | None = ..., group_column: str | None = ...) -> Enriched: ...
+               output_column: str = ..., **run: Unpack[RunArgs]) -> Enriched: ...
 
 
 @overload
 def embed_text(table: pa.RecordBatchReader | Sequence[pa.RecordBatch], column: str, *,  # type: ignore[overload-cannot-match]  # pa.* is Any here
-               provider: TextEmbedder | RemoteTextEmbedder, output_column: str = ..., options: RunOptions | None = ...,
-               cache: Cache | None = ..., progress: Progress | None = ..., model: str | None = ...,
-               prices: Prices | None = ..., run_id: str | None = ...,
-               group_column: str | None = ...) -> EnrichedStream: ...
+               provider: TextEmbedder | RemoteTextEmbedder, output_column: str = ...,
+               **run: Unpack[RunArgs]) -> EnrichedStream: ...
 
 
 def embed_text(
@@ -183,26 +177,17 @@ def embed_text(
     *,
     provider: TextEmbedder | RemoteTextEmbedder,
     output_column: str = "embedding",
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    model: str | None = None,
-    prices: Prices | None = None,
-    run_id: str | None = None,
-    group_column: str | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched | EnrichedStream:
     """Embed the text ``column`` and add ``output_column`` (``fixed_size_list<float32>[d]``) and its error column.
 
     Identical texts are embedded once; null or empty texts are not embedded and get a null vector with a reason.
-    A table gives a table back, a reader a stream (see ``prompt``).
+    A table gives a table back, a reader a stream (see ``prompt``); ``run`` as for every AI function (``RunArgs``).
     """
-    provider = with_model(provider, model, "embedding")
-    options = options or RunOptions()
+    provider = with_model(provider, run.get("model"), "embedding")
+    options = run.get("options") or RunOptions()
     task = EmbedTextTask(column, provider, output_column, options)
-    remote = not task.local
     identity = provider.embedding_identity() if isinstance(provider, RemoteTextEmbedder) else provider.identity()
     model = identity.get("model")
-    pipeline = Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                        prices=prices or prices_for(provider, embeddings=remote),
-                        model=None if model is None else str(model))
-    return run_pipeline(table, pipeline)
+    prices = run.get("prices") or prices_for(provider, embeddings=not task.local)
+    return run_task(table, task, options, run, prices=prices, model=None if model is None else str(model))

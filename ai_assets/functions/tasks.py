@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 import pyarrow as pa
@@ -29,16 +29,13 @@ from ai_assets.functions.audio import transcribe
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, PromptTask
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, TextEmbedder, with_model
-from ai_assets.runtime.cache import Cache
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
-from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Progress
-from ai_assets.runtime.usage import Prices, Usage
+from ai_assets.runtime.run import RunArgs, run_task
+from ai_assets.runtime.usage import Usage
 
 SENTIMENTS = ("positive", "negative", "neutral", "mixed")
 MASK = "[MASKED]"
@@ -59,13 +56,11 @@ class ShapedTask(PromptTask):
 
 def _run(table: Source, column: str, provider: Prompter, answer: type[BaseModel], system: str,
          output_column: str, shape: Callable[[Any], Any] | None, arrow_type: pa.DataType | None,
-         params: PromptParams | None, options: RunOptions | None, cache: Cache | None, progress: Progress | None,
-         model: str | None, prices: Prices | None, run_id: str | None,
-         group_column: str | None) -> Enriched | EnrichedStream:
-    provider = with_model(provider, model)
+         params: PromptParams | None, run: RunArgs) -> Enriched | EnrichedStream:
+    provider = with_model(provider, run.get("model"))
     if not isinstance(provider, Prompter):
         raise NotSupportedError(provider, "this task (it prompts a chat model)")
-    options = options or RunOptions()
+    options = run.get("options") or RunOptions()
     template = "{" + column + "}"
     task: PromptTask
     if shape is None:
@@ -75,23 +70,19 @@ def _run(table: Source, column: str, provider: Prompter, answer: type[BaseModel]
         task = ShapedTask(template, provider, answer, system, output_column, params or PromptParams(temperature=0),
                           options)
         task.shape, task.arrow_type = shape, arrow_type or pa.string()
-    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
-                                        group_column=group_column, prices=prices or prices_for(provider)))
+    return run_task(table, task, options, run, prices=run.get("prices") or prices_for(provider))
 
 
 def extract(table: Source, column: str, fields: Sequence[str] | Mapping[str, str] | type[BaseModel], *,
             provider: Prompter, output_column: str = "extracted", params: PromptParams | None = None,
-            options: RunOptions | None = None, cache: Cache | None = None, progress: Progress | None = None,
-            model: str | None = None, prices: Prices | None = None, run_id: str | None = None,
-            group_column: str | None = None) -> Enriched | EnrichedStream:
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The named ``fields`` (a list, ``{field: description}``, or a Pydantic model) from the text in ``column``,
     as a struct column; a field the text does not give is null (with a model: as the model says)."""
     answer = fields if isinstance(fields, type) and issubclass(fields, BaseModel) else _fields_model(fields)
     legend = "\n".join(f"- {name}: {info.description or name}" for name, info in answer.model_fields.items())
     system = ("Extract these fields from the text. Give a field's value as it appears in the text; use null for a "
               f"field the text does not give.\n{legend}")
-    return _run(table, column, provider, answer, system, output_column, None, None, params, options, cache,
-                progress, model, prices, run_id, group_column)
+    return _run(table, column, provider, answer, system, output_column, None, None, params, run)
 
 
 def _fields_model(fields: Sequence[str] | Mapping[str, str]) -> type[BaseModel]:
@@ -106,10 +97,8 @@ def _fields_model(fields: Sequence[str] | Mapping[str, str]) -> type[BaseModel]:
 
 
 def summarize(table: Source, column: str, *, provider: Prompter, max_words: int = 50,
-              output_column: str = "summary", params: PromptParams | None = None, options: RunOptions | None = None,
-              cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
-              prices: Prices | None = None, run_id: str | None = None,
-              group_column: str | None = None) -> Enriched | EnrichedStream:
+              output_column: str = "summary", params: PromptParams | None = None,
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """A summary of the text in ``column`` of at most ``max_words`` words (a longer answer keeps its last whole
     sentence within the bound, or ends in "…": see ``bounded_summary``)."""
     if max_words < 1:
@@ -119,8 +108,7 @@ def summarize(table: Source, column: str, *, provider: Prompter, max_words: int 
     system = f"Summarize the text in at most {max_words} words. Keep its facts; add none."
     params = params or PromptParams(temperature=0, max_output_tokens=4 * max_words + 48)
     return _run(table, column, provider, answer, system, output_column,
-                lambda v: bounded_summary(str(v["summary"]), max_words), pa.string(), params, options, cache,
-                progress, model, prices, run_id, group_column)
+                lambda v: bounded_summary(str(v["summary"]), max_words), pa.string(), params, run)
 
 
 SENTENCE_ENDS = (".", "!", "?", "…", "。")
@@ -142,66 +130,55 @@ def bounded_summary(text: str, max_words: int) -> str:
 
 
 def translate(table: Source, column: str, to: str, *, provider: Prompter, output_column: str = "translation",
-              params: PromptParams | None = None, options: RunOptions | None = None, cache: Cache | None = None,
-              progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
-              run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+              params: PromptParams | None = None,
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The text in ``column`` translated into the language ``to`` (e.g. ``"French"``, ``"de"``)."""
     answer = create_model("Translation", translation=(str, Field(description=f"the text in {to}")))
     system = f"Translate the text into {to}. Keep its meaning, tone and formatting; translate nothing else."
     return _run(table, column, provider, answer, system, output_column, lambda v: v["translation"], pa.string(),
-                params, options, cache, progress, model, prices, run_id, group_column)
+                params, run)
 
 
 def analyze_sentiment(table: Source, column: str, *, provider: Prompter, output_column: str = "sentiment",
-                      params: PromptParams | None = None, options: RunOptions | None = None,
-                      cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
-                      prices: Prices | None = None, run_id: str | None = None,
-                      group_column: str | None = None) -> Enriched | EnrichedStream:
+                      params: PromptParams | None = None,
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The sentiment of the text in ``column``: ``positive``, ``negative``, ``neutral`` or ``mixed``."""
     kind: Any = Literal[SENTIMENTS]
     answer = create_model("Sentiment", sentiment=(kind, Field(description="the overall sentiment")))
     system = "Give the overall sentiment of the text: positive, negative, neutral, or mixed."
     return _run(table, column, provider, answer, system, output_column, lambda v: v["sentiment"], pa.string(),
-                params, options, cache, progress, model, prices, run_id, group_column)
+                params, run)
 
 
 def mask(table: Source, column: str, entities: Sequence[str] = DEFAULT_ENTITIES, *, provider: Prompter,
-         output_column: str = "masked", params: PromptParams | None = None, options: RunOptions | None = None,
-         cache: Cache | None = None, progress: Progress | None = None, model: str | None = None,
-         prices: Prices | None = None, run_id: str | None = None,
-         group_column: str | None = None) -> Enriched | EnrichedStream:
+         output_column: str = "masked", params: PromptParams | None = None,
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The text in ``column`` with every entity of the given kinds replaced by ``[MASKED]``."""
     if not entities:
         raise ConfigError("mask: name at least one kind of entity")
     answer = create_model("Masked", text=(str, Field(description=f"the text with {MASK} in place of each entity")))
     system = (f"Replace every {', '.join(entities)} in the text with {MASK}. Change nothing else: same words, "
               "same order, same punctuation.")
-    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params,
-                options, cache, progress, model, prices, run_id, group_column)
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params, run)
 
 
 def fix_grammar(table: Source, column: str, *, provider: Prompter, output_column: str = "corrected",
-                params: PromptParams | None = None, options: RunOptions | None = None, cache: Cache | None = None,
-                progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
-                run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+                params: PromptParams | None = None,
+        **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The text in ``column`` with its grammar and spelling corrected, meaning and wording otherwise kept."""
     answer = create_model("Corrected", text=(str, Field(description="the corrected text")))
     system = "Correct the grammar and spelling of the text. Keep its meaning, wording and tone otherwise."
-    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params,
-                options, cache, progress, model, prices, run_id, group_column)
+    return _run(table, column, provider, answer, system, output_column, lambda v: v["text"], pa.string(), params, run)
 
 
 def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder | RemoteTextEmbedder,
-               output_column: str = "similarity", options: RunOptions | None = None, cache: Cache | None = None,
-               progress: Progress | None = None, model: str | None = None, prices: Prices | None = None,
-               run_id: str | None = None, group_column: str | None = None) -> Enriched | EnrichedStream:
+               output_column: str = "similarity", **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The cosine similarity (float32, -1 to 1) of the embeddings of the texts in ``left`` and ``right``; null
     where either is missing. Both columns share the journal: a text embedded once is never embedded again."""
-    common: dict[str, Any] = {"provider": provider, "options": options, "cache": cache, "model": model,
-                              "prices": prices, "run_id": run_id, "group_column": group_column}
-    first = embed_text(table, left, output_column="__similarity_left", **common)
+    quiet: RunArgs = {**run, "progress": None}  # the second pass reports the progress of both
+    first = embed_text(table, left, provider=provider, output_column="__similarity_left", **quiet)
     source = first.table if isinstance(first, Enriched) else first.reader()
-    second = embed_text(source, right, output_column="__similarity_right", progress=progress, **common)
+    second = embed_text(source, right, provider=provider, output_column="__similarity_right", **run)
     temporary = ["__similarity_left", "__similarity_left_error", "__similarity_right", "__similarity_right_error"]
 
     def finish(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:

@@ -13,29 +13,41 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
 
-from ai_assets.functions.classify import ClassifyLLMTask, LabelScorer, Method, label_descriptions, llm_classifier
+from ai_assets.functions.classify import (
+    ClassifyLLMTask,
+    LabelScorer,
+    Method,
+    label_descriptions,
+    llm_classifier,
+    method_role,
+)
 from ai_assets.functions.embed import VectorTask
 from ai_assets.functions.images import MAX_PIXELS, decode_or_error, open_image, require_pillow
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.functions.templates import ImageColumn, Part, check_output_column
-from ai_assets.providers.protocols import ImageEmbedder, Prompter, TextEmbedder, dimension_of, with_batch_size
-from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.providers.protocols import (
+    ImageEmbedder,
+    Prompter,
+    TextEmbedder,
+    dimension_of,
+    with_batch_size,
+    with_model,
+)
+from ai_assets.runtime.cache import cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind
 from ai_assets.runtime.local import INPUTS, ItemError, local_connection
-from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import run_pipeline
-from ai_assets.runtime.task import Plan, Progress
-from ai_assets.runtime.usage import Prices
+from ai_assets.runtime.run import RunArgs, run_task
+from ai_assets.runtime.task import Plan
 
 LabelSpec = str | bytes | Sequence[bytes]
 JOB_BATCHES = 4  # provider batches per model call
@@ -147,18 +159,15 @@ def embed_image(
     provider: ImageEmbedder,
     output_column: str = "image_embedding",
     max_pixels: int = MAX_PIXELS,
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    run_id: str | None = None,
-    group_column: str | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched | EnrichedStream:
     """Embed the encoded images in ``column``; undecodable images get a null vector and an error.
-    A table gives a table back, a reader a stream (see ``prompt``)."""
-    options = options or RunOptions(on_error="null")
-    task = EmbedImageTask(column, with_batch_size(provider, options.batch_size), output_column, max_pixels)
-    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
-                                        group_column=group_column))
+    A table gives a table back, a reader a stream (see ``prompt``); ``run`` as for every AI function (``RunArgs``;
+    ``options`` default to ``on_error="null"``)."""
+    options = run.get("options") or RunOptions(on_error="null")
+    provider = with_batch_size(with_model(provider, run.get("model"), "embedding"), options.batch_size)
+    task = EmbedImageTask(column, provider, output_column, max_pixels)
+    return run_task(table, task, options, run, prices=run.get("prices"))
 
 
 def label_vectors(labels: Mapping[str, LabelSpec], provider: ImageEmbedder,
@@ -190,12 +199,7 @@ def classify_image(
     temperature: float = 0.05,
     max_pixels: int = MAX_PIXELS,
     params: PromptParams | None = None,
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    prices: Prices | None = None,
-    run_id: str | None = None,
-    group_column: str | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched | EnrichedStream:
     """Label each image with one of ``labels``: ``["a phone", ...]``, ``{"phone": "a photo of a phone"}`` or
     ``{"phone": [example image bytes, ...]}``. Adds a ``{label, score}`` struct column.
@@ -204,28 +208,27 @@ def classify_image(
     the labels (names or descriptions) as a ``Literal`` choice with a confidence, for labels that embeddings do not
     separate; ``params`` are its sampling settings (default temperature 0), ``prices`` its cost. With either
     method an image that does not decode, or has more than ``max_pixels`` pixels, is that row's error (counted in
-    ``errors`` and the dead letters): by LLM it is refused before its request is sent, so it costs nothing."""
+    ``errors`` and the dead letters): by LLM it is refused before its request is sent, so it costs nothing.
+    ``run`` as for every AI function (``RunArgs``; ``options`` default to ``on_error="null"``)."""
+    provider = with_model(provider, run.get("model"), method_role(method))
+    options = run.get("options") or RunOptions(on_error="null")
     described: dict[str, LabelSpec] = label_descriptions(labels)
     if method is None:
         method = "llm" if isinstance(provider, Prompter) and not isinstance(provider, ImageEmbedder) else "embedding"
     if method == "llm":
-        return _classify_by_llm(table, column, described, provider, output_column, params, options, cache, progress,
-                                prices, run_id, group_column, max_pixels)
+        return _classify_by_llm(table, column, described, provider, output_column, params, options, run, max_pixels)
     if not isinstance(provider, ImageEmbedder):
         raise NotSupportedError(provider, "classify_image(method='embedding')")
     if params is not None:
         raise ConfigError("classify_image: params are an LLM's sampling settings; method='embedding' takes none")
     task = ClassifyImageTask(column, provider, output_column, max_pixels)
     task.scorer = LabelScorer(list(described), label_vectors(described, provider, max_pixels), temperature)
-    options = options or RunOptions(on_error="null")
-    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
-                                        group_column=group_column))
+    return run_task(table, task, options, run, prices=run.get("prices"))
 
 
 def _classify_by_llm(table: Source, column: str, described: Mapping[str, LabelSpec], provider: Any,
-                     output_column: str, params: PromptParams | None, options: RunOptions | None,
-                     cache: Cache | None, progress: Progress | None, prices: Prices | None, run_id: str | None,
-                     group_column: str | None, max_pixels: int) -> Enriched | EnrichedStream:
+                     output_column: str, params: PromptParams | None, options: RunOptions, run: RunArgs,
+                     max_pixels: int) -> Enriched | EnrichedStream:
     if not isinstance(provider, Prompter):
         raise NotSupportedError(provider, "classify_image(method='llm')")
     examples = [label for label, spec in described.items() if not isinstance(spec, str)]
@@ -234,11 +237,9 @@ def _classify_by_llm(table: Source, column: str, described: Mapping[str, LabelSp
                           "labels by name or description")
     texts = {label: str(spec) for label, spec in described.items()}
     require_pillow()
-    options = options or RunOptions(on_error="null")
     template: list[Part] = ["Classify this image.", ImageColumn(column)]
     task = llm_classifier(template, "image", texts, provider, output_column, None, params, options,
                           ClassifyImageLLMTask)
     task.image_column = column
     task.max_pixels = max_pixels
-    return run_pipeline(table, Pipeline(task, options, cache, run_id=run_id, progress=progress,
-                                        group_column=group_column, prices=prices or prices_for(provider)))
+    return run_task(table, task, options, run, prices=run.get("prices") or prices_for(provider))

@@ -9,11 +9,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from typing import Unpack, get_args, get_origin
+
 import pytest
 
 import ai_assets as plain
 import ai_assets.dagster as factories
 from ai_assets.dagster import components
+from ai_assets.dagster.common import AssetArgs
 from ai_assets.functions.ingest_spec import IngestSpec
 
 RUN_CONTEXT = {"table", "provider", "cache", "progress", "run_id", "group_column"}
@@ -45,8 +48,26 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
 
 
 def parameters(function: Callable[..., Any]) -> set[str]:
-    return {name for name, p in inspect.signature(function).parameters.items()
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    """Its named parameters and the keys of a ``**kwargs: Unpack[SomeTypedDict]`` (``RunArgs``, ``EnrichArgs``)."""
+    names = set()
+    for name, p in inspect.signature(function).parameters.items():
+        if p.kind == p.VAR_KEYWORD:
+            names |= set(typed_keys(p.annotation, function))
+        elif p.kind != p.VAR_POSITIONAL:
+            names.add(name)
+    return names
+
+
+def typed_keys(annotation: Any, function: Callable[..., Any]) -> tuple[str, ...]:
+    if isinstance(annotation, str):  # postponed annotations: resolve in the function's module
+        annotation = eval(annotation, vars(inspect.getmodule(function)))
+    args = get_args(annotation)
+    assert get_origin(annotation) is Unpack and args, f"{function.__name__}: **kwargs must be an Unpack[TypedDict]"
+    return tuple(args[0].__annotations__)
+
+
+ASSET_ARGS = set(AssetArgs.__annotations__) - {"automation_condition"}
+"""``@dg.asset`` settings a component gives its own way (``partitions``, ``retries``, ``gpus``, ...)."""
 
 
 @pytest.mark.parametrize(("function", "factory", "component"), STEPS, ids=[s[1].__name__ for s in STEPS])
@@ -57,7 +78,7 @@ def test_every_parameter_reaches_the_factory_and_the_component(
         return
     fields = set(component.model_fields)
     missing = set()
-    for name in parameters(factory) - DAGSTER_ONLY - {"prices"}:
+    for name in parameters(factory) - DAGSTER_ONLY - ASSET_ARGS - {"prices"}:
         if name in FLATTENED:
             inner = {f.name for f in dataclasses.fields(FLATTENED[name])} - {"size"} | ({"size"} & fields)
             missing |= {f"{name}.{f}" for f in inner - fields}
@@ -95,3 +116,25 @@ def test_the_task_registry_is_what_the_factories_and_the_component_offer() -> No
         assert taken <= parameters(factory_of[entry.function]), name
     covered = {step[0] for step in STEPS if step[2] is components.TaskComponent}
     assert covered == {entry.function for entry in TASKS.values()}
+
+
+@pytest.mark.parametrize("task", sorted(__import__("ai_assets.functions.tasks").functions.tasks.TASKS))
+def test_a_generated_task_factory_s_typed_view_is_its_signature(task: str) -> None:
+    """The named task factories are generated from ``TASKS`` (their signature built from the task function's);
+    the Protocol each is declared as (what a type checker and an IDE read) names the same keywords with the same
+    defaults, so the two cannot drift apart."""
+    from typing import get_type_hints
+
+    import ai_assets.dagster.tasks as module
+
+    name = "sentiment_asset" if task == "sentiment" else f"{task}_asset"
+    factory = getattr(module, name)
+    declared = get_type_hints(module)[name]
+    runtime = inspect.signature(factory).parameters
+    typed = dict(inspect.signature(declared.__call__).parameters)
+    typed.pop("self")
+    assert list(typed) == list(runtime) or set(typed) == set(runtime), (list(typed), list(runtime))
+    for key, parameter in typed.items():
+        if parameter.default is not Ellipsis:  # ``...``: a default spelt in the function (e.g. DEFAULT_ENTITIES)
+            assert parameter.default == runtime[key].default, key
+        assert parameter.kind == runtime[key].kind, key

@@ -2,12 +2,12 @@
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import dagster as dg
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from ai_assets.dagster.common import AssetArgs
+from ai_assets.dagster.common import AssetArgs, EnrichArgs
 from ai_assets.dagster.components.defaults import OPTION_ALIASES, Clash, folder_defaults, merge
 from ai_assets.dagster.derived import build, yaml_model
 from ai_assets.dagster.placement import gpu_tags
@@ -61,6 +61,8 @@ Options = yaml_model(RunOptions, name="Options", aliases=OPTION_ALIASES)
 class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
     """What every asset component takes besides its own attributes."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # the resolved automation_condition
+
     name: str = Field(description="The asset's name")
     partitions: Partitions | None = Field(default=None, description="daily / static / dynamic partitions")
     group_name: str | None = None
@@ -71,6 +73,9 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
     description: str | None = None
     gpus: int = Field(default=0, description="GPUs the step needs: Kubernetes resource tags and the Celery 'gpu' "
                       "queue (see gpu_tags)")
+    automation_condition: Annotated[dg.AutomationCondition[Any] | None, dg.Resolver.default(
+        model_field_type=str | None,  # "{{ automation_condition.eager() }}": Dagster's template scope
+        description="Declarative Automation: when Dagster's daemon requests a run of this asset")] = None
 
     def asset_args(self) -> AssetArgs:
         args: AssetArgs = {}
@@ -90,6 +95,8 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
             args["description"] = self.description
         if self.gpus:
             args["op_tags"] = gpu_tags(self.gpus)
+        if self.automation_condition is not None:
+            args["automation_condition"] = self.automation_condition
         return args
 
     def asset(self) -> dg.AssetsDefinition:
@@ -175,6 +182,11 @@ class Pricing(dg.Model):
                       cached_input_per_million=self.cached_input_per_million)
 
 
+DEAD_LETTER = Field(default=False, description=(
+    "Also write the rows that used up their attempts to <name>_dead_letter (every input column, then "
+    "_dead_letter_error, _dead_letter_attempts, _dead_letter_model)"))
+
+
 class EnrichComponentBase(AssetComponentBase):
     """What the enrichment components share: upstream, provider, journal, options, prices."""
 
@@ -183,6 +195,7 @@ class EnrichComponentBase(AssetComponentBase):
     options: Options | None = None  # type: ignore[valid-type]
     cache_key: str | None = "ai_cache"
     prices: Pricing | None = None
+    dead_letter: bool = DEAD_LETTER
 
     def run_options(self) -> RunOptions | None:
         return build(self.options) if self.options else None
@@ -190,10 +203,11 @@ class EnrichComponentBase(AssetComponentBase):
     def pricing(self) -> Prices | None:
         return self.prices.build() if self.prices else None
 
-
-DEAD_LETTER = Field(default=False, description=(
-    "Also write the rows that used up their attempts to <name>_dead_letter (every input column, then "
-    "_dead_letter_error, _dead_letter_attempts, _dead_letter_model)"))
+    def enrich_args(self, provider_key: str, model: str | None) -> EnrichArgs:
+        """What every enrichment factory takes (``EnrichArgs``), from this component's fields."""
+        own = {"provider_key": provider_key, "model": model, "options": self.run_options(),
+               "cache_key": self.cache_key, "prices": self.pricing(), "dead_letter": self.dead_letter}
+        return cast(EnrichArgs, {**self.asset_args(), **own})
 
 
 def check_renders(template: Any) -> Any:

@@ -7,7 +7,6 @@ import dagster as dg
 from pydantic import AfterValidator, Field, field_validator
 
 from ai_assets.dagster.components.common import (
-    DEAD_LETTER,
     EnrichComponentBase,
     MessagePart,
     Params,
@@ -96,7 +95,6 @@ class PromptComponent(EnrichComponentBase):
     provider_key: str = "llm"
     llm_model: str | None = Field(default=None, description="The chat model (default: the resource's)")
     cascade: CascadeConfig | None = None
-    dead_letter: bool = DEAD_LETTER
     golden_set: GoldenSetConfig | None = None
     judge: JudgeConfig | None = None
 
@@ -104,11 +102,10 @@ class PromptComponent(EnrichComponentBase):
         template = self.template if isinstance(self.template, str) else [p.build() for p in self.template]
         return prompt_asset(self.name, self.upstream, template=template, return_format=answer_model(
             self.return_format, self.name), system_message=self.system_message, output_column=self.output_column,
-            params=self.params.build() if self.params else None, options=self.run_options(),
-            provider_key=self.provider_key, cache_key=self.cache_key, model=self.llm_model, prices=self.pricing(),
-            cascade=self.cascade.build() if self.cascade else None, dead_letter=self.dead_letter,
+            params=self.params.build() if self.params else None,
+            cascade=self.cascade.build() if self.cascade else None,
             golden_set=self.golden_set.build() if self.golden_set else None,
-            judge=self.judge.build() if self.judge else None, **self.asset_args())
+            judge=self.judge.build() if self.judge else None, **self.enrich_args(self.provider_key, self.llm_model))
 
 
 class EmbedComponent(EnrichComponentBase):
@@ -117,14 +114,12 @@ class EmbedComponent(EnrichComponentBase):
     column: str
     provider_key: str = "embedder"
     embedding_model: str | None = None
-    dead_letter: bool = DEAD_LETTER
     drift: DriftConfig | None = None
 
     def asset(self) -> dg.AssetsDefinition:
         return embed_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
-                           options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
-                           model=self.embedding_model, prices=self.pricing(), dead_letter=self.dead_letter,
-                           drift=self.drift.build() if self.drift else None, **self.asset_args())
+                           drift=self.drift.build() if self.drift else None,
+                           **self.enrich_args(self.provider_key, self.embedding_model))
 
 
 class ClassifyComponent(EnrichComponentBase):
@@ -140,15 +135,12 @@ class ClassifyComponent(EnrichComponentBase):
     temperature: float = Field(default=0.05, description="method embedding: the softmax temperature of the scores")
     provider_key: str = "embedder"
     embedding_model: str | None = None
-    dead_letter: bool = DEAD_LETTER
 
     def asset(self) -> dg.AssetsDefinition:
         return classify_asset(self.name, self.upstream, column=self.column, labels=self.labels, method=self.method,
-                              output_column=self.output_column, options=self.run_options(),
-                              provider_key=self.provider_key, cache_key=self.cache_key, model=self.embedding_model,
-                              prices=self.pricing(), top_k=self.top_k, threshold=self.threshold,
+                              output_column=self.output_column, top_k=self.top_k, threshold=self.threshold,
                               params=self.params.build() if self.params else None, temperature=self.temperature,
-                              dead_letter=self.dead_letter, **self.asset_args())
+                              **self.enrich_args(self.provider_key, self.embedding_model))
 
 
 TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params", "language", "prompt",
@@ -190,9 +182,8 @@ class TaskComponent(EnrichComponentBase):
         if self.params is not None:
             arguments["params"] = self.params.build()
         return task_asset(self.name, self.upstream, self.task, arguments, output_column=self.output_column,
-                          options=self.run_options(), provider_key=self.provider_key, cache_key=self.cache_key,
-                          model=self.llm_model if entry.prompts else self.embedding_model, prices=self.pricing(),
-                          **self.asset_args())
+                          **self.enrich_args(self.provider_key or ("llm" if entry.prompts else "embedder"),
+                                             self.llm_model if entry.prompts else self.embedding_model))
 
 
 class EmbedImageComponent(EnrichComponentBase):
@@ -205,9 +196,8 @@ class EmbedImageComponent(EnrichComponentBase):
 
     def asset(self) -> dg.AssetsDefinition:
         return embed_image_asset(self.name, self.upstream, column=self.column, output_column=self.output_column,
-                                 options=self.run_options(), provider_key=self.provider_key,
-                                 cache_key=self.cache_key, model=self.embedding_model, max_pixels=self.max_pixels,
-                                 **self.asset_args())
+                                 max_pixels=self.max_pixels, **self.enrich_args(self.provider_key,
+                                                                                self.embedding_model))
 
 
 class Examples(dg.Model):
@@ -251,7 +241,6 @@ class ClassifyImageComponent(EnrichComponentBase):
             labels[label] = [p.read_bytes() for p in paths]
         return classify_image_asset(self.name, self.upstream, labels=labels, column=self.column,
                                     method=self.method, output_column=self.output_column,
-                                    options=self.run_options(), provider_key=self.provider_key,
-                                    cache_key=self.cache_key, model=self.llm_model or self.embedding_model,
-                                    prices=self.pricing(), temperature=self.temperature, max_pixels=self.max_pixels,
-                                    params=self.params.build() if self.params else None, **self.asset_args())
+                                    temperature=self.temperature, max_pixels=self.max_pixels,
+                                    params=self.params.build() if self.params else None,
+                                    **self.enrich_args(self.provider_key, self.llm_model or self.embedding_model))
