@@ -21,16 +21,12 @@ Safety (server-side request forgery and local files), applied at every hop:
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import fsspec
 import pyarrow as pa
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ai_assets.functions.templates import check_output_column, column_texts
@@ -52,6 +48,9 @@ from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.run import run_pipeline
 from ai_assets.runtime.task import OneRowJobs, Plan, Progress
 
+if TYPE_CHECKING:  # aiohttp and fsspec are imported when a download runs
+    import aiohttp
+
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -70,24 +69,6 @@ class DownloadPolicy:
     protocols: frozenset[str] = field(default_factory=lambda: HTTP_PROTOCOLS)
     max_redirects: int = 5
     storage_options: Mapping[str, Any] | None = None
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, with every answer checked before a connection may use it."""
-
-    def __init__(self, policy: DownloadPolicy) -> None:
-        self._inner = aiohttp.ThreadedResolver()
-        self._policy = policy
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
-        answers = await self._inner.resolve(host, port, family)
-        for answer in answers:
-            check_address(answer["host"], allow_private=self._policy.allow_private)
-        return answers
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def check_hop(url: URL, policy: DownloadPolicy) -> None:
@@ -112,6 +93,8 @@ class _Downloader:
         self.policy = policy
 
     async def send(self, request: dict[str, Any]) -> Reply:
+        import aiohttp
+
         url: str = request["url"]
         try:
             protocols = check_protocols(url, self.policy.protocols, allow_files=self.policy.allow_files)
@@ -126,6 +109,8 @@ class _Downloader:
         return Reply(data, AttemptUsage())
 
     async def _http(self, url: URL) -> bytes:
+        import aiohttp
+
         seen = {str(url)}
         for _ in range(self.policy.max_redirects + 1):
             check_hop(url, self.policy)
@@ -163,6 +148,8 @@ class _Downloader:
         return await read_capped(response, self.policy.max_bytes, str(url), "max_bytes", PermanentError)
 
     def _fsspec(self, url: str) -> bytes:
+        import fsspec
+
         try:
             fs, path = fsspec.core.url_to_fs(url, **dict(self.policy.storage_options or {}))
             size = fs.size(path)
@@ -181,7 +168,11 @@ class _Downloader:
 
 @asynccontextmanager
 async def _connect(policy: DownloadPolicy, options: RunOptions) -> AsyncIterator[_Downloader]:
-    connector = aiohttp.TCPConnector(limit=options.concurrency, resolver=GuardedResolver(policy))
+    import aiohttp
+
+    from ai_assets.functions.download_resolver import GuardedResolver
+
+    connector = aiohttp.TCPConnector(limit=options.concurrency, resolver=GuardedResolver(policy.allow_private))
     timeout = aiohttp.ClientTimeout(total=options.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         yield _Downloader(session, policy)

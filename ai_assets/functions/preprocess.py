@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ai_assets.functions.templates import Template
 from ai_assets.runtime.columns import Rows, set_columns
@@ -53,6 +52,8 @@ def _need(table: Rows, columns: Sequence[str], step: str) -> None:
 def drop_incomplete(table: Rows, columns: Sequence[str], *, blank_is_missing: bool = True) -> Rows:
     """Rows where every one of ``columns`` is non-null (and, for strings, not blank)."""
     _need(table, columns, "drop_incomplete")
+    import pyarrow.compute as pc  # ~30-80 ms to import: when a table is cleaned, not when definitions load
+
     keep = pa.array([True] * table.num_rows, pa.bool_())
     for name in columns:
         column = table.column(name)
@@ -68,6 +69,8 @@ def regexp_extract(table: Rows, output: str, spec: Extract) -> Rows:
     _need(table, [spec.column], f"regexp_extract into {output!r}")
     whole, rewrite = extraction(spec.pattern, spec.group)
     column = table.column(spec.column)
+    import pyarrow.compute as pc
+
     try:
         matched = pc.match_substring_regex(column, pattern=spec.pattern)
         extracted = pc.replace_substring_regex(column, pattern=whole, replacement=rewrite)

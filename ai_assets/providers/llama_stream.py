@@ -22,9 +22,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ai_assets.providers.openai_wire import ChatConnection, error_message, http_error
 from ai_assets.providers.wire_shapes import loads
@@ -34,12 +32,14 @@ from ai_assets.runtime.http import read_capped
 from ai_assets.runtime.pace import EXTENSION_AT_MOST, Pace
 from ai_assets.runtime.tokens import message_tokens
 
+if TYPE_CHECKING:
+    import aiohttp
+
 RELEASE_WAIT_S = 10.0
 """The longest a cut request waits for llama.cpp to free its slot (it notices the closed connection at its next
 token; a prompt being read is finished first)."""
 POLL_S = 0.05
-NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
-SLOTS_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+SLOTS_TIMEOUT_S = 5.0
 logger = logging.getLogger(__name__)
 
 
@@ -96,8 +96,10 @@ class SlotPool:
             await asyncio.sleep(POLL_S)
 
     async def _processing(self, slot: int) -> bool:
+        import aiohttp
+
         try:
-            async with self._session.get(self._url, timeout=SLOTS_TIMEOUT) as response:
+            async with self._session.get(self._url, timeout=aiohttp.ClientTimeout(total=SLOTS_TIMEOUT_S)) as response:
                 states = loads(await read_capped(response, 1024 * 1024, f"answer from {self._url}", "1 MiB",
                                                  MalformedAnswerError), self._url)
         except (aiohttp.ClientError, TimeoutError, MalformedAnswerError):
@@ -186,8 +188,11 @@ class LlamaChatConnection(ChatConnection):
         assert self.session is not None, "a parsing-only connection cannot send"
         body = {**request, "stream": True, "stream_options": {"include_usage": True}, "id_slot": slot}
         cap = self.endpoint.max_response_bytes
-        try:
-            async with self.session.post(self.url, data=json.dumps(body), timeout=NO_TIMEOUT) as response:
+        import aiohttp
+
+        try:  # no total timeout: the engine's deadline follows the stream's pace (Pace)
+            async with self.session.post(self.url, data=json.dumps(body),
+                                         timeout=aiohttp.ClientTimeout(total=None)) as response:
                 if response.status != 200:
                     payload = await read_capped(response, cap, f"answer from {self.url}", "max_response_bytes",
                                                 MalformedAnswerError)

@@ -23,11 +23,9 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import aiohttp
-import instructor
-from instructor.processing.response import handle_response_model
+import instructor  # the package itself is cheap (its Mode enum); instructor.processing imports openai: on first use
 from pydantic import BaseModel
 
 from ai_assets.providers.openai_batch import BatchClient
@@ -41,12 +39,14 @@ from ai_assets.providers.openai_wire import (
     credentials_in,
 )
 from ai_assets.providers.protocols import ModelRole
+from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
 from ai_assets.runtime.errors import ConfigError, bounded
 from ai_assets.runtime.ratelimit import RateLimit
 
+if TYPE_CHECKING:
+    import aiohttp
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-# The largest answer read: 2,048 base64 embeddings of 3,072 floats are 33.6 MB; chat answers are far smaller.
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 Auth = Literal["bearer", "api-key"]
 TokenParam = Literal["max_tokens", "max_completion_tokens"]
 Api = Literal["chat", "responses"]
@@ -221,6 +221,8 @@ class OpenAICompatibleProvider:
                 self._api_key if self.auth == "api-key" else f"Bearer {self._api_key}")
         elif self.base_url == OPENAI_BASE_URL:
             raise ConfigError(f"no API key for {self.base_url}: set the environment variable {self._api_key_env}")
+        import aiohttp
+
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=KEEPALIVE_S)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
@@ -281,6 +283,8 @@ class OpenAICompatibleProvider:
 @lru_cache(maxsize=256)
 def _prepared(response_model: type[BaseModel], mode: instructor.Mode, system_json: str) -> dict[str, Any]:
     """instructor's request shaping for a model and system message (0.7 ms a call, so once per distinct pair)."""
+    from instructor.processing.response import handle_response_model
+
     _, kwargs = handle_response_model(response_model, mode=mode, messages=json.loads(system_json))
     return dict(kwargs)
 

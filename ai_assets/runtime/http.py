@@ -4,8 +4,10 @@ arrives before the timeout."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 CHUNK = 64 * 1024
 

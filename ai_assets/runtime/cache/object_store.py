@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import fsspec
-
 from ai_assets.runtime.cache import CachedResult, Entry, merge_entry
 from ai_assets.runtime.cache.object_claims import ObjectClaims
 
@@ -46,6 +44,8 @@ def _merge(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
 class ObjectStoreCache:
     def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None, *, flush_rows: int = 64,
                  flush_s: float = 2.0) -> None:
+        import fsspec
+
         self.uri = uri.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **dict(storage_options or {}))
         self.flush_rows = flush_rows
