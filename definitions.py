@@ -43,6 +43,7 @@ from ai_assets.dagster import (
     prompt_asset,
     provider_versions,
     summarize_asset,
+    with_store_kinds,
 )
 
 HERE = Path(__file__).parent
@@ -173,8 +174,9 @@ def llm_resource() -> dg.ConfigurableResource:  # type: ignore[type-arg]
         api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else None)
 
 
-# provider_versions: an asset is stale when its resource's model changes, not only its own arguments.
-defs = provider_versions(dg.Definitions(
+# provider_versions: an asset is stale when its resource's model changes, not only its own arguments;
+# with_store_kinds: each asset shows its store (parquet, deltalake, lancedb) as a kind in the UI.
+defs = with_store_kinds(provider_versions(dg.Definitions(
     assets=[*review_assets, *image_assets, *document_assets, landing_reviews, landing_topics],
     schedules=[partitioned_schedule("daily_reviews", review_assets, daily, hour_of_day=1)],
     sensors=[landing_folder_sensor("landing_sensor", folder=DATA / "landing", pattern="*.jsonl",
@@ -188,4 +190,4 @@ defs = provider_versions(dg.Definitions(
         "lancedb": LanceDBIOManager(root=str(OUT / "lancedb"), index_after_rows=100_000),
         "delta": DeltaIOManager(root=str(OUT / "delta")),
     },
-))
+)))

@@ -9,10 +9,22 @@ import pytest
 from ai_assets import OpenAICompatibleProvider
 from ai_assets.testing import BatchBehaviour, FakeOpenAIServer
 from ai_assets.testing.prefix_cache import DEFAULT_CAPACITY
-from ai_assets.testing.services import Service, create_database, postgres_server, redis_server
+from tests.services import Service, create_database, postgres_server, redis_server
 
 # The download guard's own tests run only inside their network namespace (tests/test_download_guard.py starts it).
 collect_ignore = [] if os.environ.get("AI_ASSETS_NETNS") == "1" else ["netns"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For pytest-xdist (scripts/test runs ``-n 4 --dist loadfile --no-loadscope-reorder``): a test file is one unit
+    of work, so a fixture its module shares (a cluster, a webserver, a loaded model) starts once; the files holding a
+    test marked ``long`` go first, so no minute-long test starts last. Each worker has its own session fixtures
+    (fake server, PostgreSQL, Redis: ports from the OS, temp folders). (``--dist loadgroup`` would be finer, but
+    pytest-xdist 3.8 cannot rename pytest 9's node ids, so its groups are ignored.)"""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    first = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in first)  # stable: collection order otherwise
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ai_assets.dagster.celery import WorkerWatch
-from ai_assets.testing.services import Service, stop_pid
+from tests.services import Service, stop_pid
 
 pytestmark = pytest.mark.slow
 HOST = "watchtest"

@@ -25,9 +25,9 @@ import pytest
 from ai_assets.dagster import DeltaIOManager, LanceDBIOManager
 from ai_assets.runtime.pg import connect
 from ai_assets.testing import FakeOpenAIServer
-from ai_assets.testing.services import S3_KEY, S3_REGION, S3_SECRET
+from tests.services import S3_KEY, S3_REGION, S3_SECRET
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.long]
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [f"2024-11-0{d}" for d in range(1, 7)]
 ROWS = 40  # per day

@@ -74,6 +74,7 @@ def test_a_bad_yaml_value_fails_dg_check_with_the_file_and_line(tmp_path: Path, 
     assert message in result.stdout + result.stderr
 
 
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_dg_launch_materializes_a_partition(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

@@ -13,7 +13,7 @@ import pytest
 
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
-from ai_assets.testing.services import S3_KEY, S3_REGION, S3_SECRET, Service, s3_server
+from tests.services import S3_KEY, S3_REGION, S3_SECRET, Service, s3_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

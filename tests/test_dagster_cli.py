@@ -35,6 +35,7 @@ def test_definitions_validate(tmp_path: Path, server: FakeOpenAIServer) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_cli_single_run_backfill_of_the_demo(tmp_path: Path, server: FakeOpenAIServer) -> None:
     env = cli_env(tmp_path, server)
     result = subprocess.run(
@@ -61,6 +62,7 @@ def test_cli_single_run_backfill_of_the_demo(tmp_path: Path, server: FakeOpenAIS
     assert server.stats().chat_requests == 19  # a re-run pays for nothing
 
 
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_the_demo_s_documents_branch_through_the_cli(tmp_path: Path, server: FakeOpenAIServer) -> None:
     """PDFs -> pages -> token chunks -> MiniLM vectors in LanceDB (with a full-text index), and PDFs -> text ->
     summaries, as ``./scripts/demo`` runs it."""

@@ -142,6 +142,7 @@ def golden_only() -> pa.Table:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_the_demo_golden_set_passes_and_a_broken_prompt_fails_it(tmp_path: Path) -> None:
     """The hand-written golden set (data/golden/review_insights.jsonl) against the bundled SmolLM2-135M: the demo's
     prompt passes it; a broken variant that never shows the model the review (only the product's name) fails it,
@@ -164,6 +165,7 @@ def test_the_demo_golden_set_passes_and_a_broken_prompt_fails_it(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_the_demo_prints_its_accuracy_and_meets_it(tmp_path: Path) -> None:
     """``./scripts/demo`` (its reviews step, through the dagster CLI, offline) on day 1 of the demo data: sentiment
     agrees with the star rating on at least 6 of 7 reviews, no aspect list repeats an item, no row failed."""

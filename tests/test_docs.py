@@ -193,6 +193,7 @@ def test_every_readme_command_is_one_that_ci_or_a_test_runs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_the_readme_s_demo_command_runs_as_written(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """``./scripts/demo``, exactly as the README gives it, with its documented switch to an OpenAI-compatible
     endpoint (OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL) pointing at the fake server, outputs and instance in

@@ -13,7 +13,7 @@ import pytest
 
 from ai_assets import OpenAICompatibleProvider, PromptParams, RateLimit, RunOptions, prompt
 from ai_assets.testing import FakeOpenAIServer
-from ai_assets.testing.services import Service
+from tests.services import Service
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,10 @@
 """The Dagster UI in a real browser: `dagster dev` on the demo (its LLM pointed at the fake server), Debian's
-chromium driven by Playwright. The graph shows the groups, an enrichment asset's page shows what it does and what it
-cost, a partition is materialized from the Materialize button and a 2-partition backfill from the launch dialog.
+chromium driven by Playwright. The graph shows every asset with its store, an enrichment asset's page shows what it
+does and what it cost, a partition is materialized from the Materialize button and a 2-partition backfill from the
+launch dialog.
 
-Screenshots go to $AI_ASSETS_ARTIFACTS (default: the test's tmp dir)."""
+Screenshots go to $AI_ASSETS_ARTIFACTS (default: the test's tmp dir); the README's graph is
+``AI_ASSETS_ARTIFACTS=docs/images .venv/bin/python -m pytest tests/test_ui.py -k every_asset``."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import pytest
 
 from ai_assets.testing import FakeOpenAIServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 playwright = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,12 +131,61 @@ def _open(browser: Any, url: str) -> Any:
     return page
 
 
-def test_graph_shows_the_groups(webserver: tuple[str, Path], browser: Any, shots: Path) -> None:
+ASSETS = "{ assetNodes { assetKey { path } } }"
+MINIMAL_SCALE = 0.6
+"""Below this zoom the UI draws each asset as a bare name, without its kinds (dagster-ui ``AssetGraphExplorer``)."""
+
+
+GRAPH_EXTENT = """() => {
+  const rects = [...document.querySelectorAll("div[style*='transform-origin: left top'] *")]
+    .map(e => e.getBoundingClientRect()).filter(r => r.width > 0 && r.height > 0);
+  return [Math.max(...rects.map(r => r.right)), Math.max(...rects.map(r => r.bottom))];
+}"""
+"""The right and bottom edges, on screen, of everything the graph draws."""
+
+
+def _graph_scale(page: Any) -> float:
+    """The zoom of the graph's viewport: the scale of its CSS ``matrix(s, 0, 0, s, x, y)`` transform."""
+    style = page.locator("div[style*='transform-origin: left top']").first.get_attribute("style") or ""
+    found = re.search(r"matrix\(([\d.]+),", style)
+    assert found, style
+    return float(found.group(1))
+
+
+def _skip_first_run_dialog(page: Any) -> None:
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.click()
+
+
+def test_graph_shows_every_asset_with_its_store(webserver: tuple[str, Path], browser: Any, shots: Path) -> None:
+    """The README's picture: the whole graph with its groups expanded (the graph's own "Expand all groups", ⌥E),
+    every asset box on screen at a zoom that draws its kinds, and each store's kind among them."""
     base, _ = webserver
+    names = ["/".join(node["assetKey"]["path"]) for node in _graphql(base, ASSETS)["assetNodes"]]
     page = _open(browser, f"{base}/asset-groups")
+    page.set_viewport_size({"width": 1800, "height": 1500})
     for group in ("reviews", "images", "documents", "landing"):
         page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
-    page.screenshot(path=str(shots / "lineage.png"))
+    _skip_first_run_dialog(page)
+    page.get_by_role("button", name="Hide navigation").click()
+    page.keyboard.press("Alt+e")
+    page.get_by_text(names[0], exact=True).first.wait_for(timeout=30_000)
+    page.reload(wait_until="networkidle")  # the expansion is kept; the graph is laid out and fitted afresh
+    page.get_by_text(names[0], exact=True).first.wait_for(timeout=30_000)
+    _skip_first_run_dialog(page)
+    page.locator("button:has([aria-label=panel_show_right])").click()  # the asset list beside the graph
+    page.wait_for_timeout(1000)
+    assert _graph_scale(page) >= MINIMAL_SCALE
+    for name in names:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^Loading")).first.wait_for(state="detached", timeout=60_000)  # each box's status
+    right, bottom = page.evaluate(GRAPH_EXTENT)
+    assert right <= 1800 and bottom <= 1500, (right, bottom)  # every box on screen
+    for kind in ("Parquet", "Delta Lake", "lancedb"):  # the UI's labels for parquet, deltalake, lancedb
+        assert page.get_by_text(kind, exact=True).count() >= 2, kind
+    page.screenshot(path=str(shots / "lineage.png"), clip={"x": 0, "y": 0, "width": min(1800, right + 40),
+                                                           "height": min(1500, bottom + 40)})
     page.close()
 
 

@@ -24,7 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ai_assets.testing.services import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the service starters are in tests/
+from tests.services import (
     Service,
     ServiceError,
     create_database,

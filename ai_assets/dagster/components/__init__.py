@@ -16,6 +16,12 @@ line. Registered through the ``dagster_dg_cli.registry_modules`` entry point, so
 Field names avoid the component base classes' own names (``model``, ``load``, ``build_defs``): a chat model is
 ``llm_model``, an embedding model ``embedding_model``. Secrets never go into YAML: the providers read the key from
 the environment variable named by ``api_key_env`` (through ``dg.EnvVar``).
+
+An asset component names its IO manager by key only; the resources component binds the key to a store. The project's
+``definitions.py`` sees both, so it passes the loaded folder through ``with_store_kinds`` (each asset shows its store
+as a kind) and ``provider_versions``, as ``demo/src/ai_assets_demo/definitions.py`` does::
+
+    defs = with_store_kinds(provider_versions(dg.load_from_defs_folder(project_root=...)))
 """
 
 from ai_assets.dagster.components.common import Daily, MessagePart, Options, Params, Partitions, Pricing
