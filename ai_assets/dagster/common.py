@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import dagster as dg
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from ai_assets.runtime.engine import RunOptions
+from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.usage import Prices
 
 
@@ -20,7 +24,8 @@ class AssetArgs(TypedDict, total=False):
     partitions_def: dg.PartitionsDefinition[Any] | None
     io_manager_key: str
     group_name: str | None
-    key_prefix: Sequence[str] | None
+    key_prefix: str | Sequence[str] | None
+    """As for ``@dg.asset``: a string is a one-part prefix."""
     tags: Mapping[str, str] | None
     op_tags: Mapping[str, Any] | None
     """Tags of the step: e.g. ``gpu_tags()`` to run it on a GPU node (Kubernetes) or GPU queue (Celery)."""
@@ -61,9 +66,46 @@ class EnrichArgs(AssetArgs, total=False):
 ENRICH_ONLY = frozenset(EnrichArgs.__annotations__) - frozenset(AssetArgs.__annotations__)
 
 
+@functools.cache
+def _adapter(spec: type, key: str) -> TypeAdapter[Any]:
+    hint = typing.get_type_hints(spec)[key]
+    return TypeAdapter(hint, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+
+
+def check_types(args: Mapping[str, Any], spec: type, owner: str) -> None:
+    """Each of ``args`` of the type ``spec`` (a TypedDict: ``AssetArgs``, ``EnrichArgs``) declares, checked now
+    (strict: ``"0.1"`` is no float, ``None`` no ``str``); an error names every wrong one. Untyped callers otherwise
+    meet a Dagster ``CheckError``, or nothing until the daemon runs the asset."""
+    wrong = []
+    for key, value in args.items():
+        try:
+            _adapter(spec, key).validate_python(value)
+        except ValidationError:
+            hint = typing.get_type_hints(spec)[key]
+            spelled = hint.__name__ if isinstance(hint, type) else str(hint)
+            wrong.append(f"{key} must be {spelled}, got {type(value).__name__} {value!r:.60}"
+                         .replace("typing.", "").replace("collections.abc.", ""))
+        except KeyError:  # not a key of ``spec``: refused by name elsewhere (with_defaults)
+            continue
+    if wrong:
+        raise ConfigError(f"{owner}: " + "; ".join(wrong))
+
+
+def check_enrich_args(args: Mapping[str, Any]) -> None:
+    """``args`` of an enrichment factory of the types ``EnrichArgs`` says, ``max_error_rate`` a share."""
+    check_types(args, EnrichArgs, "an enrichment factory")
+    rate = args.get("max_error_rate", 0.0)
+    if not 0 <= rate <= 1:  # NaN too: no error rate is > NaN, so the check would never fail
+        raise ConfigError(f"max_error_rate must be a share from 0 to 1, got {rate!r}")
+
+
 def asset_kwargs(args: AssetArgs) -> dict[str, Any]:
-    """The ``@dg.asset`` keywords of ``args`` (an enrichment's own settings left out)."""
-    return {k: v for k, v in args.items() if v is not None and k not in ENRICH_ONLY}
+    """The ``@dg.asset`` keywords of ``args`` (an enrichment's own settings left out; a one-string
+    ``key_prefix`` made a one-part list, as Dagster reads it)."""
+    out = {k: v for k, v in args.items() if v is not None and k not in ENRICH_ONLY}
+    if isinstance(out.get("key_prefix"), str):
+        out["key_prefix"] = [out["key_prefix"]]
+    return out
 
 
 def upstream_key(upstream: dg.AssetsDefinition | dg.AssetKey | str) -> dg.AssetKey:

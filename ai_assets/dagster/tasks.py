@@ -4,12 +4,14 @@ journalled, with usage and cost per partition and an error-rate check. ``task_as
 (``tasks.TASKS``) by name; the named factories are its typed views, generated from the registry."""
 
 import inspect
-from collections.abc import Mapping, Sequence
+import numbers
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, Unpack
 
 import dagster as dg
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ai_assets.dagster.call import Call, Upstream
 from ai_assets.dagster.checks import error_rate_check
@@ -45,6 +47,9 @@ def task_asset(name: str, upstream: Upstream, task: str, arguments: Mapping[str,
         raise ConfigError(f"{name}: task {task} " + "; ".join(
             ([f"needs {missing}"] if missing else []) + ([f"takes no {unknown} (it takes {list(known)})"]
                                                          if unknown else [])))
+    wrong = [problem for k, v in given.items() if (problem := _type_problem(entry.function, k, v))]
+    if wrong:  # now, not when the daemon runs the asset (``max_words="50"`` from untyped code)
+        raise ConfigError(f"{name}: task {task}: " + "; ".join(wrong))
     args = with_defaults(args, "llm" if entry.prompts else "embedder", 0.05 if entry.prompts else 0.0)
     output = output_column or name
     model, prices = args.get("model"), args.get("prices")
@@ -66,6 +71,27 @@ def task_asset(name: str, upstream: Upstream, task: str, arguments: Mapping[str,
                          description=description, model_role=entry.role)
 
 
+def _type_problem(function: Callable[..., Any], setting: str, value: Any) -> str | None:
+    """Why ``value`` is not of the type ``function`` declares for ``setting`` (strict: ``"50"`` is no int), or
+    None. A numpy scalar counts as its Python value."""
+    annotation = inspect.signature(function).parameters[setting].annotation
+    try:
+        hint = eval(annotation, vars(sys.modules[function.__module__])) if isinstance(annotation, str) else annotation
+        adapter: TypeAdapter[Any] = TypeAdapter(hint, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+    except Exception:  # an annotation we cannot resolve is not checked here; the function still checks its own
+        return None
+    plain = value.item() if isinstance(value, numbers.Number) and hasattr(value, "item") else value
+    try:
+        adapter.validate_python(plain)
+    except ValidationError:
+        return f"{setting} must be {_spelled(annotation)}, got {type(value).__name__} {value!r:.60}"
+    return None
+
+
+def _spelled(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
 def _named(task: str) -> Any:
     """The factory ``<task>_asset``: ``task_asset`` of ``task`` with the task function's own settings as keywords
     (their defaults the function's), its signature built from the function's for ``help()``, the docs and the
@@ -76,6 +102,9 @@ def _named(task: str) -> Any:
 
     def factory(name: str, upstream: Upstream, *, output_column: str | None = None,
                 **kwargs: Any) -> dg.AssetsDefinition:
+        for own in ("task", "arguments"):  # task_asset's, not this factory's: named as Python would
+            if own in kwargs:
+                raise TypeError(f"{task}_asset() got an unexpected keyword argument {own!r}")
         arguments = {k: kwargs.pop(k) if k in kwargs else _default(p) for k, p in taken.items()}
         return task_asset(name, upstream, task, arguments, output_column=output_column, **kwargs)
 
@@ -142,10 +171,27 @@ class _Transcribe(Protocol):
 # The typed views of ``task_asset``, one per entry of ``tasks.TASKS`` (tests/unit/test_parity.py checks each
 # Protocol against its function's signature).
 extract_asset: _Extract = _named("extract")
+"""Structured fields (``fields``: names, name -> description, or a pydantic model) from the text in ``column``,
+one struct column (``ai_assets.functions.extract``); ``params`` as for ``prompt``. Other keywords: ``EnrichArgs``."""
 summarize_asset: _Summarize = _named("summarize")
+"""A summary of the text in ``column`` of at most ``max_words`` words (default 50; a longer answer keeps its last
+whole sentence, or ends in "…"); ``params`` as for ``prompt``. Other keywords: ``EnrichArgs``."""
 translate_asset: _Translate = _named("translate")
+"""The text in ``column`` translated into ``to`` (a language name); ``params`` as for ``prompt``. Other keywords:
+``EnrichArgs``."""
 sentiment_asset: _Text = _named("sentiment")
+"""The sentiment (positive, negative, neutral, mixed) of the text in ``column``; ``params`` as for ``prompt``.
+Other keywords: ``EnrichArgs``."""
 mask_asset: _Mask = _named("mask")
+"""The text in ``column`` with each of ``entities`` (default: person, email, phone number, address) masked;
+``params`` as for ``prompt``. Other keywords: ``EnrichArgs``."""
 fix_grammar_asset: _Text = _named("fix_grammar")
+"""The text in ``column`` with its grammar and spelling corrected; ``params`` as for ``prompt``. Other keywords:
+``EnrichArgs``."""
 similarity_asset: _Similarity = _named("similarity")
+"""The cosine similarity (-1 to 1) of the embeddings of the texts in ``left`` and ``right`` (provider_key
+default ``embedder``). Other keywords: ``EnrichArgs``."""
 transcribe_asset: _Transcribe = _named("transcribe")
+"""The transcript of the audio bytes in ``column`` (default ``bytes``); ``language`` (ISO-639-1) and ``prompt``
+(spelling of names) go to the model, the file name from ``filename_column``; a recording over ``max_bytes`` (the
+API takes 25 MB) is not sent and says so in that row's error. Other keywords: ``EnrichArgs``."""

@@ -30,6 +30,7 @@ from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, PromptTask
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.columns import error_column
+from ai_assets.runtime.dead_letter import ATTEMPTS, COLUMNS, ERROR, MODEL, FailedRows
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
 from ai_assets.runtime.prices import prices_for
@@ -175,10 +176,10 @@ def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder |
                output_column: str = "similarity", **run: Unpack[RunArgs]) -> Enriched | EnrichedStream:
     """The cosine similarity (float32, -1 to 1) of the embeddings of the texts in ``left`` and ``right``; null
     where either is missing. Both columns share the journal: a text embedded once is never embedded again."""
-    quiet: RunArgs = {**run, "progress": None}  # the second pass reports the progress of both
-    first = embed_text(table, left, provider=provider, output_column="__similarity_left", **quiet)
+    first_run, second_run = _halves(run) if isinstance(table, pa.Table) else ({**run, "progress": None}, run)
+    first = embed_text(table, left, provider=provider, output_column="__similarity_left", **first_run)
     source = first.table if isinstance(first, Enriched) else first.reader()
-    second = embed_text(source, right, provider=provider, output_column="__similarity_right", **run)
+    second = embed_text(source, right, provider=provider, output_column="__similarity_right", **second_run)
     temporary = ["__similarity_left", "__similarity_left_error", "__similarity_right", "__similarity_right_error"]
 
     def finish(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
@@ -195,15 +196,46 @@ def similarity(table: Source, left: str, right: str, *, provider: TextEmbedder |
         assert isinstance(first, Enriched)
         usage = first.usage
         _add(usage, second.usage)
-        return Enriched(finish(second.table), usage)
+        return Enriched(finish(second.table), usage, _letters(temporary, first.failed, second.failed))
     stream = second
+    failed = FailedRows()
 
     def batches() -> Any:
         for batch in stream:
             yield finish(batch)
         _add(first.usage, stream.usage)
+        failed.extend(_letters(temporary, first.failed, stream.failed))  # complete once the stream is
 
-    return EnrichedStream(batches(), first.usage)
+    return EnrichedStream(batches(), first.usage, failed)
+
+
+def _halves(run: RunArgs) -> tuple[RunArgs, RunArgs]:
+    """The run of each pass over a table: each counts half a row, so progress moves through both (a stream's
+    passes interleave: the second, which reads the first, reports both)."""
+    progress = run.get("progress")
+    if progress is None:
+        return run, run
+    report = progress
+
+    def first(done: int, total: int | None) -> None:
+        report(done // 2, total)
+
+    def second(done: int, total: int | None) -> None:
+        report((done + total) // 2 if total is not None else done, total)
+
+    return {**run, "progress": first}, {**run, "progress": second}
+
+
+def _letters(temporary: Sequence[str], *passes: FailedRows) -> FailedRows:
+    """The dead letters of both passes with the input as the caller gave it (the second pass's input holds the
+    first's temporary columns). A row whose two texts both failed has a letter for each."""
+    out = FailedRows()
+    for rows in passes:
+        for batch in rows.batches():
+            keep = [n for n in batch.schema.names if n not in (*temporary, *COLUMNS)]
+            out.add(batch.select(keep), batch.column(ERROR).to_pylist(), batch.column(ATTEMPTS).to_pylist(),
+                    batch.column(MODEL).to_pylist())
+    return out
 
 
 def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -74,7 +74,7 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
     gpus: int = Field(default=0, description="GPUs the step needs: Kubernetes resource tags and the Celery 'gpu' "
                       "queue (see gpu_tags)")
     automation_condition: Annotated[dg.AutomationCondition[Any] | None, dg.Resolver.default(
-        model_field_type=str | None,  # "{{ automation_condition.eager() }}": Dagster's template scope
+        model_field_type=str | None,  # "{{ dg.AutomationCondition.eager() }}": Dagster's template scope
         description="Declarative Automation: when Dagster's daemon requests a run of this asset")] = None
 
     def asset_args(self) -> AssetArgs:
@@ -176,10 +176,12 @@ class Pricing(dg.Model):
     input_per_million: float
     output_per_million: float = 0.0
     cached_input_per_million: float | None = None
+    cache_write_per_million: float | None = None
 
     def build(self) -> Prices:
         return Prices(self.input_per_million, self.output_per_million,
-                      cached_input_per_million=self.cached_input_per_million)
+                      cached_input_per_million=self.cached_input_per_million,
+                      cache_write_per_million=self.cache_write_per_million)
 
 
 DEAD_LETTER = Field(default=False, description=(
