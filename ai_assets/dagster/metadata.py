@@ -34,6 +34,8 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
         "ai/tokens_in": summary["prompt_tokens"],
         "ai/tokens_out": summary["completion_tokens"],
         "ai/tokens_cached": summary["cached_tokens"],
+        "ai/tokens_cache_write": summary["cache_write_tokens"],
+        "ai/tokens_reasoning": summary["reasoning_tokens"],
         "ai/rows_per_s": dg.MetadataValue.float(float(summary["rows_per_s"])),
     }
     if summary["latency_p50_s"] is not None:
@@ -47,6 +49,8 @@ def usage_metadata(usage: Usage, prices: Prices | None) -> dict[str, Any]:
                    "tokens_out": part.completion_tokens,
                    "cost_usd": round(part.cost(usage.model_prices.get(name) or prices), 6)}
             for name, part in usage.models.items()})
+    if usage.certificate is not None:  # a certified cascade: its threshold, oracle share, cost and guarantee
+        metadata.update({f"ai/cascade_{k}": v for k, v in usage.certificate.summary().items() if v is not None})
     if usage.batch:
         metadata["ai/mode"] = "batch"
     if usage.estimated:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import dagster as dg
 from pydantic import Field, create_model
 
+from ai_assets.dagster.io_iceberg import IcebergIOManager
 from ai_assets.dagster.io_managers import DeltaIOManager, LanceDBIOManager, ParquetIOManager
 from ai_assets.dagster.resources import (
     EfficientNetResource,
@@ -21,9 +22,11 @@ from ai_assets.dagster.resources import (
     OpenAICompatibleResource,
     SentenceTransformersResource,
 )
+from ai_assets.dagster.vendor_resources import AnthropicResource
 
 PROVIDERS: dict[str, type[dg.ConfigurableResource]] = {  # type: ignore[type-arg]
     "openai": OpenAICompatibleResource,
+    "anthropic": AnthropicResource,
     "llama_cpp": LlamaCppResource,
     "sentence_transformers": SentenceTransformersResource,
     "efficientnet": EfficientNetResource,
@@ -32,6 +35,7 @@ STORES: dict[str, type[dg.ConfigurableIOManager]] = {
     "parquet": ParquetIOManager,
     "delta": DeltaIOManager,
     "lancedb": LanceDBIOManager,
+    "iceberg": IcebergIOManager,
 }
 # Older YAML names kept working: {kind: {yaml name: resource field}}.
 ALIASES: dict[str, dict[str, str]] = {"openai": {"llm_model": "model"}, "llama_cpp": {"llm_model": "model_path"},
@@ -59,7 +63,8 @@ def _variant(kind: str, resource: type[Any], *, secrets: bool) -> type[dg.Model]
             fields[target] = (resource.model_fields[target].annotation | None,
                               Field(default=None, description=resource.model_fields[target].description))
     if secrets and any(s in resource.model_fields for s in SECRETS):
-        fields["api_key_env"] = (str, Field(default="OPENAI_API_KEY",
+        env = getattr(resource, "default_api_key_env", "OPENAI_API_KEY")  # each vendor's own variable
+        fields["api_key_env"] = (str, Field(default=env,
                                             description="The environment variable the API key is read from"))
     model: type[dg.Model] = create_model(f"{resource.__name__}Yaml", __base__=dg.Model, **fields)
     _BUILT[model] = (kind, resource, aliases)

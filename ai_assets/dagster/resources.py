@@ -5,17 +5,20 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ai_assets.providers.efficientnet import EfficientNetLite0Provider
-from ai_assets.providers.llama_cpp import LlamaCppProvider
-from ai_assets.providers.openai_compatible import MAX_RESPONSE_BYTES, OpenAICompatibleProvider
-from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
+from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
 from ai_assets.runtime.cache import Cache, open_cache
 from ai_assets.runtime.ratelimit import RateLimit
+
+if TYPE_CHECKING:  # each provider's module is imported when a run builds it (loading definitions costs none)
+    from ai_assets.providers.efficientnet import EfficientNetLite0Provider
+    from ai_assets.providers.llama_cpp import LlamaCppProvider
+    from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+    from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
 
 
 class StructuredMode(enum.Enum):
@@ -57,7 +60,8 @@ class OpenAICompatibleResource(ProviderResource):
     Like the openai SDK, it reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` when no key or base URL is set (pass
     ``dg.EnvVar(...)`` to name another variable). ``rpm`` / ``tpm`` limit the whole account: with
     ``rate_limit_store`` (Redis or Postgres URL, or ``file:///folder`` on one machine) every run and worker that
-    uses this account shares them; without it they hold per process."""
+    uses this account shares them; without it they hold per process. The limits the provider reports in its
+    rate-limit headers are paced the same way, set or not (the lower holds)."""
 
     answer_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "embedding_model", "embedding_dimensions",
                                                 "transcription_model", "mode")
@@ -91,8 +95,10 @@ class OpenAICompatibleResource(ProviderResource):
         "Send OpenAI's prompt_cache_key, one per prompt-prefix group (default: only to api.openai.com)"))
 
     def build_provider(self) -> OpenAICompatibleProvider:
+        from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+
         limit = None
-        if self.rpm or self.tpm:
+        if self.rpm or self.tpm or self.rate_limit_store:  # a store alone shares the limits the headers report
             limit = RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
         return OpenAICompatibleProvider(
             self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
@@ -112,6 +118,8 @@ class LlamaCppResource(ProviderResource):
     context: int = Field(default=2048, description="Context tokens per slot")
 
     def build_provider(self) -> LlamaCppProvider:
+        from ai_assets.providers.llama_cpp import LlamaCppProvider
+
         return LlamaCppProvider(self.model_path, parallel=self.parallel, context=self.context)  # starts on first use
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -131,6 +139,8 @@ class SentenceTransformersResource(ProviderResource):
     fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
 
     def build_provider(self) -> SentenceTransformersProvider:
+        from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
+
         return SentenceTransformersProvider(self.model, device=self.device, batch_size=self.batch_size,
                                                       fp16=self.fp16)
 
@@ -146,7 +156,49 @@ class EfficientNetResource(ProviderResource):
     fp16: bool | None = Field(default=None, description="Half precision; default on for CUDA")
 
     def build_provider(self) -> EfficientNetLite0Provider:
+        from ai_assets.providers.efficientnet import EfficientNetLite0Provider
+
         return EfficientNetLite0Provider(device=self.device, batch_size=self.batch_size, fp16=self.fp16)
+
+
+class FailoverResource(ProviderResource):
+    """A provider resource answering with ``primary``, and with ``fallback`` (then ``fallback_2``, ``fallback_3``)
+    when the primary fails transiently (5xx, 529, timeouts); a circuit breaker shared through ``breaker_store``
+    stops every worker from paying a dead primary (see ``ai_assets.providers.failover``). The output gains
+    ``<output>_provider``. Dagster nests resources as named fields, not lists, hence the numbered fallbacks; in
+    YAML, ``failover: {key: {fallbacks: [other keys]}}`` of the resources component builds one.
+
+        dg.Definitions(assets=[summaries], resources={"llm": FailoverResource(
+            primary=OpenAICompatibleResource(model="gpt-4o-mini"),
+            fallback=OpenAICompatibleResource(model="qwen2.5", base_url="http://vllm:8000/v1", api_key="unused"),
+            breaker_store="redis://redis:6379/0")})
+    """
+
+    primary: ProviderResource = Field(description="The provider that answers while it is up")
+    fallback: ProviderResource = Field(description="Answers the rows the primary fails transiently")
+    fallback_2: ProviderResource | None = Field(default=None, description="Tried when the fallback fails too")
+    fallback_3: ProviderResource | None = Field(default=None, description="Tried when fallback_2 fails too")
+    breaker_threshold: int = Field(default=5, description="Consecutive transient failures that open a provider's "
+                                                          "circuit breaker")
+    breaker_cooldown_s: float = Field(default=30.0, description="Seconds a breaker stays open before one probe")
+    breaker_store: str | None = Field(default=None, description=(
+        "Where the breakers live, shared by every process: redis://..., postgresql+psycopg2://... or "
+        "file:///folder (default: the primary's rate_limit_store, else this process only)"))
+
+    def chain(self) -> list[ProviderResource]:
+        return [r for r in (self.primary, self.fallback, self.fallback_2, self.fallback_3) if r is not None]
+
+    def answer_settings(self) -> dict[str, Any]:
+        return {"resource": type(self).__name__, "chain": [r.answer_settings() for r in self.chain()]}
+
+    def build_provider(self) -> Any:
+        from ai_assets.providers.failover import Failover
+        from ai_assets.runtime.ratelimit.breaker import BreakerSettings
+
+        primary, *fallbacks = [r.get_provider() for r in self.chain()]
+        store = self.breaker_store or getattr(self.primary, "rate_limit_store", None)
+        return Failover(primary, *fallbacks, breaker=BreakerSettings(self.breaker_threshold,
+                                                                     self.breaker_cooldown_s, store))
 
 
 def default_cache_path() -> Path:

@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import aiohttp
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ai_assets.providers.openai_wire import endpoint_url, error_message, http_error
-from ai_assets.runtime.errors import TransientError
+from ai_assets.runtime.batch_protocol import BatchState, Record, parsed_line
+from ai_assets.runtime.errors import TransientError, bounded
 from ai_assets.runtime.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    import aiohttp
+
 CONTROL_RETRY = RetryPolicy(max_attempts=6, base_wait=1.0, max_wait=30.0)
+TERMINAL = ("completed", "expired", "cancelled", "failed")
+"""The batch statuses after which nothing changes."""
 
 
 class BatchClient:
+    """OpenAI's Batch API as a ``runtime.batch_protocol.BatchClient``: the submission recorded before the batch
+    exists is the uploaded file's id (the create call carries it in ``metadata`` and ``find`` looks it up)."""
+
+    max_requests = 50_000  # OpenAI's limits per batch file ("Batch API": 50,000 requests, 200 MB)
+    max_bytes = 200 * 1024 * 1024
+
     def __init__(self, base_url: str, session: aiohttp.ClientSession, secrets: Sequence[str]) -> None:
         self.base_url = base_url
         self.session = session
@@ -28,6 +39,8 @@ class BatchClient:
                     form: aiohttp.FormData | None = None, raw: bool = False,
                     attempts: int = CONTROL_RETRY.max_attempts) -> Any:
         url = endpoint_url(self.base_url, path)
+        import aiohttp
+
         for attempt in range(1, attempts + 1):
             try:
                 data = form if form is not None else (json.dumps(body) if body is not None else None)
@@ -48,8 +61,56 @@ class BatchClient:
             await asyncio.sleep(CONTROL_RETRY.delay(attempt, error))
         raise AssertionError("unreachable")
 
+    # -- the batch client protocol ------------------------------------------------------------------------
+    def custom_id(self, key: str) -> str:
+        return key
+
+    def line(self, custom_id: str, endpoint: str, request: Mapping[str, Any]) -> str:
+        return json.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": request},
+                          separators=(",", ":"))
+
+    async def submit(self, lines: Sequence[str], custom_ids: Sequence[str], endpoint: str, record: Record) -> str:
+        payload = ("\n".join(lines) + "\n").encode()
+        file_id = await self.upload(f"ai_assets-{int(time.time())}.jsonl", payload)
+        await record({"file": file_id})  # durable before the batch exists: a kill now leaves a findable file
+        created = await self.create(file_id, endpoint, {"ai_assets_file": file_id})
+        return str(created["id"])
+
+    async def recover(self, record: Mapping[str, Any], endpoint: str) -> list[str]:
+        """The batch of the recorded file, created now if the run that uploaded it was killed before."""
+        if not record.get("file"):
+            return []
+        file_id = str(record["file"])
+        found = await self.find(file_id) or await self.create(file_id, endpoint, {"ai_assets_file": file_id})
+        return [str(found["id"])]
+
+    async def status(self, batch_id: str) -> BatchState:
+        state = await self.retrieve(batch_id)
+        done = state.get("status") in TERMINAL
+        failed = None
+        if state.get("status") == "failed":
+            failed = bounded(json.dumps((state.get("errors") or {}).get("data", [])), self.secrets, 200)
+        empty = done and not state.get("output_file_id") and not state.get("error_file_id")
+        return BatchState(str(state["id"]), done, failed, empty, state)
+
+    async def results(self, state: BatchState) -> AsyncIterator[Mapping[str, Any]]:
+        for file_key in ("output_file_id", "error_file_id"):
+            if state.raw.get(file_key):
+                data = await self.content(str(state.raw[file_key]))
+                for text in data.splitlines():
+                    line = parsed_line(text)
+                    if line is not None:
+                        yield line
+
+    async def custom_ids(self, state: BatchState) -> list[str]:
+        data = await self.content(str(state.raw["input_file_id"]))
+        return [str(json.loads(t)["custom_id"]) for t in data.splitlines() if t.strip()]
+
+    # -- the Batch API's calls ------------------------------------------------------------------------------
     async def upload(self, filename: str, payload: bytes) -> str:
         """Upload a JSONL file of requests (purpose ``batch``); its file id."""
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", payload, filename=filename, content_type="application/jsonl")

@@ -10,13 +10,10 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import aiohttp
-import instructor
-from instructor.processing.response import handle_reask_kwargs, process_response
-from openai.types.chat import ChatCompletion
+import instructor  # the package itself is cheap (its Mode enum); instructor.processing imports openai: on first use
 from pydantic import BaseModel, ValidationError
 
 from ai_assets.providers.wire_shapes import (
@@ -38,9 +35,14 @@ from ai_assets.runtime.errors import (
     bounded,
 )
 from ai_assets.runtime.http import read_capped
+from ai_assets.runtime.ratelimit.headers import rate_headers
 from ai_assets.runtime.retry import retry_after_seconds
 from ai_assets.runtime.scrub import remember_secrets
 from ai_assets.runtime.vectors import decode_vector
+
+if TYPE_CHECKING:
+    import aiohttp
+    from openai.types.chat import ChatCompletion
 
 _TRANSIENT_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}
@@ -78,7 +80,8 @@ def http_error(status: int, message: str, headers: Mapping[str, str], secrets: S
     """The runtime's error type for an HTTP status: retried, failing the row, or stopping the run."""
     message = bounded(message, secrets)
     if status in _TRANSIENT_STATUS or (status >= 500 and status != 501):
-        return TransientError(message, retry_after=retry_after_seconds(headers))
+        return TransientError(message, retry_after=retry_after_seconds(headers), status=status,
+                              headers=rate_headers(headers))
     if status in _FATAL_STATUS:
         return FatalProviderError(message)
     return PermanentError(message)
@@ -91,6 +94,8 @@ def error_message(text: str) -> str:
         body = json.loads(text)
     except (ValueError, RecursionError):  # not JSON, or JSON nested too deep to read
         return text
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):  # Gemini's: [{"error": {...}}]
+        body = body[0]
     error = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(error, Mapping):
         return str(error.get("message", error))
@@ -129,15 +134,18 @@ class BaseConnection:
         """What goes on the wire for ``request``: its JSON."""
         return json.dumps(request)
 
-    async def _post(self, request: dict[str, Any]) -> Any:
-        """The answer's JSON, read within ``endpoint.max_response_bytes``; HTTP failures as the runtime's errors."""
+    async def _post(self, request: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+        """The answer's JSON and its rate-limit headers, read within ``endpoint.max_response_bytes``; HTTP failures
+        as the runtime's errors."""
         assert self.session is not None, "a parsing-only connection cannot send"
+        import aiohttp
+
         try:
             async with self.session.post(self.url, data=self.body(request)) as response:
                 payload = await read_capped(response, self.endpoint.max_response_bytes, f"answer from {self.url}",
                                             "max_response_bytes", MalformedAnswerError)
                 if response.status == 200:
-                    return loads(payload, self.url)
+                    return loads(payload, self.url), rate_headers(response.headers)
                 text = payload.decode("utf-8", "replace")
                 raise http_error(response.status, f"HTTP {response.status} from {self.url}: {error_message(text)}",
                                  response.headers, self.secrets)
@@ -145,7 +153,10 @@ class BaseConnection:
             raise TransientError(f"{type(exc).__name__} talking to {self.url}: {exc}") from exc
 
     async def send(self, request: dict[str, Any]) -> Reply:
-        return self.parse(request, await self._post(request))
+        body, headers = await self._post(request)
+        reply = self.parse(request, body)
+        reply.headers = headers or None
+        return reply
 
     def parse(self, request: dict[str, Any], body: Any) -> Reply:
         """``body`` (untrusted JSON) as a value and its usage; a ``BadAnswerError`` when it holds none."""
@@ -172,6 +183,9 @@ class ChatConnection(BaseConnection):
                 return Reply(self.response_model.model_validate_json(direct).model_dump(mode="json"), usage)
             except ValidationError:
                 pass  # instructor's path below: it may still read it (e.g. fenced JSON), else builds the re-ask
+        from instructor.processing.response import handle_reask_kwargs, process_response
+        from openai.types.chat import ChatCompletion
+
         try:
             completion = ChatCompletion.model_validate(body)
         except ValidationError as exc:
@@ -234,6 +248,8 @@ class TranscriptionConnection(BaseConnection):
     path = "/audio/transcriptions"
 
     def body(self, request: dict[str, Any]) -> Any:
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("file", request["file"], filename=request["filename"], content_type=request["mime"])
         for name in ("model", "language", "prompt", "response_format"):

@@ -115,6 +115,16 @@ class PromptCaching(Protocol):
 
 
 @runtime_checkable
+class CacheBreakpoints(Protocol):
+    """A chat endpoint whose prompt cache is told, in the request body, where a shared prefix ends (Anthropic's
+    ``cache_control``). The marker is part of the body, so of the journal key: the key names what was billed."""
+
+    def mark_prefix(self, request: dict[str, Any], head: str) -> dict[str, Any]:
+        """``request`` with a breakpoint after ``head``, the text every row of its prefix group starts with."""
+        ...
+
+
+@runtime_checkable
 class SharedLimit(Protocol):
     """A provider paced by an account-wide rate limit (every process using the account shares it)."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 PROVIDERS: dict[str, str] = {
     "openai": "ai_assets.providers.openai_compatible:OpenAICompatibleProvider",
+    "anthropic": "ai_assets.providers.anthropic:AnthropicProvider",
     "llama_cpp": "ai_assets.providers.llama_cpp:LlamaCppProvider",
     "sentence_transformers": "ai_assets.providers.sentence_transformers:SentenceTransformersProvider",
     "efficientnet": "ai_assets.providers.efficientnet:EfficientNetLite0Provider",

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ai_assets.runtime.errors import AttemptUsage, EmptyAnswerError, MalformedAnswerError, bounded
 
+# The largest answer read: 2,048 base64 embeddings of 3,072 floats are 33.6 MB; chat answers are far smaller.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # Token counts beyond this are not a real answer (and would overflow a journal's integer column).
 TokenCount = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
 
@@ -32,6 +34,10 @@ class PromptDetails(_Shape):
     cached_tokens: TokenCount | None = None
 
 
+class OutputDetails(_Shape):
+    reasoning_tokens: TokenCount | None = None
+
+
 class WireUsage(_Shape):
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
@@ -40,13 +46,19 @@ class WireUsage(_Shape):
     prompt_tokens_details: PromptDetails | None = None
     input_tokens_details: PromptDetails | None = None
     """Chat Completions' and the Responses API's ``cached_tokens`` (a null or missing one counts as 0)."""
+    completion_tokens_details: OutputDetails | None = None
+    output_tokens_details: OutputDetails | None = None
+    """Their ``reasoning_tokens``, inside the completion tokens."""
 
     def attempt(self) -> AttemptUsage:
         prompt = self.prompt_tokens if self.prompt_tokens is not None else self.input_tokens
         completion = self.completion_tokens if self.completion_tokens is not None else self.output_tokens
         details = self.prompt_tokens_details or self.input_tokens_details
         cached = details.cached_tokens if details is not None else None
-        return AttemptUsage(prompt or 0, completion or 0, min(cached or 0, prompt or 0))
+        output = self.completion_tokens_details or self.output_tokens_details
+        reasoning = output.reasoning_tokens if output is not None else None
+        return AttemptUsage(prompt or 0, completion or 0, min(cached or 0, prompt or 0),
+                            reasoning_tokens=min(reasoning or 0, completion or 0))
 
 
 class _Body(_Shape):

@@ -20,6 +20,10 @@ The run, for one call (one Dagster partition or range):
 Why the asset polls rather than a sensor completing the partition later: a partition then materializes in one
 run, exactly as in live mode, so retries, backfills, asset checks and downstream assets need nothing new; a long
 wait holds a run slot (give batch assets a pool of their own) but no API capacity.
+
+The vendor's API is a ``BatchClient`` (``ai_assets.runtime.batch_protocol``: submit / status / results):
+OpenAI's files-and-batches flow records the uploaded file's id as the submission, Anthropic's Message Batches
+(no files, no idempotency key) an intent (time, line count, a digest of the custom ids) found again by listing.
 """
 
 from __future__ import annotations
@@ -27,17 +31,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
+from ai_assets.runtime.batch_protocol import BatchClient, BatchState, Ledger
 from ai_assets.runtime.budget import Budget, BudgetExceededError
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.engine import Job, Outcome, Reply
@@ -59,7 +61,6 @@ READ = {"read": True}
 """A pending record once its batch has been read: the row is no longer waited for (answered, or sent afresh)."""
 RESUMED = "resumed:"
 """Ledger prefix of the request rebuilt for a row of a batch a killed run submitted (sent if its line expires)."""
-TERMINAL = ("completed", "expired", "cancelled", "failed")
 logger = logging.getLogger(__name__)
 
 
@@ -71,18 +72,6 @@ class Parser(Protocol):
     def parse(self, request: dict[str, Any], body: dict[str, Any]) -> Reply: ...
 
 
-class BatchClient(Protocol):
-    async def upload(self, filename: str, payload: bytes) -> str: ...
-
-    async def create(self, file_id: str, endpoint: str, metadata: Mapping[str, str]) -> dict[str, Any]: ...
-
-    async def retrieve(self, batch_id: str) -> dict[str, Any]: ...
-
-    async def find(self, file_id: str) -> dict[str, Any] | None: ...
-
-    async def content(self, file_id: str) -> bytes: ...
-
-
 @dataclass(frozen=True)
 class BatchSupport:
     """What a task gives batch mode: the endpoint its lines go to, how a line's answer is parsed, and the API."""
@@ -90,30 +79,6 @@ class BatchSupport:
     endpoint: str
     parser: Parser
     connect: Callable[[], AbstractAsyncContextManager[BatchClient]]
-
-
-class Ledger:
-    """``custom_id`` -> the row keys a line answers and its request, in a temporary SQLite file (a million rows
-    pending cost no memory)."""
-
-    def __init__(self) -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix="ai_assets-batch-")
-        self._db = sqlite3.connect(Path(self._folder.name) / "ledger.sqlite")
-        self._db.execute("CREATE TABLE lines (custom_id TEXT PRIMARY KEY, keys TEXT, request TEXT)")
-
-    def add(self, custom_id: str, keys: Sequence[str], request: Mapping[str, Any] | None) -> None:
-        self._db.execute("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)",
-                         (custom_id, json.dumps(list(keys)), None if request is None else json.dumps(request)))
-
-    def get(self, custom_id: str) -> tuple[list[str], dict[str, Any] | None]:
-        row = self._db.execute("SELECT keys, request FROM lines WHERE custom_id = ?", (custom_id,)).fetchone()
-        if row is None:
-            return [], None
-        return json.loads(row[0]), None if row[1] is None else json.loads(row[1])
-
-    def close(self) -> None:
-        self._db.close()
-        self._folder.cleanup()
 
 
 class BatchRun:
@@ -129,6 +94,8 @@ class BatchRun:
         self.finished: set[str] = set()
         self.lines: list[str] = []
         self.line_keys: list[list[str]] = []
+        self.line_ids: list[str] = []
+        self.recovered: dict[str, list[str]] = {}
         self.size = 0
         self.awaiting = 0
         self.answered = 0
@@ -185,26 +152,31 @@ class BatchRun:
 
     async def _resume(self, key: str, pending: CachedResult) -> bool:
         """Whether ``key`` is still answered by a batch recorded earlier (polled again, never resubmitted)."""
-        record: dict[str, Any] = pending.value or {}
-        batch_id = record.get("batch")
-        if batch_id is None and record.get("file"):
-            found = await self.client.find(str(record["file"]))
-            if found is None:
-                created = await self.client.create(str(record["file"]), self.support.endpoint,
-                                                   {"ai_assets_file": str(record["file"])})
-                found = created
-            batch_id = found["id"]
-        if batch_id is None:
+        record: dict[str, Any] = pending.value if isinstance(pending.value, dict) else {}
+        if not isinstance(record.get("custom_id"), str):
             return False
-        if batch_id not in self.batches:
-            state = await self.client.retrieve(str(batch_id))
-            if state["status"] == "failed" or (state["status"] in TERMINAL and not state.get("output_file_id")
-                                               and not state.get("error_file_id")):
-                return False  # nothing will come of it: submit the row again
-            self.batches.add(str(batch_id))
+        ids = [str(record["batch"])] if record.get("batch") else await self._recover(record)
+        live = [batch_id for batch_id in ids if batch_id in self.batches or await self._alive(batch_id)]
+        if not live:
+            return False  # nothing will come of it: submit the row again
         keys, request = self.ledger.get(record["custom_id"])
         self.ledger.add(record["custom_id"], sorted({*keys, key}), request)
+        self.ledger.await_keys([key])
         self.awaiting += 1
+        return True
+
+    async def _recover(self, record: Mapping[str, Any]) -> list[str]:
+        """The batches a record written before its batch id stands for, asked once per submission and run."""
+        submission = json.dumps({k: v for k, v in record.items() if k not in ("custom_id", "batch")}, sort_keys=True)
+        if submission not in self.recovered:
+            self.recovered[submission] = await self.client.recover(record, self.support.endpoint)
+        return self.recovered[submission]
+
+    async def _alive(self, batch_id: str) -> bool:
+        state = await self.client.status(batch_id)
+        if state.failed is not None or state.empty:
+            return False
+        self.batches.add(batch_id)
         return True
 
     async def _add_line(self, job: Job) -> None:
@@ -217,36 +189,42 @@ class BatchRun:
                     f"refusing to submit more batch lines: their estimate passes the cap ({self.budget.describe_caps()}"
                     f"); {self.submitted:,} line(s) submitted, resumed by the next run", tokens=exc.tokens,
                     cost=exc.cost) from exc
-        line = json.dumps({"custom_id": job.key, "method": "POST", "url": self.support.endpoint,
-                           "body": job.request}, separators=(",", ":"))
-        if self.lines and (len(self.lines) >= self.options.max_requests
-                           or self.size + len(line) + 1 > self.options.max_bytes):
+        custom_id = self.client.custom_id(job.key)
+        line = self.client.line(custom_id, self.support.endpoint, job.request)
+        max_requests = min(self.options.max_requests, self.client.max_requests)
+        max_bytes = min(self.options.max_bytes, self.client.max_bytes)
+        if self.lines and (len(self.lines) >= max_requests or self.size + len(line) + 1 > max_bytes):
             await self._submit()
         keys = list(job.keys or (job.key,))
-        self.ledger.add(job.key, keys, job.request)
+        self.ledger.add(custom_id, keys, job.request)
+        self.ledger.await_keys(keys)
         self.lines.append(line)
         self.line_keys.append(keys)
+        self.line_ids.append(custom_id)
         self.size += len(line) + 1
         self.awaiting += len(keys)
 
     async def _submit(self) -> None:
         if not self.lines:
             return
-        payload = ("\n".join(self.lines) + "\n").encode()
-        file_id = await self.client.upload(f"ai_assets-{int(time.time())}.jsonl", payload)
-        await self._mark(file_id, None)  # durable before the batch exists: a kill now leaves a findable file
-        created = await self.client.create(file_id, self.support.endpoint, {"ai_assets_file": file_id})
-        self.batches.add(str(created["id"]))
-        await self._mark(file_id, str(created["id"]))
+        submission: dict[str, Any] = {}
+
+        async def record(identity: Mapping[str, Any]) -> None:  # durable before the create call is made
+            submission.update(identity)
+            await self._mark(submission, None)
+
+        batch_id = await self.client.submit(self.lines, self.line_ids, self.support.endpoint, record)
+        self.batches.add(batch_id)
+        await self._mark(submission, batch_id)
         self.pipeline.usage.sent_rows += sum(len(k) for k in self.line_keys)
         self.submitted += len(self.lines)
-        logger.info("submitted batch %s: %d requests", created["id"], len(self.lines))
-        self.lines, self.line_keys, self.size = [], [], 0
+        logger.info("submitted batch %s: %d requests", batch_id, len(self.lines))
+        self.lines, self.line_keys, self.line_ids, self.size = [], [], [], 0
 
-    async def _mark(self, file_id: str, batch_id: str | None) -> None:
+    async def _mark(self, submission: Mapping[str, Any], batch_id: str | None) -> None:
         entries: list[Entry] = []
-        for line, keys in zip(self.lines, self.line_keys, strict=True):
-            record = {"file": file_id, "batch": batch_id, "custom_id": json.loads(line)["custom_id"]}
+        for custom_id, keys in zip(self.line_ids, self.line_keys, strict=True):
+            record = {**submission, "batch": batch_id, "custom_id": custom_id}
             entries.extend(Entry(PENDING + key, record) for key in keys)
         await self.writer.write(entries)
 
@@ -256,8 +234,8 @@ class BatchRun:
         open_batches = set(self.batches)
         while open_batches:
             for batch_id in sorted(open_batches):
-                state = await self.client.retrieve(batch_id)
-                if state["status"] in TERMINAL:
+                state = await self.client.status(batch_id)
+                if state.done:
                     open_batches.discard(batch_id)
                     resubmit = await self._read(state)
                     if resubmit:
@@ -268,41 +246,45 @@ class BatchRun:
             if self.pipeline.progress is not None:
                 self.pipeline.progress(self.answered, self.awaiting)
             if not open_batches:
-                return
+                return await self._close_unanswered()
             if time.monotonic() > deadline:
                 raise BatchPendingError(
                     f"batch(es) {sorted(open_batches)} still running after max_wait_s={self.options.max_wait_s:g}; "
                     "run again to resume polling them (nothing is submitted twice)")
             await asyncio.sleep(self.options.poll_s)
 
-    async def _read(self, state: Mapping[str, Any]) -> list[Job]:
+    async def _read(self, state: BatchState) -> list[Job]:
         """Answers and failures of a finished batch into the journal; the jobs to resubmit (expired lines)."""
-        self.finished.add(str(state["id"]))
-        if state["status"] == "failed":
-            reason = bounded(json.dumps((state.get("errors") or {}).get("data", [])), (), 200)  # masked, then cut
-            failures = [(line_keys, f"batch {state['id']} failed validation: {reason}")
-                        for line_keys in await self._keys_of_batch(state)]
+        self.finished.add(state.id)
+        if state.failed is not None:
+            failures = [(self.ledger.get(custom_id)[0], f"batch {state.id} failed validation: {state.failed}")
+                        for custom_id in await self.client.custom_ids(state)]
             await self._write_failures(failures)
             return []
         resubmit: list[Job] = []
-        for file_key in ("output_file_id", "error_file_id"):
-            if not state.get(file_key):
-                continue
-            data = await self.client.content(str(state[file_key]))
-            entries: list[Entry] = []
-            for text in data.decode("utf-8", "replace").splitlines():
-                line = _parsed_line(text)
-                if line is not None:
-                    resubmit.extend(self._line(line, entries))
-            await self.writer.write(entries)
+        entries: list[Entry] = []
+        async for line in self.client.results(state):
+            resubmit.extend(self._line(line, entries))
+            if len(entries) >= 2_000:
+                await self.writer.write(entries)
+                entries = []
+        await self.writer.write(entries)
         return resubmit
 
-    async def _keys_of_batch(self, state: Mapping[str, Any]) -> list[list[str]]:
-        data = await self.client.content(str(state["input_file_id"]))
-        return [self.ledger.get(json.loads(t)["custom_id"])[0] for t in data.decode().splitlines() if t.strip()]
+    async def _close_unanswered(self) -> None:
+        """Rows awaited in batches that are all read, yet with no line of theirs (a batch recovered by its
+        submission that turned out to be another's, an unreadable line): row errors, sent again by the next run."""
+        keys = self.ledger.unanswered()
+        if keys:
+            logger.warning("%d row(s) had no line in the batches read; the next run sends them again", len(keys))
+            await self._write_failures([(keys, f"no answer for this row in batch(es) {sorted(self.finished)}; "
+                                               "it is sent again by the next run")])
 
     async def _write_failures(self, failures: list[tuple[list[str], str]]) -> None:
         run = self.pipeline.run_id
+        for keys, _ in failures:
+            for key in keys:
+                self.ledger.answer(key)
         await self.writer.write([entry for keys, error in failures for key in keys
                                  for entry in (Entry(key, error=error, run=run), Entry(PENDING + key, READ))])
 
@@ -350,6 +332,7 @@ class BatchRun:
                                  None if part.ok else self.pipeline.run_id, part.usage.prompt_tokens,
                                  part.usage.completion_tokens))
             entries.append(Entry(PENDING + key, READ))  # read: a row still unanswered is submitted afresh
+            self.ledger.answer(key)
             self.answered += 1
         return []
 
@@ -368,21 +351,9 @@ def _batch_prices(prices: Prices | None) -> Prices | None:
         return None
     share = 1 - prices.batch_discount
     cached = None if prices.cached_input_per_million is None else prices.cached_input_per_million * share
+    written = None if prices.cache_write_per_million is None else prices.cache_write_per_million * share
     return Prices(prices.input_per_million * share, prices.output_per_million * share, prices.batch_discount,
-                  cached)
-
-
-def _parsed_line(text: str) -> Mapping[str, Any] | None:
-    """One line of an output or error file, or None for a blank or unreadable one (its rows stay unanswered, so
-    they end as row errors and the next run sends them)."""
-    if not text.strip():
-        return None
-    try:
-        line = json.loads(text)
-    except (ValueError, RecursionError):
-        logger.warning("skipping an unreadable batch output line: %s", bounded(text, (), 120))
-        return None
-    return line if isinstance(line, Mapping) and isinstance(line.get("custom_id"), str) else None
+                  cached, written)
 
 
 async def run_batch(pipeline: Pipeline, batches: AsyncIterator[pa.RecordBatch],
@@ -391,7 +362,7 @@ async def run_batch(pipeline: Pipeline, batches: AsyncIterator[pa.RecordBatch],
     support = getattr(pipeline.task, "batch_support", lambda: None)()
     if support is None:
         raise ConfigError(f"batch mode is not available for {type(pipeline.task).__name__} with this provider: it "
-                          "needs an OpenAI-compatible endpoint with the Batch API")
+                          "needs a batch API (an OpenAI-compatible Batch API, Anthropic's Message Batches)")
     if pipeline.cache is None:
         raise ConfigError("batch mode needs a journal (cache=...): it keeps the batch ids, so that a run never "
                           "submits twice, and the answers as they are read")

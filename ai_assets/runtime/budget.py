@@ -45,7 +45,7 @@ class Budget:
 
     def _cost(self, usage: AttemptUsage) -> float:
         assert self.prices is not None
-        return self.prices.cost(usage.prompt_tokens, usage.completion_tokens, cached_tokens=usage.cached_tokens)
+        return self.prices.usage_cost(usage)
 
     def output_estimate(self, cost: TokenCost) -> int:
         """The completion tokens to hold for a request: its cap where it has one, else what answers of this run

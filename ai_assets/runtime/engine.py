@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -46,6 +47,7 @@ from ai_assets.runtime.errors import (
 )
 from ai_assets.runtime.limits import Limits, TokenCost
 from ai_assets.runtime.options import OnError, RunOptions
+from ai_assets.runtime.telemetry import CallTrace
 from ai_assets.runtime.usage import Usage
 
 __all__ = ["Connection", "Engine", "Job", "OnError", "Outcome", "Reply", "RunOptions"]
@@ -63,6 +65,8 @@ class Reply:
 
     value: Any
     usage: AttemptUsage
+    headers: Mapping[str, str] | None = None
+    """The answer's rate-limit headers (``ratelimit.headers.rate_headers``), which pace the account."""
 
 
 class Connection(Protocol):
@@ -115,12 +119,13 @@ class Engine:
     """Runs jobs as they are submitted, a bounded number at a time, over one connection."""
 
     def __init__(self, connection: Connection, options: RunOptions, usage: Usage, limits: Limits,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, trace: CallTrace | None = None) -> None:
         self.connection = connection
         self.options = options
         self.usage = usage
         self.limits = limits
         self.budget = budget
+        self.trace = trace
         # Jobs start through a window a few times wider than the concurrency (rows sleeping before a retry do not
         # idle the slots), never all at once: a million-row partition never holds a million live coroutines.
         self._window = asyncio.Semaphore(max(WINDOW_PER_SLOT * options.concurrency, MIN_WINDOW))
@@ -215,6 +220,8 @@ class Engine:
                         await on_outcome(job, outcome)  # durable before the slot is given back
                         return
                 except (TransientError, InvalidOutputError) as exc:
+                    if isinstance(exc, TransientError):
+                        await self.limits.learn(exc.headers)  # a 429 reports the limit it hit
                     if number == policy.max_attempts:
                         raise
                     wait = policy.delay(number, exc)  # raises for a Retry-After over max_wait
@@ -241,9 +248,10 @@ class Engine:
         self.usage.requests += 1
         started = time.perf_counter()
         limit = self.options.timeout_s if self._timed is None else self._timed.timeout_for(request)
+        got: Reply | None = None
         try:
             async with asyncio.timeout(limit):  # no extra task per request, unlike wait_for
-                reply = await self.connection.send(request)
+                reply = got = await self.connection.send(request)
         except TimeoutError as exc:
             raise TransientError(f"no answer within {limit:g}s") from exc
         except InvalidOutputError as exc:
@@ -257,9 +265,13 @@ class Engine:
         finally:
             outcome.latency_s = time.perf_counter() - started
             self.usage.latency(outcome.latency_s)
+            if self.trace is not None:  # spans and metrics, when OpenTelemetry is on (runtime.telemetry)
+                self.trace.request(job.key, request, outcome.attempts, outcome.latency_s, got,
+                                   None if got is not None else sys.exc_info()[1])
             if self.budget is not None:
                 self.budget.release(job.cost, held)
         await self._spent(job, outcome, reply.usage)
+        await self.limits.learn(reply.headers)
         return reply
 
     async def _spent(self, job: Job, outcome: Outcome, billed: AttemptUsage) -> None:

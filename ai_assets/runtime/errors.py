@@ -47,25 +47,57 @@ class NotSupportedError(AIAssetsError, TypeError):
 
 @dataclass
 class AttemptUsage:
-    """Tokens one request (or, summed, every attempt of a row) was billed."""
+    """Tokens one request (or, summed, every attempt of a row) was billed, in one shape for every vendor.
+
+    ``prompt_tokens`` is every input token; the parts billed apart are kept inside it: ``cached_tokens`` (read from
+    the prompt cache) and ``cache_write_tokens`` (written to it). OpenAI reports ``prompt_tokens`` with
+    ``cached_tokens`` inside and bills no writes, so its figures are this shape as they come; Anthropic reports
+    ``input_tokens`` *without* ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (Messages API,
+    ``usage``; "Prompt caching": total input = the three added), so ``billed_apart`` adds them up. Prices then bill
+    ``plain_input_tokens`` at the input price and each cache part at its own.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     """Of ``prompt_tokens``, those the provider served from its prompt cache (billed at the cached rate)."""
+    cache_write_tokens: int = 0
+    """Of ``prompt_tokens``, those written to the prompt cache (Anthropic's ``cache_creation_input_tokens``, billed
+    at the cache-write rate); 0 for vendors that bill no writes (OpenAI)."""
+    reasoning_tokens: int = 0
+    """Of ``completion_tokens``, those spent reasoning (billed as output; reported for insight)."""
+
+    @classmethod
+    def billed_apart(cls, input_tokens: int, output_tokens: int, *, cache_read: int = 0, cache_write: int = 0,
+                     reasoning: int = 0) -> AttemptUsage:
+        """Usage from a vendor whose ``input_tokens`` exclude the cache reads and writes (Anthropic)."""
+        return cls(input_tokens + cache_read + cache_write, output_tokens, cache_read, cache_write,
+                   min(reasoning, output_tokens))
+
+    @property
+    def plain_input_tokens(self) -> int:
+        """Input tokens neither read from nor written to the prompt cache (billed at the input price)."""
+        return max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
 
     def add(self, other: AttemptUsage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
 
 
 class TransientError(AIAssetsError):
     """Worth another attempt after a wait: 408 / 429 / 5xx, timeouts, dropped connections."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+        """The HTTP status that caused it, when one did (429: rate limited, 529: overloaded, ...)."""
+        self.headers = headers
+        """The answer's rate-limit headers, when it had some (a 429 reports the limit it hit)."""
 
 
 class PermanentError(AIAssetsError):

@@ -1,7 +1,9 @@
 """Built-in prices, so cost metadata appears without configuration.
 
 US dollars per million tokens (input, output, cached input) at OpenAI's standard tier, as published on
-openai.com/api/pricing on ``AS_OF``.
+openai.com/api/pricing on ``AS_OF``; Anthropic's (input, output, cache write, cache read) as published on
+docs.anthropic.com "Pricing" on ``ANTHROPIC_AS_OF``: a 5-minute cache write costs 1.25x the input price and a cache
+read 0.1x ("Prompt caching", pricing), the Message Batches API halves both.
 Prices change: pass ``prices=Prices(...)`` to any function or factory to use your own, or ``register`` a model. A
 dated snapshot, not a live feed. Model names match exactly or as a dated variant (``gpt-4o-mini-2024-07-18``).
 """
@@ -29,6 +31,29 @@ _TABLE: dict[str, Prices] = {
     "text-embedding-3-large": Prices(0.13, 0.0),
     "text-embedding-ada-002": Prices(0.10, 0.0),
 }
+ANTHROPIC_AS_OF = "2025-11-24"
+CACHE_WRITE_5M = 1.25
+"""Anthropic's 5-minute cache write, as a multiple of the input price."""
+CACHE_READ = 0.1
+"""Anthropic's cache read, as a multiple of the input price."""
+
+
+def anthropic_prices(input_per_million: float, output_per_million: float) -> Prices:
+    """A Claude model's prices: cache writes and reads priced off the input price as Anthropic documents."""
+    return Prices(input_per_million, output_per_million,
+                  cached_input_per_million=round(input_per_million * CACHE_READ, 6),
+                  cache_write_per_million=round(input_per_million * CACHE_WRITE_5M, 6))
+
+
+_TABLE.update({
+    "claude-opus-4-5": anthropic_prices(5.00, 25.00),
+    "claude-opus-4-1": anthropic_prices(15.00, 75.00),
+    "claude-opus-4": anthropic_prices(15.00, 75.00),
+    "claude-sonnet-4-5": anthropic_prices(3.00, 15.00),
+    "claude-sonnet-4": anthropic_prices(3.00, 15.00),
+    "claude-haiku-4-5": anthropic_prices(1.00, 5.00),
+    "claude-3-5-haiku": anthropic_prices(0.80, 4.00),
+})
 
 
 def register(model: str, prices: Prices) -> None:

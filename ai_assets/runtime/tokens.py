@@ -42,9 +42,11 @@ def message_tokens(messages: Sequence[dict[str, Any]]) -> int:
 
 
 def request_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """The messages of a Chat Completions body, or of a Responses body (``instructions`` and ``input``)."""
+    """The messages of a Chat Completions body (or a Messages body: Anthropic's ``system`` is top-level), or of a
+    Responses body (``instructions`` and ``input``)."""
     if "messages" in request:
-        return list(request["messages"])
+        system = request.get("system")
+        return ([{"role": "system", "content": system}] if system else []) + list(request["messages"])
     raw = request.get("input", "")
     messages = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
     if request.get("instructions"):

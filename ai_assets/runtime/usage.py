@@ -7,11 +7,13 @@ range of partitions reports each partition's own usage and cost.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_assets.runtime.errors import AttemptUsage
+from ai_assets.runtime.errors import AttemptUsage, ConfigError
+from ai_assets.runtime.guarantees import Certificate
 
 LATENCY_SAMPLE = 4096
 
@@ -20,25 +22,50 @@ LATENCY_SAMPLE = 4096
 class Prices:
     """US dollars per million tokens, for cost estimates; ``batch_discount`` is the Batch API's share off;
     ``cached_input_per_million`` the price of prompt tokens served from the provider's prompt cache (None: the
-    input price, no discount)."""
+    input price, no discount); ``cache_write_per_million`` the price of prompt tokens written to the cache (None:
+    the input price, as OpenAI bills them; Anthropic bills 1.25x the input price for its 5-minute cache)."""
 
     input_per_million: float = 0.0
     output_per_million: float = 0.0
     batch_discount: float = 0.5
     cached_input_per_million: float | None = None
+    cache_write_per_million: float | None = None
+
+    def __post_init__(self) -> None:
+        """A price is a finite amount >= 0 (a NaN or negative one made every cost, and the spend ledger, wrong)."""
+        for name in ("input_per_million", "output_per_million", "batch_discount", "cached_input_per_million",
+                     "cache_write_per_million"):
+            value = getattr(self, name)
+            if value is None and name.startswith("cache"):
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value < 0 or (name == "batch_discount" and value > 1)):
+                raise ConfigError(f"Prices.{name} must be a finite number >= 0"
+                                  f"{' and <= 1' if name == 'batch_discount' else ''}, got {value!r}")
 
     def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False,
-             cached_tokens: int = 0) -> float:
+             cached_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """Dollars for ``prompt_tokens`` input tokens (of which ``cached_tokens`` read from and
+        ``cache_write_tokens`` written to the prompt cache, each at its own price) and ``completion_tokens``."""
         cached_rate = self.input_per_million if self.cached_input_per_million is None \
             else self.cached_input_per_million
+        write_rate = self.input_per_million if self.cache_write_per_million is None \
+            else self.cache_write_per_million
         cached = min(cached_tokens, prompt_tokens)
-        dollars = ((prompt_tokens - cached) * self.input_per_million + cached * cached_rate
-                   + completion_tokens * self.output_per_million) / 1e6
+        written = min(cache_write_tokens, prompt_tokens - cached)
+        dollars = ((prompt_tokens - cached - written) * self.input_per_million + cached * cached_rate
+                   + written * write_rate + completion_tokens * self.output_per_million) / 1e6
         return dollars * (1 - self.batch_discount) if batch else dollars
+
+    def usage_cost(self, usage: AttemptUsage, *, batch: bool = False) -> float:
+        """What one attempt's (or a row's) ``usage`` cost."""
+        return self.cost(usage.prompt_tokens, usage.completion_tokens, batch=batch,
+                         cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens)
 
 
 COUNTERS = ("rows", "sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
-            "cached_tokens", "cache_hits", "deduplicated", "skipped", "errors", "answered")
+            "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cache_hits", "deduplicated", "skipped",
+            "errors", "answered")
 
 
 @dataclass
@@ -52,6 +79,10 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     """Of ``prompt_tokens``, those the provider served from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Of ``prompt_tokens``, those written to the provider's prompt cache (billed at the cache-write price)."""
+    reasoning_tokens: int = 0
+    """Of ``completion_tokens``, those spent reasoning."""
     cache_hits: int = 0
     deduplicated: int = 0
     skipped: int = 0
@@ -67,6 +98,8 @@ class Usage:
     models: dict[str, Usage] = field(default_factory=dict, repr=False)
     """A cascade's usage per model (what each model was sent and billed); cost sums them at their own prices."""
     model_prices: dict[str, Prices | None] = field(default_factory=dict, repr=False)
+    certificate: Certificate | None = None
+    """A certified cascade's threshold, oracle share, costs and guarantee (``Cascade(target=...)``)."""
     _latencies: list[float] = field(default_factory=list, repr=False)
     _latency_count: int = field(default=0, repr=False)
 
@@ -74,6 +107,8 @@ class Usage:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.cached_tokens += usage.cached_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
 
     def latency(self, seconds: float) -> None:
         """Record one request's latency (a uniform sample of at most ``LATENCY_SAMPLE`` is kept)."""
@@ -116,7 +151,7 @@ class Usage:
         """Add what ``other`` (one model's stage of a cascade) sent and was billed, also per group; rows, skips,
         answers and errors are the cascade's own (counted once, from its output)."""
         for name in ("sent_rows", "requests", "retries", "reasks", "prompt_tokens", "completion_tokens",
-                     "cached_tokens", "cache_hits", "deduplicated"):
+                     "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cache_hits", "deduplicated"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self._latencies.extend(other._latencies[:max(0, LATENCY_SAMPLE - len(self._latencies))])
         self.elapsed_s += other.elapsed_s
@@ -136,7 +171,7 @@ class Usage:
         if prices is None:
             return 0.0
         return prices.cost(self.prompt_tokens, self.completion_tokens, batch=self.batch,
-                           cached_tokens=self.cached_tokens)
+                           cached_tokens=self.cached_tokens, cache_write_tokens=self.cache_write_tokens)
 
     def summary(self) -> dict[str, Any]:
         """Plain numbers, ready for logs or Dagster metadata."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-FaultKind = Literal["400", "401", "404", "429", "500", "502", "503", "timeout", "reset", "invalid_json",
+FaultKind = Literal["400", "401", "404", "429", "500", "502", "503", "529", "timeout", "reset", "invalid_json",
                     "schema_violation"]
 
 
@@ -81,10 +81,14 @@ class ServerStats:
     embedding_inputs: int = 0
     faults_injected: int = 0
     rate_limited: int = 0
+    refusals: list[float] = field(default_factory=list)
+    """When (``time.monotonic()``) each request the rate limit refused arrived."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     """Prompt tokens answered from the prompt-prefix cache (reported as ``cached_tokens``)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the prompt cache (the Anthropic fake's ``cache_creation_input_tokens``)."""
     files_uploaded: int = 0
     batches_created: int = 0
     batch_lines: int = 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_assets.testing.faults import Fault, Rule, ServerStats
+from ai_assets.testing.noise import Noise, noisy
 from ai_assets.testing.prefix_cache import PrefixCache
 from ai_assets.testing.schema_instance import instance_for, seed_of
 
@@ -96,6 +97,7 @@ class App:
         self.limit: ServerLimit | WindowLimit | None = None
         self.prefix_cache = PrefixCache()
         self._ids = 0
+        self.noise: list[Noise] = []  # a cheap model's seeded mistakes (see noise)
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def count(self, key: str) -> int:
@@ -180,7 +182,7 @@ class App:
             await asyncio.sleep(self.latency)
         cache.complete(text)  # in the cache once the request has run (see prefix_cache)
         schema, tool_name = requested_schema(data)
-        content: str | None = self._content(key, schema, fault)
+        content: str | None = self._content(key, schema, fault, data.get("model"))
         tool_calls = None
         if tool_name is not None:
             tool_calls = [{"id": f"call_{seed_of(key) % 10**8}", "type": "function",
@@ -208,14 +210,14 @@ class App:
                       "prompt_tokens_details": {"cached_tokens": cached}},
         })
 
-    def _content(self, key: str, schema: dict[str, Any] | None, fault: Fault | None) -> str:
+    def _content(self, key: str, schema: dict[str, Any] | None, fault: Fault | None, model: object = None) -> str:
         seed = seed_of(key)
         if fault is not None and fault.kind == "invalid_json":
             return '{"truncated": '
         if fault is not None and fault.kind == "schema_violation":
             return json.dumps({"unexpected_field": seed % 100})
         if schema is not None:
-            return json.dumps(instance_for(schema, seed))
+            return json.dumps(noisy(self.noise, model, instance_for(schema, seed), key, schema))
         return f"Answer to: {key[:200]}"
 
     def _refuse_files(self, messages: list[dict[str, Any]]) -> Reply | None:
@@ -262,7 +264,7 @@ class App:
                 await asyncio.sleep(self.latency)
         fmt = (data.get("text") or {}).get("format") or {}
         schema = fmt.get("schema") if fmt.get("type") == "json_schema" else None
-        text = self._content(key, schema, fault)
+        text = self._content(key, schema, fault, data.get("model"))
         output_tokens = 1 + len(text) // 4
         reasoning = 8 if data.get("reasoning") else 0
         self.stats.prompt_tokens += input_tokens
@@ -309,10 +311,8 @@ class App:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
 
-
     async def transcribe(self, fields: dict[str, tuple[str | None, bytes]]) -> Reply | object:
-        """``/audio/transcriptions``: a deterministic transcript of the uploaded file; faults match
-        ``audio <filename>``."""
+        """``/audio/transcriptions``: a deterministic transcript of the file; faults match ``audio <filename>``."""
         if "file" not in fields or "model" not in fields:
             return Reply(400, {"error": {"message": "file and model are required", "type": "invalid_request_error"}})
         filename, audio = fields["file"]

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,12 +31,14 @@ from typing import Any, Self
 from ai_assets.testing.batches import BatchApi, multipart_fields
 from ai_assets.testing.faults import BatchBehaviour, Fault, Rule, ServerStats
 from ai_assets.testing.handlers import RESET, App, Reply, ServerLimit, WindowLimit
+from ai_assets.testing.noise import Noise
 from ai_assets.testing.prefix_cache import PrefixCache, Write
+from ai_assets.testing.rate_headers import HeaderStyle, report, window_state
 
 TRACKED_HEADERS = ("authorization", "api-key")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable"}
+            502: "Bad Gateway", 503: "Service Unavailable", 529: "Overloaded"}
 
 
 class _Server:
@@ -44,6 +47,7 @@ class _Server:
     def __init__(self, app: App) -> None:
         self.app = app
         self.batches = BatchApi(app)
+        self.header_style: HeaderStyle | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -86,17 +90,28 @@ class _Server:
         if path.endswith("/models"):
             return Reply(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
         if method == "POST" and path.endswith("/chat/completions"):
-            return await app.chat(data)
+            return self.reported(await app.chat(data))
         if method == "POST" and path.endswith("/responses"):
-            return await app.responses(data)
+            return self.reported(await app.responses(data))
         if method == "POST" and path.endswith("/embeddings"):
-            return await app.embeddings(data)
+            return self.reported(await app.embeddings(data))
         if method == "POST" and path.endswith("/audio/transcriptions"):
             return await app.transcribe(multipart_fields(body, headers) if multipart else {})
         routed = await self.batches.route(method, path, data, body, headers)
         if routed is not None:
             return routed
         return Reply(404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
+
+    def reported(self, reply: Reply | object) -> Reply | object:
+        """``reply`` with the account's rate-limit headers, in the vendor style asked for (``set_rate_limit``)."""
+        limit = self.app.limit
+        if isinstance(reply, Reply) and reply.status == 429 and limit is not None:
+            self.app.stats.refusals.append(time.monotonic())
+        if self.header_style is None or not isinstance(reply, Reply) or not isinstance(limit, WindowLimit):
+            return reply
+        state = window_state([(at, tokens) for at, tokens in limit._arrivals], limit.window_s, limit.rpm, limit.tpm)
+        reply.headers.update(report(self.header_style, state))
+        return reply
 
     def admin(self, name: str, data: dict[str, Any]) -> Reply:
         app = self.app
@@ -114,6 +129,7 @@ class _Server:
                                "prefix_cache_write": app.prefix_cache.write})
         if name == "rate_limit":
             rpm, tpm, window = data.get("rpm"), data.get("tpm"), data.get("window_s")
+            self.header_style = data.get("headers")
             if not (rpm or tpm):
                 app.limit = None
             elif window:
@@ -121,6 +137,9 @@ class _Server:
             else:
                 app.limit = ServerLimit(rpm, tpm, float(data.get("tolerance_s", 0.0)))
             return Reply(200, {})
+        if name == "noise":
+            app.noise = [Noise(**n) for n in data["noise"]]
+            return Reply(200, {"noise": len(app.noise)})
         if name == "batches":
             self.batches.configure(BatchBehaviour(**data))
             return Reply(200, {})
@@ -164,7 +183,7 @@ class FakeOpenAIServer:
     def start(self) -> Self:
         if self.in_process:
             return self._start_thread()
-        command = [sys.executable, "-m", "ai_assets.testing", "--port", "0", "--latency", str(self.latency),
+        command = [sys.executable, "-m", self.module, "--port", "0", "--latency", str(self.latency),
                    "--embedding-dim", str(self.embedding_dim)]
         self._process = subprocess.Popen(command + ([] if self.track else ["--no-track"]), stdout=subprocess.PIPE,
                                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -179,7 +198,7 @@ class FakeOpenAIServer:
     def _start_thread(self) -> Self:
         ready = threading.Event()
         self._loop = loop = asyncio.new_event_loop()
-        server = _Server(App(self.latency, self.embedding_dim, track=self.track))
+        server = self._make_server()
 
         def bound(port: int) -> None:
             self.port = port
@@ -199,6 +218,13 @@ class FakeOpenAIServer:
         if not ready.wait(10):
             raise RuntimeError("fake OpenAI server thread did not start")
         return self
+
+    module = "ai_assets.testing"
+    """The module whose ``main`` runs this server in a child process (a vendor's fake names its own)."""
+
+    def _make_server(self) -> _Server:
+        """The server run on a thread of this process (``in_process=True``)."""
+        return _Server(App(self.latency, self.embedding_dim, track=self.track))
 
     def stop(self) -> None:
         if self._process is not None:
@@ -237,11 +263,20 @@ class FakeOpenAIServer:
         self._admin("config", {"prefix_cache": blocks, "prefix_cache_write": write})
 
     def set_rate_limit(self, *, rpm: float | None = None, tpm: float | None = None, window_s: float | None = 60.0,
-                       tolerance_s: float = 0.0) -> None:
+                       tolerance_s: float = 0.0, headers: HeaderStyle | None = None) -> None:
         """Answer 429 (with ``retry-after-ms``) above ``rpm`` / ``tpm``: a strict sliding window of ``window_s``
         seconds (the limits scaled to it), as provider accounts count; ``window_s=None`` runs a GCRA instead,
-        allowing ``tolerance_s`` of early arrival. No rates removes the limit."""
-        self._admin("rate_limit", {"rpm": rpm, "tpm": tpm, "window_s": window_s, "tolerance_s": tolerance_s})
+        allowing ``tolerance_s`` of early arrival. No rates removes the limit. ``headers``: report the limit in
+        every answer (429s included) as ``"openai"`` (``x-ratelimit-*``) or ``"anthropic"``
+        (``anthropic-ratelimit-*``) does (sliding window only; see ``rate_headers``); the client is told nothing
+        else of it."""
+        self._admin("rate_limit", {"rpm": rpm, "tpm": tpm, "window_s": window_s, "tolerance_s": tolerance_s,
+                                   "headers": headers})
+
+    def set_noise(self, *noise: Noise) -> None:
+        """Make a model answer wrong on some prompts, seeded, with a confidence that says how likely (see
+        ``ai_assets.testing.noise``); no rules: every model answers the truth again."""
+        self._admin("noise", {"noise": [asdict(n) for n in noise]})
 
     def set_batches(self, behaviour: BatchBehaviour) -> None:
         """How the Batch API behaves from now on (completion delay, expiry, validation failure)."""

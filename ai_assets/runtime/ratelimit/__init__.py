@@ -51,6 +51,11 @@ class RateStore(Protocol):
         """Move the bucket's time line by ``delta_s`` (negative: give back an over-estimate)."""
         ...
 
+    async def raise_to(self, bucket: str, wait_s: float) -> None:
+        """Let nothing more through the bucket for ``wait_s`` seconds from now (a provider said its limit is
+        used up until then); a time line already later stays."""
+        ...
+
 
 @dataclass(frozen=True)
 class RateLimit:

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from ai_assets.runtime.errors import ConfigError, MissingExtraError
 from ai_assets.runtime.ratelimit import RateStore
+from ai_assets.runtime.ratelimit.breaker import BreakerRecord, Event, Verdict, record_of, step, text_of
 
 _STORES: dict[str | None, RateStore] = {}
 _STORES_LOCK = threading.Lock()
@@ -26,6 +27,7 @@ class MemoryStore:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._tat: dict[str, float] = {}
+        self._breakers: dict[str, BreakerRecord] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -41,6 +43,18 @@ class MemoryStore:
             if bucket in self._tat:
                 self._tat[bucket] += delta_s
 
+    async def raise_to(self, bucket: str, wait_s: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tat[bucket] = max(self._tat.get(bucket, now), now + wait_s)
+
+    async def breaker(self, name: str, event: Event, threshold: int, cooldown_s: float) -> Verdict:
+        with self._lock:
+            record, verdict = step(self._breakers.get(name, BreakerRecord()), event, self._clock(), threshold,
+                                   cooldown_s)
+            self._breakers[name] = record
+        return verdict
+
 
 class FileStore:
     """Buckets in a folder on one machine: one small file each, read and rewritten under ``flock``. The clock is
@@ -54,26 +68,55 @@ class FileStore:
     def _path(self, bucket: str) -> Path:
         return self.folder / (hashlib.sha256(bucket.encode()).hexdigest()[:32] + ".tat")
 
-    def _update(self, bucket: str, interval_s: float, reserve: bool) -> float:
+    def _locked(self, bucket: str, change: Callable[[bytes, float], bytes]) -> bytes:
+        """Rewrite a bucket's file under ``flock`` with ``change(old content, now)``; the new content."""
         fd = os.open(self._path(bucket), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.read(fd, 64)
-            now = self._clock()
-            tat = float(raw) if raw else now
-            tat = max(tat, now) + interval_s if reserve else tat + interval_s
+            new = change(os.read(fd, 128), self._clock())
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
-            os.write(fd, repr(tat).encode())
-            return tat - now
+            os.write(fd, new)
+            return new
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _update(self, bucket: str, interval_s: float, mode: str) -> float:
+        waited = [0.0]
+
+        def change(raw: bytes, now: float) -> bytes:
+            tat = float(raw) if raw else now
+            if mode == "reserve":
+                tat = max(tat, now) + interval_s
+            elif mode == "raise":
+                tat = max(tat, now + interval_s)
+            else:
+                tat += interval_s
+            waited[0] = tat - now
+            return repr(tat).encode()
+
+        self._locked(bucket, change)
+        return waited[0]
+
     async def reserve(self, bucket: str, interval_s: float) -> float:
-        return self._update(bucket, interval_s, reserve=True)
+        return self._update(bucket, interval_s, "reserve")
 
     async def adjust(self, bucket: str, delta_s: float) -> None:
-        self._update(bucket, delta_s, reserve=False)
+        self._update(bucket, delta_s, "adjust")
+
+    async def raise_to(self, bucket: str, wait_s: float) -> None:
+        self._update(bucket, wait_s, "raise")
+
+    async def breaker(self, name: str, event: Event, threshold: int, cooldown_s: float) -> Verdict:
+        verdict: list[Verdict] = []
+
+        def change(raw: bytes, now: float) -> bytes:
+            record, said = step(record_of(raw), event, now, threshold, cooldown_s)
+            verdict.append(said)
+            return text_of(record).encode()
+
+        self._locked(name, change)
+        return verdict[0]
 
 
 _RESERVE_LUA = """
@@ -84,6 +127,48 @@ local start = math.max(tat, now) + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.6f', start), 'EX', tonumber(ARGV[2]))
 return string.format('%.6f', start - now)
 """
+
+_RAISE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.call('SET', KEYS[1], string.format('%.6f', math.max(tat, now + tonumber(ARGV[1]))), 'EX', tonumber(ARGV[2]))
+return 1
+"""
+_BREAKER_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local raw = redis.call('GET', KEYS[1])
+local failures, opened, probe = 0, 0, 0
+if raw then
+  local f, o, p = string.match(raw, '^(%d+) ([%d%.eE+-]+) ([%d%.eE+-]+)$')
+  if f then failures, opened, probe = tonumber(f), tonumber(o), tonumber(p) end
+end
+local event, threshold, cooldown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local verdict = 'closed'
+if event == 'success' then
+  failures, opened, probe = 0, 0, 0
+elseif event == 'failure' then
+  failures = failures + 1
+  if opened > 0 or failures >= threshold then opened, probe, verdict = now, 0, 'open' end
+elseif opened == 0 then
+  if failures > 0 then verdict = 'suspect' end
+else
+  if now - opened < cooldown or (probe > 0 and now - probe < cooldown) then
+    verdict = 'open'
+  else
+    probe, verdict = now, 'probe'
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d %.6f %.6f', failures, opened, probe), 'EX', tonumber(ARGV[4]))
+return verdict
+"""
+
+
+def _verdict(said: Any) -> Verdict:
+    text = said.decode() if isinstance(said, bytes) else str(said)
+    verdicts: dict[str, Verdict] = {"probe": "probe", "open": "open", "suspect": "suspect"}
+    return verdicts.get(text, "closed")
 
 
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -113,6 +198,8 @@ class RedisStore:
             raise MissingExtraError("redis", "cluster") from exc
         self._client = redis.Redis.from_url(url)
         self._reserve = self._client.register_script(_RESERVE_LUA)
+        self._raise = self._client.register_script(_RAISE_LUA)
+        self._breaker = self._client.register_script(_BREAKER_LUA)
 
     def _key(self, bucket: str) -> str:
         return f"ai_assets:rate:{bucket}"
@@ -125,9 +212,18 @@ class RedisStore:
     async def adjust(self, bucket: str, delta_s: float) -> None:
         await asyncio.to_thread(self._client.incrbyfloat, self._key(bucket), delta_s)
 
+    async def raise_to(self, bucket: str, wait_s: float) -> None:
+        await asyncio.to_thread(lambda: self._raise(keys=[self._key(bucket)], args=[wait_s, BUCKET_TTL_S]))
+
+    async def breaker(self, name: str, event: Event, threshold: int, cooldown_s: float) -> Verdict:
+        said = await asyncio.to_thread(
+            lambda: self._breaker(keys=[self._key(name)], args=[event, threshold, cooldown_s, BUCKET_TTL_S]))
+        return _verdict(said)
+
 
 _PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ai_assets_rate_limits (bucket TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL)
+CREATE TABLE IF NOT EXISTS ai_assets_rate_limits (bucket TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS ai_assets_breakers (name TEXT PRIMARY KEY, record TEXT NOT NULL)
 """
 _PG_RESERVE = """
 INSERT INTO ai_assets_rate_limits AS r (bucket, tat) VALUES (%(bucket)s, extract(epoch from clock_timestamp()) + %(s)s)
@@ -135,6 +231,10 @@ ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(r.tat, extract(epoch from cloc
 RETURNING tat - extract(epoch from clock_timestamp())
 """
 _PG_ADJUST = "UPDATE ai_assets_rate_limits SET tat = tat + %(s)s WHERE bucket = %(bucket)s"
+_PG_RAISE = """
+INSERT INTO ai_assets_rate_limits AS r (bucket, tat) VALUES (%(bucket)s, extract(epoch from clock_timestamp()) + %(s)s)
+ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(r.tat, extract(epoch from clock_timestamp()) + %(s)s)
+"""
 
 
 class PostgresStore:
@@ -162,6 +262,28 @@ class PostgresStore:
 
     async def adjust(self, bucket: str, delta_s: float) -> None:
         await asyncio.to_thread(self._run, _PG_ADJUST, {"bucket": bucket, "s": delta_s})
+
+    async def raise_to(self, bucket: str, wait_s: float) -> None:
+        await asyncio.to_thread(self._run, _PG_RAISE, {"bucket": bucket, "s": wait_s})
+
+    async def breaker(self, name: str, event: Event, threshold: int, cooldown_s: float) -> Verdict:
+        def work(cursor: Any) -> Verdict:
+            cursor.execute("BEGIN")
+            try:
+                cursor.execute("INSERT INTO ai_assets_breakers (name, record) VALUES (%s, '') ON CONFLICT DO NOTHING",
+                               (name,))
+                cursor.execute("SELECT record, extract(epoch from clock_timestamp()) FROM ai_assets_breakers "
+                               "WHERE name = %s FOR UPDATE", (name,))
+                raw, now = cursor.fetchone()
+                record, verdict = step(record_of(raw), event, float(now), threshold, cooldown_s)
+                cursor.execute("UPDATE ai_assets_breakers SET record = %s WHERE name = %s", (text_of(record), name))
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            return verdict
+
+        return await asyncio.to_thread(self._connection.run, work)
 
 
 def open_store(location: str | None) -> RateStore:
