@@ -1,7 +1,7 @@
 """Bytes per row in each store, for sizing a deployment: a review (~250 characters) with a structured answer
 (sentiment, three aspects, a summary) and a 1,536-d embedding (text-embedding-3-small's size), against the fake
-server. Writes ``--rows`` rows to Parquet, Delta and LanceDB, and the answers to the SQLite and Postgres journals,
-then prints the bytes on disk per row of each.
+server. Writes ``--rows`` rows to Parquet, Delta, LanceDB and Iceberg (a SQLite catalog), and the answers to the
+SQLite and Postgres journals, then prints the bytes on disk per row of each and each table write's rows per second.
 
     python bench/bench_storage.py [--rows 20000]
 """
@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -21,13 +23,16 @@ from pydantic import BaseModel, Field
 from ai_assets import OpenAICompatibleProvider, ResultCache, RunOptions, embed_text, open_cache, prompt
 from ai_assets.storage.base import PARTITION_COLUMN
 from ai_assets.storage.delta import DeltaStore
+from ai_assets.storage.iceberg import IcebergStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer
-from ai_assets.testing.services import postgres_server
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the service starters are in tests/
 import results
+
+from tests.services import postgres_server
 
 DIM = 1536
 WORDS = ["battery", "screen", "camera", "price", "delivery", "support", "sound", "fit", "colour", "weight"]
@@ -70,10 +75,22 @@ def main() -> None:
                           options=options, cache=journal).table
         table = embed_text(answered, "text", provider=llm, options=options, cache=journal).table
         text_only = table.drop_columns(["embedding", "embedding_error"])
-        ParquetStore(str(folder / "parquet")).write(table, ["2024-11-01"])
-        DeltaStore(str(folder / "delta")).write(table, ["2024-11-01"])
-        LanceStore(str(folder / "lancedb"), "t").write(table, ["2024-11-01"])
+        iceberg = {"type": "sql", "uri": f"sqlite:///{folder}/iceberg/catalog.db",
+                   "warehouse": f"file://{folder}/iceberg"}
+        (folder / "iceberg").mkdir()
+        writes: dict[str, Callable[[], object]] = {
+            "Parquet": lambda: ParquetStore(str(folder / "parquet")).write(table, ["2024-11-01"]),
+            "Delta": lambda: DeltaStore(str(folder / "delta")).write(table, ["2024-11-01"]),
+            "LanceDB": lambda: LanceStore(str(folder / "lancedb"), "t").write(table, ["2024-11-01"]),
+            "Iceberg": lambda: IcebergStore(iceberg, "bench.t", run_id="bench").write(table, ["2024-11-01"]),
+        }
+        seconds = {}
+        for name, write in writes.items():
+            started = time.perf_counter()
+            write()
+            seconds[name] = time.perf_counter() - started
         DeltaStore(str(folder / "delta_no_vectors")).write(text_only, ["2024-11-01"])
+        IcebergStore(iceberg, "bench.t_no_vectors").write(text_only, ["2024-11-01"])
         prompt(source, "Product: {product}\nReview: {text}", provider=llm, return_format=Insight, options=options,
                cache=postgres)
         embed_text(answered, "text", provider=llm, options=options, cache=postgres)
@@ -91,13 +108,18 @@ def main() -> None:
             "Delta (answers + 1,536-d vector)": size(folder / "delta"),
             "Delta (answers only)": size(folder / "delta_no_vectors"),
             "LanceDB (answers + 1,536-d vector)": size(folder / "lancedb"),
+            "Iceberg (answers + 1,536-d vector)": size(folder / "iceberg" / "bench" / "t"),
+            "Iceberg (answers only)": size(folder / "iceberg" / "bench" / "t_no_vectors"),
             "SQLite journal (answer + vector entries)": size(folder / "journal.sqlite"),
             "Postgres journal (answer + vector entries)": pg_bytes,
         }
         print(f"{n:,} rows; source text {sum(len(t) for t in source.column('text').to_pylist()) / n:.0f} chars/row")
         for name, total in figures.items():
             print(f"  {name:<44} {total / n:8.0f} bytes/row")
-        results.save("storage", {"rows": n, **{name: total / n for name, total in figures.items()}})
+        for name, took in seconds.items():
+            print(f"  {name + ' write (one partition, one commit)':<44} {n / took:8.0f} rows/s")
+        results.save("storage", {"rows": n, **{name: total / n for name, total in figures.items()},
+                                 **{f"{name} write rows/s": n / took for name, took in seconds.items()}})
     os._exit(0)  # deltalake can abort at interpreter exit after reads (delta-rs #2184)
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 from ai_assets import RetryPolicy, RunOptions
 from ai_assets.dagster import (
     DeltaIOManager,
+    IcebergIOManager,
     LanceDBIOManager,
     OpenAICompatibleResource,
     ParquetIOManager,
@@ -26,9 +27,11 @@ answers = prompt_asset(
     options=RunOptions(concurrency=8, on_error="null", retry=RetryPolicy(max_attempts=2, base_wait=0.01)),
     partitions_def=partitions)
 io_managers = {"parquet": ParquetIOManager, "delta": DeltaIOManager, "lancedb": LanceDBIOManager}
+store = IcebergIOManager(root=f"file://{OUT}/iceberg", catalog_uri=f"sqlite:///{OUT}/iceberg.db") \
+    if BACKEND == "iceberg" else io_managers[BACKEND](root=OUT + "/" + BACKEND)
 
 defs = dg.Definitions(assets=[raw, answers], resources={
     "llm": OpenAICompatibleResource(model="fake", base_url=os.environ["OPENAI_BASE_URL"], api_key="sk-resume"),
     "ai_cache": ResultCacheResource(path=os.environ.get("RESUME_JOURNAL", OUT + "/cache.sqlite")),
-    "io_manager": io_managers[BACKEND](root=OUT + "/" + BACKEND),
+    "io_manager": store,
 })

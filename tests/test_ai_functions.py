@@ -32,8 +32,6 @@ from ai_assets import (
     translate,
 )
 from ai_assets.dagster import (
-    DeltaIOManager,
-    LanceDBIOManager,
     OpenAICompatibleResource,
     ParquetIOManager,
     ResultCacheResource,
@@ -49,7 +47,7 @@ from ai_assets.dagster import (
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer
 from ai_assets.testing.documents import pdf
-from tests.kinds import STORE_KINDS
+from tests.kinds import STORE_KINDS, local_io_manager
 
 pytestmark = pytest.mark.slow
 REVIEWS = pa.table({"text": ["Great screen, the battery dies by noon.", "Arrived late and the box was crushed.",
@@ -317,8 +315,7 @@ def test_long_unicode_partition_keys_round_trip(tmp_path: Path, backend: str) ->
     def again(rows: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return rows
 
-    store = {"parquet": ParquetIOManager, "delta": DeltaIOManager, "lancedb": LanceDBIOManager}[backend](
-        root=str(tmp_path / backend))
+    store = local_io_manager(backend, tmp_path)
     for key in LONG:
         assert dg.materialize([rows, again], partition_key=key, resources={"store": store}).success
     if backend == "parquet":

@@ -56,6 +56,10 @@ def io_manager(backend: str, root: Path) -> ArrowIOManager:
         return ParquetIOManager(root=str(root / "parquet"))
     if backend == "delta":
         return DeltaIOManager(root=str(root / "delta"))
+    if backend == "iceberg":
+        from ai_assets.dagster import IcebergIOManager
+
+        return IcebergIOManager(root=f"file://{root}/iceberg", catalog_uri=f"sqlite:///{root}/iceberg.db")
     return LanceDBIOManager(root=str(root / "lancedb"), index_after_rows=None)
 
 

@@ -30,7 +30,7 @@ from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.storage.parquet import ParquetStore
 from ai_assets.testing import FakeOpenAIServer, Fault
-from tests.kinds import TABLE_STORE_KINDS
+from tests.kinds import TABLE_STORE_KINDS, local_io_manager
 
 pytestmark = pytest.mark.slow
 
@@ -256,9 +256,7 @@ def test_two_partitions_at_once_into_one_table(tmp_path: Path, server: FakeOpenA
     runs = [cli(tmp_path, server, key, backend, home_name=f"home-{key}") for key in ("p1", "p2")]
     for run in runs:
         finish(run)
-    store = DeltaStore(str(tmp_path / "out" / "delta" / "answers")) if backend == "delta" else \
-        LanceStore(str(tmp_path / "out" / "lancedb"), "answers")
-    table = store.read()
+    table = local_io_manager(backend, tmp_path / "out").store(dg.AssetKey("answers"), {}).read()
     assert table.num_rows == 200
     pairs = list(zip(table.column("_partition").to_pylist(), table.column("id").to_pylist(), strict=True))
     assert len(set(pairs)) == 200

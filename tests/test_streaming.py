@@ -21,7 +21,6 @@ from ai_assets import (
 )
 from ai_assets.dagster import (
     DeltaIOManager,
-    LanceDBIOManager,
     OpenAICompatibleResource,
     ParquetIOManager,
     ResultCacheResource,
@@ -31,7 +30,7 @@ from ai_assets.dagster import (
 from ai_assets.storage.delta import DeltaStore
 from ai_assets.storage.lance import LanceStore
 from ai_assets.testing import FakeOpenAIServer, Fault
-from tests.kinds import STORE_KINDS, TABLE_STORE_KINDS
+from tests.kinds import STORE_KINDS, TABLE_STORE_KINDS, local_io_manager
 
 pytestmark = pytest.mark.slow
 
@@ -118,8 +117,7 @@ def test_a_reader_downstream_gets_the_rows_a_table_downstream_gets(tmp_path: Pat
     def as_reader(rows: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return rows
 
-    managers = {"parquet": ParquetIOManager, "delta": DeltaIOManager, "lancedb": LanceDBIOManager}
-    manager = managers[backend](root=str(tmp_path / backend))
+    manager = local_io_manager(backend, tmp_path)
     assert dg.materialize([rows, as_table, as_reader], partition_key="d1", resources={"io_manager": manager}).success
     from_table = manager.store(dg.AssetKey("as_table"), {}).read(["d1"]).sort_by("id")
     from_reader = manager.store(dg.AssetKey("as_reader"), {}).read(["d1"]).sort_by("id")

@@ -16,7 +16,6 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from ai_assets.dagster.metadata import table_metadata
@@ -31,6 +30,10 @@ MERGE_DELETE_MISSING = "ai_assets/merge_delete_missing"
 VECTOR_COLUMN = "ai_assets/vector_column"
 TEXT_COLUMN = "ai_assets/text_column"
 """The text an embedding asset embedded: LanceDB gives it a full-text index beside the vector index."""
+PARTITION_EXPR = "partition_expr"
+"""Dagster's own key (as in its DuckDB / Delta / Iceberg IO managers): the column that holds the partition key."""
+COLUMNS = "columns"
+"""Dagster's input metadata key: read only these columns."""
 PREVIEW_ROWS = 5
 ROW_COUNT = "dagster/row_count"
 
@@ -39,17 +42,29 @@ def _table_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
 
+def partition_column(definition_metadata: dict[str, Any]) -> str:
+    """The asset's ``partition_expr`` (a column of its data), else the synthetic ``_partition``."""
+    expr = definition_metadata.get(PARTITION_EXPR)
+    if expr is None:
+        return PARTITION_COLUMN
+    if not isinstance(expr, str) or not expr.isidentifier():
+        raise dg.DagsterInvalidDefinitionError(
+            f"metadata {PARTITION_EXPR!r} must name one column of the asset's data, got {expr!r}")
+    return expr
+
+
 class _Observed:
     """A reader passed through while counting its rows and keeping its first rows for the preview."""
 
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
+    def __init__(self, reader: pa.RecordBatchReader, column: str = PARTITION_COLUMN) -> None:
         self.schema = reader.schema
         self.rows = 0
         self.head: list[pa.RecordBatch] = []
         self.errors = {name: 0 for name in reader.schema.names if is_error_column(name)}
         self.by_partition: dict[str, Counter[str]] = defaultdict(Counter)
         """Per partition (a single-run backfill writes several): rows and rows with each error column."""
-        self._split = PARTITION_COLUMN in reader.schema.names
+        self._column = column
+        self._split = column in reader.schema.names
         self._source = reader
 
     def reader(self) -> pa.RecordBatchReader:
@@ -68,7 +83,9 @@ class _Observed:
         return pa.RecordBatchReader.from_batches(self.schema, batches())
 
     def _count_partitions(self, batch: pa.RecordBatch) -> None:
-        keys = batch.column(PARTITION_COLUMN)
+        import pyarrow.compute as pc  # ~30-80 ms to import (it wraps ~290 kernels): only where a batch is split
+
+        keys = batch.column(self._column)
         for item in pc.value_counts(keys).to_pylist():
             self.by_partition[str(item["values"])]["rows"] += item["counts"]
         for name in self.errors:
@@ -88,7 +105,9 @@ class ArrowIOManager(dg.ConfigurableIOManager):
         default_factory=dict, description="Object-store options and credentials, passed to the backend")
 
     @abstractmethod
-    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore: ...
+    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any], run_id: str | None = None
+              ) -> TableStore:
+        """The asset's table (``run_id``: the writing run, for stores that make commits idempotent)."""
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table | pa.RecordBatchReader) -> None:
         if not isinstance(obj, (pa.Table, pa.RecordBatchReader)):
@@ -97,15 +116,16 @@ class ArrowIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}")
         reader = as_reader(obj)
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
-        if partitions is not None and PARTITION_COLUMN not in reader.schema.names:
+        store = self.store(context.asset_key, dict(context.definition_metadata or {}), context.run_id)
+        column = store.partition_column
+        if partitions is not None and column not in reader.schema.names:
             if len(partitions) != 1:
                 reader.close()
                 raise dg.DagsterInvariantViolationError(
                     f"asset {context.asset_key.to_user_string()} covers {len(partitions)} partitions but its "
-                    f"output has no {PARTITION_COLUMN!r} column to tell them apart")
-            reader = stream_with_partition(reader, partitions[0])
-        observed = _Observed(reader)
-        store = self.store(context.asset_key, dict(context.definition_metadata or {}))
+                    f"output has no {column!r} column to tell them apart")
+            reader = stream_with_partition(reader, partitions[0], column)
+        observed = _Observed(reader, column)
         result = store.write(observed.reader(), partitions)
         metadata: dict[str, Any] = {**table_metadata(observed.preview(), observed.rows),
                                     "table_uri": dg.MetadataValue.path(result.uri),  # Dagster's standard keys too:
@@ -130,9 +150,10 @@ class ArrowIOManager(dg.ConfigurableIOManager):
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
         metadata = dict(context.upstream_output.definition_metadata or {}) if context.upstream_output else {}
         store = self.store(key, metadata)
+        columns = (context.definition_metadata or {}).get(COLUMNS)
         if wants_stream(context):
-            return store.read_stream(partitions)
-        return store.read(partitions)
+            return store.read_stream(partitions, columns=columns)
+        return store.read(partitions, columns=columns)
 
 
 def wants_stream(context: dg.InputContext) -> bool:
@@ -145,8 +166,10 @@ class ParquetIOManager(ArrowIOManager):
     """One Parquet file per partition under ``root/<asset>/``, written batch by batch to a temp file, then
     renamed into place."""
 
-    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
-        return ParquetStore(f"{self.root.rstrip('/')}/{_table_name(key)}", self.storage_options or None)
+    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any], run_id: str | None = None
+              ) -> TableStore:
+        return ParquetStore(f"{self.root.rstrip('/')}/{_table_name(key)}", self.storage_options or None,
+                            partition_column=partition_column(definition_metadata))
 
 
 class DeltaIOManager(ArrowIOManager):
@@ -154,11 +177,13 @@ class DeltaIOManager(ArrowIOManager):
     ``ai_assets/merge_on`` metadata (key columns; with ``ai_assets/merge_delete_missing``, rows of the partition
     no longer in the source are deleted)."""
 
-    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
+    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any], run_id: str | None = None
+              ) -> TableStore:
         merge_on = definition_metadata.get(MERGE_ON)
         return DeltaStore(f"{self.root.rstrip('/')}/{_table_name(key)}", self.storage_options or None,
                           merge_on=list(merge_on) if merge_on else None,
-                          delete_missing=bool(definition_metadata.get(MERGE_DELETE_MISSING, False)))
+                          delete_missing=bool(definition_metadata.get(MERGE_DELETE_MISSING, False)),
+                          partition_column=partition_column(definition_metadata))
 
 
 class LanceDBIOManager(ArrowIOManager):
@@ -172,8 +197,10 @@ class LanceDBIOManager(ArrowIOManager):
     full_text_index: bool = Field(
         default=True, description="Give an embedding asset's text column a full-text index (hybrid search)")
 
-    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any]) -> TableStore:
+    def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any], run_id: str | None = None
+              ) -> TableStore:
         return LanceStore(self.root, _table_name(key), vector_column=definition_metadata.get(VECTOR_COLUMN),
                           text_column=definition_metadata.get(TEXT_COLUMN) if self.full_text_index else None,
                           index_after_rows=self.index_after_rows, reindex_after_rows=self.reindex_after_rows,
-                          storage_options=self.storage_options or None)
+                          storage_options=self.storage_options or None,
+                          partition_column=partition_column(definition_metadata))

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import fsspec
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
@@ -76,6 +75,8 @@ def stream_source(path: str, *, format: Format | None = None, columns: Sequence[
                   bad_rows: BadRows = "raise", min_rows: int = 0) -> pa.RecordBatchReader:
     """Every file matching ``path`` (a glob is fine), batch by batch; ``columns`` projects, ``limit`` caps rows,
     ``min_rows`` fails a source with fewer rows."""
+    import fsspec
+
     fs, _ = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
     matches = sorted(fs.glob(path)) if _is_glob(path) else ([path] if fs.exists(path) else [])
     if not matches:

@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow as pa
 
 from ai_assets.functions.ingest import BadRows, Format, bounded, resolve_path, stream_source
-from ai_assets.functions.table_sources import DeltaSource, LanceSource
+from ai_assets.functions.table_sources import DeltaSource, IcebergSource, LanceSource
 from ai_assets.runtime.errors import ConfigError
 
-TableSource = DeltaSource | LanceSource
+TableSource = DeltaSource | LanceSource | IcebergSource
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class IngestSpec:
                 f" (partition column {self.source.partition_column})" if self.source.partition_column else "")
         if isinstance(self.source, LanceSource):
             return f"the LanceDB table {self.source.table} in {self.source.uri}"
+        if isinstance(self.source, IcebergSource):
+            return f"the Iceberg table {self.source.table}"
         assert self.path is not None
         shown = resolve_path(self.path, fields) if fields is not None else self.path
         return f"files at {shown}" if self.format == "files" else shown

@@ -1,4 +1,4 @@
-"""Existing tables as sources: one partition of a Delta or LanceDB table, read as a stream.
+"""Existing tables as sources: one partition of a Delta, LanceDB or Iceberg table, read as a stream.
 
 A partition is the rows whose ``partition_column`` equals the partition key (converted to the column's type, so a
 ``date`` or ``int`` column works with Dagster's string keys); for multi-partitions, one column per dimension. Only
@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ai_assets.runtime.errors import ConfigError, MissingExtraError
-from ai_assets.storage.base import sql_literal
+from ai_assets.storage.base import sql_value
 from ai_assets.storage.delta import DeltaStore
 
 READ_BATCH_ROWS = 65_536
@@ -50,15 +49,6 @@ def _check_columns(columns: Sequence[str] | None, schema: pa.Schema, where: str)
         raise ConfigError(f"{where}: no column(s) {missing}; it has {schema.names}")
 
 
-def _sql_value(value: pa.Scalar) -> str:
-    """A typed scalar as a SQL literal for LanceDB's filter."""
-    if pa.types.is_date(value.type):
-        return f"CAST({sql_literal(str(value))} AS DATE)"
-    if pa.types.is_timestamp(value.type):
-        return f"CAST({sql_literal(str(value))} AS TIMESTAMP)"
-    if pa.types.is_integer(value.type) or pa.types.is_floating(value.type) or pa.types.is_boolean(value.type):
-        return str(value.as_py())
-    return sql_literal(str(value))
 
 
 @dataclass(frozen=True)
@@ -78,6 +68,8 @@ class DeltaSource:
         schema = table.schema().to_arrow()
         schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
         _check_columns(self.columns, schema, self.uri)
+        import pyarrow.compute as pc  # loaded with deltalake's pyarrow.dataset anyway; not when definitions load
+
         condition = None
         for column, key in _columns_for(self.partition_column, fields).items():
             test = pc.field(column) == _typed(key, column, schema)
@@ -106,7 +98,7 @@ class LanceSource:
         _check_columns(self.columns, schema, f"{self.uri}/{self.table}")
         conditions = []
         for column, key in _columns_for(self.partition_column, fields).items():
-            conditions.append(f"{column} = {_sql_value(_typed(key, column, schema))}")
+            conditions.append(f"{column} = {sql_value(_typed(key, column, schema))}")
         query = handle.search()
         if conditions:
             query = query.where(" AND ".join(conditions))
@@ -114,3 +106,32 @@ class LanceSource:
             query = query.select(list(self.columns))
         reader: pa.RecordBatchReader = query.limit(None).to_batches(READ_BATCH_ROWS)
         return reader
+
+
+@dataclass(frozen=True)
+class IcebergSource:
+    """An Iceberg table to ingest from: ``catalog`` holds the catalog's properties (``{"type": "sql", "uri":
+    "sqlite:///catalog.db", "warehouse": "file:///lake"}`` or a REST catalog's), ``table`` is
+    ``namespace.table``; ``catalog_name`` the catalog's name (a SQL catalog keeps several apart by it). The
+    partition filter is pushed down to Iceberg's manifests (whole files are skipped)."""
+
+    catalog: Mapping[str, str] = field(compare=False, repr=False)
+    table: str
+    partition_column: str | Mapping[str, str] | None = None
+    columns: Sequence[str] | None = None
+    catalog_name: str = "ai_assets"
+
+    def read(self, fields: Mapping[str, str] | None = None) -> pa.RecordBatchReader:
+        from ai_assets.storage.iceberg import IcebergStore, open_catalog
+
+        store = IcebergStore(open_catalog(dict(self.catalog), self.catalog_name), self.table)
+        handle = store._table()
+        if handle is None:  # the catalog's URI may hold a password: named, not shown
+            raise FileNotFoundError(f"no Iceberg table {self.table} in the catalog {self.catalog_name!r}")
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        schema = schema_to_pyarrow(handle.schema(), include_field_ids=False)
+        _check_columns(self.columns, schema, self.table)
+        equal = {column: _typed(key, column, schema).as_py()
+                 for column, key in _columns_for(self.partition_column, fields).items()}
+        return store.read_where(equal, self.columns)

@@ -42,6 +42,7 @@ from ai_assets.runtime.limits import Limits
 from ai_assets.runtime.prefix_gate import PrefixGate
 from ai_assets.runtime.row_counts import count_repeats, count_rows
 from ai_assets.runtime.task import Plan, Progress, Task, by_prefix
+from ai_assets.runtime.telemetry import CallTrace
 from ai_assets.runtime.usage import Prices, Usage
 from ai_assets.runtime.windows import aiter_batches, windows
 
@@ -89,6 +90,7 @@ class Pipeline:
     _done_rows: int = 0
     _leases: Leases | None = None
     _gate: PrefixGate = field(default_factory=PrefixGate)
+    _trace: CallTrace = field(default_factory=CallTrace)  # built here: a materialization current now is its parent
 
     async def run_live(self, batches: AsyncIterator[pa.RecordBatch],
                        schema: pa.Schema | None) -> AsyncIterator[pa.RecordBatch]:
@@ -107,7 +109,8 @@ class Pipeline:
         watch: asyncio.Task[None] | None = None
         try:
             async with self.task.connect() as connection:
-                engine = self._engine = Engine(connection, options, self.usage, limits, budget)
+                engine = self._engine = Engine(connection, options, self.usage, limits, budget, self._trace)
+                self._trace.begin(self.task, self.model, self.prices, connection.secrets)
                 if leases is not None:
                     watch = asyncio.ensure_future(self._watch(leases, engine, writer))
                 try:
@@ -137,6 +140,7 @@ class Pipeline:
                 future.cancel()
             await self._close(writer, leases)
             self.usage.add_elapsed(time.perf_counter() - started)
+            self._trace.end(self.usage)
 
     async def _close(self, writer: JournalWriter | None, leases: Leases | None) -> None:
         """Make every answer durable, then give up the claims: another run then finds them instead of resending."""
@@ -224,6 +228,7 @@ class Pipeline:
         if self._leases is not None and to_send:
             to_send = await self._leases.claim(to_send)
         self.usage.sent_rows += len(to_send)
+        self._trace.window(offset, batch.num_rows, to_send)
         if groups:
             for key in to_send:
                 self.usage.group(first_group[key]).sent_rows += 1
@@ -335,6 +340,7 @@ class Pipeline:
         outcomes = dict(window.known)
         for key, future in window.waiting.items():
             outcomes[key] = await engine.guard(future)
+        self._trace.window_done(window.offset)
         return self._complete(window, outcomes)
 
     def _complete(self, window: Window, outcomes: Mapping[str, Outcome]) -> list[pa.RecordBatch]:
@@ -392,9 +398,11 @@ def _share(usage: AttemptUsage, parts: int) -> list[AttemptUsage]:
     if parts <= 1:
         return [usage] * parts
     prompt, completion = divmod(usage.prompt_tokens, parts), divmod(usage.completion_tokens, parts)
-    cached = divmod(usage.cached_tokens, parts)
-    shares = [AttemptUsage(prompt[0], completion[0], cached[0]) for _ in range(parts)]
-    shares[0] = AttemptUsage(prompt[0] + prompt[1], completion[0] + completion[1], cached[0] + cached[1])
+    cached, written = divmod(usage.cached_tokens, parts), divmod(usage.cache_write_tokens, parts)
+    reasoning = divmod(usage.reasoning_tokens, parts)
+    shares = [AttemptUsage(prompt[0], completion[0], cached[0], written[0], reasoning[0]) for _ in range(parts)]
+    shares[0] = AttemptUsage(prompt[0] + prompt[1], completion[0] + completion[1], cached[0] + cached[1],
+                             written[0] + written[1], reasoning[0] + reasoning[1])
     return shares
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ai_assets.runtime.errors import ConfigError, MissingExtraError
 from ai_assets.storage.base import (
@@ -22,10 +21,12 @@ from ai_assets.storage.base import (
     Data,
     WriteResult,
     as_reader,
+    check_columns,
     closed_at_exit,
     map_reader,
     partition_filter,
     partition_keys,
+    typed_keys,
 )
 
 READ_BATCH_ROWS = 65_536
@@ -42,6 +43,8 @@ def _deltalake() -> Any:
 def vector_types(dataset: Any) -> dict[str, pa.DataType]:
     """Delta has no fixed-size list type: the ``fixed_size_list<float32>[d]`` type of every ``list<float32>``
     column whose first stored value has length ``d``, so embeddings read back as they were written."""
+    import pyarrow.compute as pc  # loaded with deltalake's pyarrow.dataset anyway; not when definitions load
+
     types = {}
     for field in dataset.schema:
         if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
@@ -82,8 +85,10 @@ def safe_commits(uri: str, storage_options: dict[str, str] | None) -> dict[str, 
 
 class DeltaStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None,
-                 merge_on: Sequence[str] | None = None, delete_missing: bool = False) -> None:
+                 merge_on: Sequence[str] | None = None, delete_missing: bool = False, *,
+                 partition_column: str = PARTITION_COLUMN) -> None:
         self.uri = uri.rstrip("/")
+        self.partition_column = partition_column
         self.storage_options = safe_commits(self.uri, storage_options)
         self.merge_on = list(merge_on or [])
         self.delete_missing = delete_missing
@@ -103,26 +108,27 @@ class DeltaStore:
             dl.write_deltalake(self.uri, _counted(reader, rows, None), mode="overwrite",
                                schema_mode="overwrite" if existing else None, storage_options=self.storage_options)
             return WriteResult(self.uri, self._table().version(), rows[0])
-        if PARTITION_COLUMN not in reader.schema.names:
-            raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
-                              f"columns: {reader.schema.names}")
+        column = self.partition_column
+        if column not in reader.schema.names:
+            raise ConfigError(f"a partitioned write needs the column {column!r}; columns: {reader.schema.names}")
         existing = self._table() or self._create(reader.schema)
-        source = _counted(reader, rows, set(partitions))
+        source = _counted(reader, rows, set(partitions), column)
+        kind = reader.schema.field(column).type
         if self.merge_on:
-            keys = [*self.merge_on, PARTITION_COLUMN]
+            keys = [*self.merge_on, column]
             merge = (existing.merge(source, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
                                     target_alias="t", merge_schema=True)
                      .when_matched_update_all().when_not_matched_insert_all())
             if self.delete_missing:
                 merge = merge.when_not_matched_by_source_delete(
-                    predicate=partition_filter(partitions, f"t.{PARTITION_COLUMN}"))
+                    predicate=partition_filter(partitions, f"t.{column}", kind))
             merge.execute()
         else:
             # Merge the schema only when there are new columns: a merge writes a metadata action, and two
             # concurrent commits that both change metadata conflict, where two that only add data do not.
             known = set(existing.schema().to_arrow().names)
             evolve = any(name not in known for name in source.schema.names)
-            dl.write_deltalake(existing, source, mode="overwrite", predicate=partition_filter(partitions),
+            dl.write_deltalake(existing, source, mode="overwrite", predicate=partition_filter(partitions, column, kind),
                                schema_mode="merge" if evolve else None, storage_options=self.storage_options)
         return WriteResult(self.uri, self._table().version(), rows[0])
 
@@ -140,8 +146,8 @@ class DeltaStore:
                 raise
         return self._table()
 
-    def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
-        with self.read_stream(partitions) as reader:
+    def read(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+        with self.read_stream(partitions, columns=columns) as reader:
             return reader.read_all()
 
     def read_stream(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None,
@@ -152,12 +158,17 @@ class DeltaStore:
         if table is None:
             raise FileNotFoundError(f"no Delta table at {self.uri}")
         dataset = table.to_pyarrow_dataset()
+        chosen = check_columns(columns, dataset.schema.names, f"Delta table {self.uri}")
         condition = where
         if partitions is not None:
-            wanted = pc.field(PARTITION_COLUMN).isin(list(partitions))
+            import pyarrow.compute as pc
+
+            column = self.partition_column
+            kind = dataset.schema.field(column).type if column in dataset.schema.names else pa.string()
+            wanted = pc.field(column).isin(typed_keys(list(partitions), kind, column))
             condition = wanted if condition is None else condition & wanted
         vectors = vector_types(dataset)
-        scanner = dataset.scanner(columns=list(columns) if columns else None, filter=condition,
+        scanner = dataset.scanner(columns=chosen, filter=condition,
                                   batch_size=READ_BATCH_ROWS)
         inner = closed_at_exit(scanner.to_reader())
         fields = [pa.field(f.name, vectors.get(f.name, f.type)) for f in inner.schema]
@@ -174,10 +185,11 @@ class DeltaStore:
 
     def partitions(self) -> list[str]:
         table = self._table()
-        if table is None or PARTITION_COLUMN not in table.schema().to_arrow().names:
+        name = self.partition_column
+        if table is None or name not in table.schema().to_arrow().names:
             return []
-        column = table.to_pyarrow_dataset().to_table(columns=[PARTITION_COLUMN]).column(PARTITION_COLUMN)
-        return sorted(set(column.to_pylist()))
+        column = table.to_pyarrow_dataset().to_table(columns=[name]).column(name)
+        return sorted({str(v) for v in column.to_pylist() if v is not None})
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no version within ``retention_hours`` references (e.g. left by a killed write)."""
@@ -189,12 +201,13 @@ class DeltaStore:
         return removed
 
 
-def _counted(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None) -> pa.RecordBatchReader:
+def _counted(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None,
+             column: str = PARTITION_COLUMN) -> pa.RecordBatchReader:
     """``reader`` counting its rows into ``rows[0]`` and refusing rows of partitions outside ``allowed``."""
 
     def check(batch: pa.RecordBatch) -> pa.RecordBatch:
         if allowed is not None and batch.num_rows:
-            stray = partition_keys(batch) - allowed
+            stray = partition_keys(batch, column) - allowed
             if stray:
                 raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
                                   f"{sorted(allowed)}")

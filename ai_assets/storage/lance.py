@@ -25,10 +25,10 @@ from ai_assets.storage.base import (
     Data,
     WriteResult,
     as_reader,
+    check_columns,
     map_reader,
     partition_filter,
     partition_keys,
-    sql_literal,
 )
 
 ROW_COLUMN = "_row"
@@ -51,8 +51,10 @@ def _lancedb() -> Any:
 class LanceStore:
     def __init__(self, uri: str, table_name: str, *, vector_column: str | None = None,
                  index_after_rows: int | None = None, reindex_after_rows: int = 10_000,
-                 text_column: str | None = None, storage_options: dict[str, str] | None = None) -> None:
+                 text_column: str | None = None, storage_options: dict[str, str] | None = None,
+                 partition_column: str = PARTITION_COLUMN) -> None:
         self.root = uri.rstrip("/")
+        self.partition_column = partition_column
         self.table_name = table_name
         self.uri = f"{self.root}/{table_name}.lance"
         self.vector_column = vector_column
@@ -74,10 +76,10 @@ class LanceStore:
             handle = self._db.create_table(self.table_name, _numbered(reader, rows, None), mode="overwrite",
                                            on_bad_vectors="null")
         else:
-            if PARTITION_COLUMN not in reader.schema.names:
-                raise ConfigError(f"a partitioned write needs the column {PARTITION_COLUMN!r}; "
+            if self.partition_column not in reader.schema.names:
+                raise ConfigError(f"a partitioned write needs the column {self.partition_column!r}; "
                                   f"columns: {reader.schema.names}")
-            handle = self._replace(_numbered(reader, rows, set(partitions)), partitions)
+            handle = self._replace(_numbered(reader, rows, set(partitions), self.partition_column), partitions)
         self._maintain_index(handle)
         self._maintain_text_index(handle)
         return WriteResult(self.uri, int(handle.version), rows[0])
@@ -86,8 +88,10 @@ class LanceStore:
         missing = [f for f in source.schema if f.name not in handle.schema.names]
         if missing:
             handle.add_columns(pa.schema(missing))
-        (handle.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_matched_update_all()
-         .when_not_matched_insert_all().when_not_matched_by_source_delete(partition_filter(partitions))
+        column = self.partition_column
+        where = partition_filter(partitions, column, source.schema.field(column).type)
+        (handle.merge_insert([column, ROW_COLUMN]).when_matched_update_all()
+         .when_not_matched_insert_all().when_not_matched_by_source_delete(where)
          .execute(source, on_bad_vectors="null"))
 
     def _replace(self, source: pa.RecordBatchReader, partitions: Sequence[str]) -> Any:
@@ -146,16 +150,18 @@ class LanceStore:
         rows whose ``(_partition, _row)`` is not there, so it cannot undo a concurrent replace that lands first."""
         previous = self._db.open_table(self.table_name)
         previous.checkout(before)
-        if PARTITION_COLUMN not in previous.schema.names or ROW_COLUMN not in previous.schema.names:
+        column = self.partition_column
+        if column not in previous.schema.names or ROW_COLUMN not in previous.schema.names:
             return
         for attempt in range(1, MERGE_ATTEMPTS + 1):
             latest = self._db.open_table(self.table_name)
-            lost = sorted(set(_partition_column(previous)) - set(_partition_column(latest)))
+            lost = sorted(set(_partition_column(previous, column)) - set(_partition_column(latest, column)))
             if not lost:
                 return
-            rows = previous.search().where(partition_filter(lost)).limit(None).to_arrow()
+            where = partition_filter(lost, column, previous.schema.field(column).type)
+            rows = previous.search().where(where).limit(None).to_arrow()
             try:
-                (latest.merge_insert([PARTITION_COLUMN, ROW_COLUMN]).when_not_matched_insert_all()
+                (latest.merge_insert([column, ROW_COLUMN]).when_not_matched_insert_all()
                  .execute(rows, on_bad_vectors="null"))
                 return
             except RuntimeError as exc:
@@ -199,26 +205,35 @@ class LanceStore:
         index = _index_on(handle, self.vector_column)
         return None if index is None else int(handle.index_stats(index.name).num_unindexed_rows)
 
-    def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
-        return self.read_stream(partitions).read_all()
+    def read(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.read_stream(partitions, columns=columns).read_all()
 
-    def read_stream(self, partitions: Sequence[str] | None = None) -> pa.RecordBatchReader:
+    def read_stream(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None
+                    ) -> pa.RecordBatchReader:
         handle = self._open()
         if handle is None:
             raise FileNotFoundError(f"no LanceDB table {self.table_name!r} under {self.root}")
         schema = handle.schema
+        visible = [name for name in schema.names if name != ROW_COLUMN]
+        chosen = check_columns(columns, visible, f"LanceDB table {self.table_name!r} under {self.root}")
         if ROW_COLUMN not in schema.names:  # an unpartitioned table, written once in order
-            return handle.search().limit(None).to_batches(READ_RANGE_ROWS)
+            query = handle.search() if chosen is None else handle.search().select(chosen)
+            return query.limit(None).to_batches(READ_RANGE_ROWS)
         keys = sorted(self.partitions()) if partitions is None else list(partitions)
         out_schema = schema.remove(schema.get_field_index(ROW_COLUMN))
+        if chosen is not None:
+            out_schema = pa.schema([out_schema.field(name) for name in chosen])
+        column = self.partition_column
+        kind = schema.field(column).type
 
         def batches() -> Iterator[pa.RecordBatch]:
             for key in keys:
-                where = f"{PARTITION_COLUMN} = {sql_literal(key)}"
+                where = partition_filter([key], column, kind)
                 count = handle.count_rows(where)
                 for start in range(0, count, READ_RANGE_ROWS):
-                    part = (handle.search().where(f"{where} AND {ROW_COLUMN} >= {start} AND "
-                                                  f"{ROW_COLUMN} < {start + READ_RANGE_ROWS}")
+                    query = handle.search() if chosen is None else handle.search().select([*chosen, ROW_COLUMN])
+                    part = (query.where(f"{where} AND {ROW_COLUMN} >= {start} AND "
+                                   f"{ROW_COLUMN} < {start + READ_RANGE_ROWS}")
                             .limit(None).to_arrow().sort_by(ROW_COLUMN))
                     yield from part.select(out_schema.names).cast(out_schema).to_batches()
 
@@ -226,17 +241,18 @@ class LanceStore:
 
     def partitions(self) -> list[str]:
         handle = self._open()
-        if handle is None or PARTITION_COLUMN not in handle.schema.names:
+        if handle is None or self.partition_column not in handle.schema.names:
             return []
-        return sorted(set(_partition_column(handle)))
+        return sorted(set(_partition_column(handle, self.partition_column)))
 
 
-def _partition_column(handle: Any) -> list[str]:
-    return list(handle.search().select([PARTITION_COLUMN]).limit(None).to_arrow().column(PARTITION_COLUMN)
-                .to_pylist())
+def _partition_column(handle: Any, column: str = PARTITION_COLUMN) -> list[str]:
+    """Every row's partition key (as a string)."""
+    return [str(v) for v in handle.search().select([column]).limit(None).to_arrow().column(column).to_pylist()]
 
 
-def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None) -> pa.RecordBatchReader:
+def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None,
+              column: str = PARTITION_COLUMN) -> pa.RecordBatchReader:
     """``reader`` with ``_row`` numbering each partition's rows from 0, counting rows and refusing strays."""
     next_row: dict[str, int] = {}
     schema = reader.schema
@@ -247,12 +263,12 @@ def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] |
         rows[0] += batch.num_rows
         if allowed is None:
             return batch
-        stray = partition_keys(batch) - allowed if batch.num_rows else set()
+        stray = partition_keys(batch, column) - allowed if batch.num_rows else set()
         if stray:
             raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
                               f"{sorted(allowed)}")
         numbers = []
-        for key in batch.column(PARTITION_COLUMN).to_pylist():
+        for key in batch.column(column).to_pylist():
             numbers.append(next_row.get(key, 0))
             next_row[key] = numbers[-1] + 1
         return batch.append_column(ROW_COLUMN, pa.array(numbers, pa.int64()))

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,6 +22,7 @@ from ai_assets.storage.base import (
     WriteResult,
     as_reader,
     chain_readers,
+    check_columns,
     decode_key,
     file_key,
     split_partitions,
@@ -35,10 +35,17 @@ READ_BATCH_ROWS = 65_536
 
 
 class ParquetStore:
-    """``uri`` is a folder (local path or fsspec URL); ``storage_options`` go to fsspec."""
+    """``uri`` is a folder (local path or fsspec URL); ``storage_options`` go to fsspec. With a real
+    ``partition_column`` (Dagster's ``partition_expr``) the column stays in each partition's file with its own type;
+    the synthetic ``_partition`` is kept in the file name only and added back on read."""
 
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None, *,
+                 partition_column: str = PARTITION_COLUMN) -> None:
+        import fsspec  # here, not at import: loading definitions that name this store costs no fsspec
+
         self.uri = uri.rstrip("/")
+        self.partition_column = partition_column
+        self._synthetic = partition_column == PARTITION_COLUMN
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
 
     def path_for(self, key: str | None) -> str:
@@ -60,17 +67,19 @@ class ParquetStore:
             return WriteResult(self.uri, None, rows)
         wanted = set(partitions)
         names = reader.schema.names
-        schema = reader.schema.remove(names.index(PARTITION_COLUMN)) if PARTITION_COLUMN in names else reader.schema
+        column = self.partition_column
+        drop = [PARTITION_COLUMN] if self._synthetic and PARTITION_COLUMN in names else []
+        schema = reader.schema.remove(names.index(PARTITION_COLUMN)) if drop else reader.schema
         parts = {key: _Part(self, key, schema) for key in partitions}
         rows = 0
         try:
             with reader:
                 for batch in reader:
-                    for key, part in split_partitions(batch).items():
+                    for key, part in split_partitions(batch, column).items():
                         if key not in wanted:
                             raise ConfigError(f"a row of partition {key!r} is not among this write's partitions "
                                               f"{sorted(wanted)}")
-                        parts[key].write(part.drop_columns([PARTITION_COLUMN]))
+                        parts[key].write(part.drop_columns(drop))
                         rows += part.num_rows
             for part in parts.values():
                 part.close()
@@ -99,12 +108,14 @@ class ParquetStore:
             metadata = pq.read_schema(handle).metadata or {}
         return str(metadata[KEY_METADATA].decode())
 
-    def read(self, partitions: Sequence[str] | None = None) -> pa.Table:
-        return self.read_stream(partitions).read_all()
+    def read(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.read_stream(partitions, columns=columns).read_all()
 
-    def read_stream(self, partitions: Sequence[str] | None = None) -> pa.RecordBatchReader:
+    def read_stream(self, partitions: Sequence[str] | None = None, *, columns: Sequence[str] | None = None
+                    ) -> pa.RecordBatchReader:
         if partitions is None and self.fs.exists(self.path_for(None)):
-            return self._open(self.path_for(None))
+            whole = self.path_for(None)
+            return self._open(whole, check_columns(columns, self._schema(whole).names, whole))
         keys = self.partitions() if partitions is None else list(partitions)
         paths = {}
         for key in keys:
@@ -114,27 +125,35 @@ class ParquetStore:
             paths[key] = path
         if not paths:
             raise FileNotFoundError(f"no data under {self.uri}")
-        schemas = []
-        for path in paths.values():
-            with self.fs.open(path, "rb") as handle:
-                schemas.append(pq.read_schema(handle).remove_metadata())
-        schema = pa.unify_schemas(schemas, promote_options="default")
-        schema = schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+        schema = pa.unify_schemas([self._schema(path) for path in paths.values()], promote_options="default")
+        if self._synthetic:
+            schema = schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+        chosen = check_columns(columns, schema.names, self.uri)
+        if chosen is not None:
+            schema = pa.schema([schema.field(name) for name in chosen])
 
         def readers() -> Iterator[pa.RecordBatchReader]:
             for key, path in paths.items():
-                yield stream_with_partition(self._open(path), key)
+                stored = None if chosen is None else [c for c in chosen if c in self._schema(path).names]
+                reader = self._open(path, stored)
+                yield stream_with_partition(reader, key) if self._synthetic else reader
 
         return chain_readers(schema, readers())
 
-    def _open(self, path: str) -> pa.RecordBatchReader:
+    def _schema(self, path: str) -> pa.Schema:
+        with self.fs.open(path, "rb") as handle:
+            return pq.read_schema(handle).remove_metadata()
+
+    def _open(self, path: str, columns: Sequence[str] | None = None) -> pa.RecordBatchReader:
         handle = self.fs.open(path, "rb")
         parquet = pq.ParquetFile(handle)
         schema = parquet.schema_arrow.remove_metadata()
+        if columns is not None:
+            schema = pa.schema([schema.field(name) for name in columns])
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
+                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
                     yield batch.replace_schema_metadata(None)
             finally:
                 handle.close()
