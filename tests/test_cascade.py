@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from ai_assets import Cascade, Enriched, OpenAICompatibleProvider, Prices, RetryPolicy, RunOptions, prompt
-from ai_assets.functions.cascade import _put
+from ai_assets.functions.cascade import put_rows
 from ai_assets.runtime.cache import open_cache
 from ai_assets.runtime.cache.sqlite import ResultCache
 from ai_assets.runtime.errors import AIAssetsWarning, ConfigError
@@ -176,7 +176,7 @@ def test_putting_answers_back_keeps_row_order_for_any_set_of_escalated_rows(case
     rows = [r for r in rows if r < n]
     table = pa.table({"id": list(range(n)), "answer": [f"cheap {i}" for i in range(n)]})
     answers = pa.table({"id": rows, "answer": [f"strong {i}" for i in rows]})
-    out = _put(table, rows, answers)
+    out = put_rows(table, rows, answers)
     assert out.column("id").to_pylist() == list(range(n))
     assert out.column("answer").to_pylist() == [f"strong {i}" if i in rows else f"cheap {i}" for i in range(n)]
 

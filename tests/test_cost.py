@@ -53,6 +53,7 @@ def estimate(env: dict[str, str]) -> list[dict[str, object]]:
     return rows
 
 
+@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
 def test_estimate_then_single_run_backfill_with_cost_per_partition(tmp_path: Path, server: FakeOpenAIServer) -> None:
     write_reviews(tmp_path / "src")
     env = environment(tmp_path, server)

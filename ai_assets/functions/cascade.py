@@ -11,6 +11,11 @@ escalation decisions from the same answers). The output says which model answere
 (``<output_column>_model``); usage and cost are summed over the models, each at its own prices (``Usage.models``).
 In estimate mode every row is counted for every model (an upper bound: nothing is answered, so nothing is known to
 pass).
+
+With a ``target`` (``Recall``, ``Precision`` or ``Accuracy``) the cascade is certified instead: the threshold on
+``confidence_field`` is not set by hand but learned from a sample of the oracle's answers so that the target holds
+with probability ``1 - delta`` (see ``ai_assets.functions.certify`` and, for the statistics and the published
+method they follow, ``ai_assets.runtime.guarantees``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import AIAssetsWarning, ConfigError, bounded
+from ai_assets.runtime.guarantees import Accuracy, Precision, Recall, Target
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
 from ai_assets.runtime.usage import Prices, Usage
 
@@ -54,13 +60,24 @@ class Cascade:
     """``models``, cheapest first (at least two). ``confidence_field``: a number field of the ``return_format``,
     a probability in [0, 1]; an answer under ``min_confidence`` (or with no valid confidence) goes on.
     ``escalate_when(answer)``: True hands a valid answer on (so does raising). ``prices``: per model, for the
-    cost (default: the built-in table)."""
+    cost (default: the built-in table).
+
+    Certified (``target=Recall(0.95)``, ``Precision(0.9)`` or ``Accuracy(0.9)``): two models, the proxy and the
+    oracle. The proxy answers every row; ``label_budget`` rows drawn uniformly (seeded by ``seed``) go to the
+    oracle; the threshold on ``confidence_field`` (the proxy's confidence in its ``label_field``, a bool for recall
+    and precision) is learned from them so that the target holds with probability >= 1 - ``delta``; the rows it
+    does not trust go to the oracle. ``min_confidence`` and ``escalate_when`` do not apply."""
 
     models: Sequence[str]
     escalate_when: Callable[[Any], bool] | None = None
     confidence_field: str | None = None
     min_confidence: float = 0.5
     prices: Mapping[str, Prices] = field(default_factory=dict)
+    target: Target | None = None
+    delta: float = 0.05
+    label_budget: int = 200
+    label_field: str | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str | bytes):  # a str is a Sequence too: "gpt4" would be models g, p, t, 4
@@ -79,10 +96,33 @@ class Cascade:
         if self.escalate_when is not None and not callable(self.escalate_when):
             raise ConfigError(f"Cascade(escalate_when={self.escalate_when!r}) is not callable: give a function of "
                               "the answer that returns True to hand it to the next model")
+        if self.target is not None:
+            self._check_certified()
+
+    def _check_certified(self) -> None:
+        setting = f"Cascade(target={self.target!r})"
+        if not isinstance(self.target, Recall | Precision | Accuracy):
+            raise ConfigError(f"{setting}: give Recall(x), Precision(x) or Accuracy(x)")
+        if len(self.models) != 2:
+            raise ConfigError(f"{setting} has one proxy and one oracle: give two models, got {len(self.models)}")
+        if isinstance(self.delta, bool) or not isinstance(self.delta, int | float) or not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"Cascade(delta={self.delta!r}): the failure probability is a number in (0, 1)")
+        if isinstance(self.label_budget, bool) or not isinstance(self.label_budget, int) or self.label_budget < 1:
+            raise ConfigError(f"Cascade(label_budget={self.label_budget!r}): give how many rows the oracle labels "
+                              "to learn the threshold (an int >= 1)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"Cascade(seed={self.seed!r}): give an int")
+        if not self.label_field or not self.confidence_field:
+            raise ConfigError(f"{setting} needs label_field= (the answer's label) and confidence_field= (the "
+                              "proxy's confidence in it, a probability) of the return_format")
+        if self.escalate_when is not None:
+            raise ConfigError(f"{setting} learns when to escalate: give escalate_when= or target=, not both")
 
     def check(self, return_format: type[BaseModel] | None) -> None:
         """Raise ``ConfigError`` when answers of ``return_format`` cannot carry ``confidence_field`` (so every row
         would be paid for twice): called before anything is sent."""
+        if self.target is not None and self.label_field is not None:
+            self._check_label(return_format, self.label_field)
         name = self.confidence_field
         if name is None:
             return
@@ -102,6 +142,26 @@ class Cascade:
         if low < 0.0 or high > 1.0:
             raise ConfigError(f"{setting}: {return_format.__name__}.{name} is declared on [{low}, {high}]; a "
                               "cascade's confidence is a probability in [0, 1] (rescale it, or use escalate_when)")
+
+    def _check_label(self, return_format: type[BaseModel] | None, name: str) -> None:
+        setting = f"Cascade(label_field={name!r})"
+        info = return_format.model_fields.get(name) if return_format is not None else None
+        if return_format is None or info is None:
+            raise ConfigError(f"{setting}: the return_format has no such field; a certified cascade compares the "
+                              "proxy's and the oracle's label there")
+        if isinstance(self.target, Recall | Precision) and not _boolean(info.annotation):
+            raise ConfigError(f"{setting}: {return_format.__name__}.{name} is {_name(info.annotation)}; "
+                              f"{self.target.kind} is a target for a bool label (use Accuracy for other labels)")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that decide the answers (a code version's part): a certified cascade's target, delta,
+        label, budget and seed too, so a change learns its threshold again."""
+        out = {"models": list(self.models), "confidence": self.confidence_field, "min": self.min_confidence,
+               "when": getattr(self.escalate_when, "__qualname__", None)}
+        if self.target is not None:
+            out.update(target=str(self.target), delta=self.delta, label=self.label_field, budget=self.label_budget,
+                       seed=self.seed)
+        return out
 
     def escalates(self, value: Any) -> bool:
         """Whether a valid answer is handed to the next model (raises what ``escalate_when`` raises)."""
@@ -125,6 +185,15 @@ def _numeric(kind: Any) -> bool:
         present = [a for a in args if a is not type(None)]
         return bool(present) and all(_numeric(a) for a in present)
     return False
+
+
+def _boolean(kind: Any) -> bool:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _boolean(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for a in args if a is not type(None)] == [bool]
+    return kind is bool
 
 
 def _declared_range(info: FieldInfo) -> tuple[float, float]:
@@ -209,10 +278,10 @@ class _Ladder:
             self.usage.absorb(answered.usage, model, self.prices_of(model))
             if last:
                 self.failed.extend(answered.failed)
-            table = _put(table, rows, answered.table.select(table.column_names))
+            table = put_rows(table, rows, answered.table.select(table.column_names))
             for i in rows:
                 models[i] = model
-        self._count(table, skips)
+        count_rows(self.usage, table, skips, self.output_column, self.group_column)
         self.offset += table.num_rows
         column = pa.array([None if skip else m for m, skip in zip(models, skips, strict=True)], pa.string())
         return table.append_column(model_column(output_column), column).combine_chunks().to_batches()[0] \
@@ -248,19 +317,23 @@ class _Ladder:
                           f"{bounded(str(error))}", AIAssetsWarning, stacklevel=2)
         return rows
 
-    def _count(self, table: pa.Table, skips: list[bool]) -> None:
-        groups = [str(g) for g in table.column(self.group_column).to_pylist()] \
-            if self.group_column and self.group_column in table.column_names else None
-        failures = table.column(error_column(self.output_column)).to_pylist()
-        for row, (failure, skip) in enumerate(zip(failures, skips, strict=True)):
-            for counts in (self.usage, self.usage.group(groups[row])) if groups else (self.usage,):
-                counts.rows += 1
-                counts.skipped += skip
-                counts.errors += failure is not None and not skip
-                counts.answered += failure is None
 
 
-def _put(table: pa.Table, rows: list[int], answers: pa.Table) -> pa.Table:
+def count_rows(usage: Usage, table: pa.Table, skips: list[bool], output_column: str,
+               group_column: str | None) -> None:
+    """A cascade's own row counts (rows, skips, errors, answers), from its output, also per group."""
+    groups = [str(g) for g in table.column(group_column).to_pylist()] \
+        if group_column and group_column in table.column_names else None
+    failures = table.column(error_column(output_column)).to_pylist()
+    for row, (failure, skip) in enumerate(zip(failures, skips, strict=True)):
+        for counts in (usage, usage.group(groups[row])) if groups else (usage,):
+            counts.rows += 1
+            counts.skipped += skip
+            counts.errors += failure is not None and not skip
+            counts.answered += failure is None
+
+
+def put_rows(table: pa.Table, rows: list[int], answers: pa.Table) -> pa.Table:
     """``table`` with ``rows`` replaced by ``answers`` (in the same order), row order kept. Indices are typed:
     an empty Python list becomes a null-typed array, which ``take`` has no kernel for (every row escalated)."""
     replaced = set(rows)
