@@ -18,9 +18,10 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ai_assets.dagster.budget import SpendCap, caps_of, report_spend
 from ai_assets.dagster.call import Call, PriceOf, Run, Upstream
 from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
-from ai_assets.dagster.common import EnrichArgs, asset_kwargs, fingerprint, upstream_key
+from ai_assets.dagster.common import EnrichArgs, asset_kwargs, check_enrich_args, fingerprint, upstream_key
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.estimate import observe_estimate
@@ -28,6 +29,7 @@ from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
+from ai_assets.dagster.tracing import materialization_scope
 from ai_assets.dagster.versions import PROVIDER_KEY
 from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.classify import Method, classify_text, label_descriptions, method_role
@@ -76,6 +78,7 @@ def _enrich_asset(
     specs += check_specs(gates, key)
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
     letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if args.get("dead_letter") else None
+    caps = list(caps_of(args.get("automation_condition")))
     decorate = enrichment_decorator(key, letters, upstream, code_version, resource_keys, specs, metadata, kwargs)
 
     @decorate
@@ -89,23 +92,19 @@ def _enrich_asset(
                     PARTITION_COLUMN if partitions else None, prices=price_of(provider))
         watching = yield from start_gates(context, name, key, gates, lambda gate: gate.start(
             output_column, describe_input, ",".join(partitions)), run, call)
-        stream = run(upstream, call)
+        scope = materialization_scope(context, key, partitions)  # OpenTelemetry, when OTEL_* turn it on
+        with scope.current():  # the call's spans become the materialization's children
+            stream = run(upstream, call)
         if call.estimate:  # no new value to store: the estimate is an observation, no output (downstream skips)
+            scope.end()
             return (yield from observe_estimate(context, name, key, stream, price_of(provider), partitions))
         vectors = VectorStats() if vector_column else None
         done = False
 
         def report() -> None:  # runs as the IO manager reads the last batch: before the materialization is logged
-            usage, prices = stream.usage, price_of(provider)
-            summary = usage.summary()
-            context.log.info(
-                f"{name}: {summary['rows']} rows, {summary['cache_hits']} from the journal, {summary['sent_rows']} "
-                f"sent, {summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
-            for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
-                context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
-                                           asset_key=key, partition_key=partition)
-            if not partitions:
-                context.add_asset_metadata(usage_metadata(usage, prices), asset_key=key)
+            _report(context, name, key, stream.usage, price_of(provider), partitions, caps)
+            if warning := scope.end(stream.usage, price_of(provider)):  # a collector down costs a warning, no more
+                context.log.warning(warning)
             for watch in watching:
                 watch.metadata(context, key, partitions)
 
@@ -138,6 +137,23 @@ def _enrich_asset(
     return _enrich
 
 
+def _report(context: dg.AssetExecutionContext, name: str, key: dg.AssetKey, usage: Usage, prices: Prices | None,
+            partitions: list[str], caps: Sequence[SpendCap]) -> None:
+    """Usage and cost into the log and each partition's materialization metadata; the billed cost into the
+    spend ledger of the budget in the asset's automation condition."""
+    summary = usage.summary()
+    context.log.info(
+        f"{name}: {summary['rows']} rows, {summary['cache_hits']} from the journal, {summary['sent_rows']} "
+        f"sent, {summary['errors']} failed, {summary['requests']} requests, {summary['rows_per_s']} rows/s")
+    for partition in partitions:  # each partition's own usage and cost, also in a single-run backfill
+        context.add_asset_metadata(usage_metadata(usage.groups.get(partition, Usage()), prices),
+                                   asset_key=key, partition_key=partition)
+    if not partitions:
+        context.add_asset_metadata(usage_metadata(usage, prices), asset_key=key)
+    if caps:
+        report_spend(context, key, caps, usage, prices, partitions)
+
+
 def with_defaults(args: EnrichArgs, provider_key: str, max_error_rate: float) -> EnrichArgs:
     """``args`` with the factory's own defaults where the user gave none; a keyword no factory takes (a typo,
     a setting of another factory) is an error naming it, not ignored."""
@@ -145,6 +161,7 @@ def with_defaults(args: EnrichArgs, provider_key: str, max_error_rate: float) ->
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {unknown}; an enrichment factory takes its own settings "
                         f"and {sorted(EnrichArgs.__annotations__)}")
+    check_enrich_args(args)
     return {"provider_key": provider_key, "max_error_rate": max_error_rate, **args}
 
 
@@ -192,10 +209,7 @@ def prompt_asset(
     schema = return_format.model_json_schema() if return_format else None
     version = fingerprint(kind="prompt", template=template, system=system_message, schema=schema,
                           params=params.as_request(), model=args.get("model"), output=output_column,
-                          cascade=None if cascade is None else {
-                              "models": list(cascade.models), "confidence": cascade.confidence_field,
-                              "min": cascade.min_confidence,
-                              "when": getattr(cascade.escalate_when, "__qualname__", None)})
+                          cascade=None if cascade is None else cascade.fingerprint())
     prices = args.get("prices")
 
     def run(data: pa.RecordBatchReader, call: Call) -> EnrichedStream:

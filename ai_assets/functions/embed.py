@@ -45,6 +45,7 @@ REMOTE_BATCH = 64  # inputs per embedding request when RunOptions.batch_size is 
 class VectorTask:
     """What every vector-producing task shares: the journal codec and the ``fixed_size_list`` output."""
 
+    operation = "embeddings"  # gen_ai.operation.name in traces (runtime.telemetry)
     output_column: str
     dim: int | None
     max_concurrency: int | None

@@ -7,17 +7,25 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.cascade import Cascade, run_cascade
+from ai_assets.functions.certify import run_certified
 from ai_assets.functions.templates import Part, check_output_column, check_template, prefix_texts, render_content
-from ai_assets.providers.protocols import BatchedChat, PromptCaching, Prompter, SharedLimit, with_model
+from ai_assets.providers.protocols import (
+    BatchedChat,
+    CacheBreakpoints,
+    PromptCaching,
+    Prompter,
+    SharedLimit,
+    with_model,
+)
 from ai_assets.runtime.batch import BatchSupport
-from ai_assets.runtime.cache import Cache, cache_key
+from ai_assets.runtime.cache import cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
 from ai_assets.runtime.errors import ConfigError, NotSupportedError
@@ -26,8 +34,8 @@ from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
 from ai_assets.runtime.ratelimit import RateLimit
 from ai_assets.runtime.results import Enriched, EnrichedStream, Source
-from ai_assets.runtime.run import arun_table, run_pipeline
-from ai_assets.runtime.task import OneRowJobs, Plan, Prefix, Progress
+from ai_assets.runtime.run import RunArgs, arun_table, run_pipeline
+from ai_assets.runtime.task import OneRowJobs, Plan, Prefix
 from ai_assets.runtime.tokens import estimate_cost, request_messages, text_tokens
 from ai_assets.runtime.usage import Prices
 
@@ -65,6 +73,7 @@ def prefix_of(system_message: str | None, head: str | None) -> Prefix:
 class PromptTask(OneRowJobs):
     """One chat request per row, keyed by the provider's identity and the whole request."""
 
+    operation = "chat"  # gen_ai.operation.name in traces (runtime.telemetry)
     max_concurrency: int | None = None
 
     def __init__(self, template: str | Sequence[Part], provider: Prompter, return_format: type[BaseModel] | None,
@@ -98,6 +107,8 @@ class PromptTask(OneRowJobs):
             if self.system_message:
                 messages.insert(0, {"role": "system", "content": self.system_message})
             request = self.provider.chat_request(messages, self.return_format, self.request_params)
+            if head and self.by_prefix and isinstance(self.provider, CacheBreakpoints):
+                request = self.provider.mark_prefix(request, head)  # before the key: the marker is in the body
             key = cache_key(self.identity, request)
             if self.by_prefix:
                 prefix = prefixes[key] = prefix_of(self.system_message, head)
@@ -112,13 +123,20 @@ class PromptTask(OneRowJobs):
         return [Job(k, payloads[k], estimate_cost(request_messages(payloads[k]), max_out)) for k in keys]
 
     def columns(self, values: list[Any], errors: list[str | None], *, final: bool) -> dict[str, pa.Array]:
+        answerers = None
+        if getattr(self.provider, "names_answerer", False):  # a Failover: each answer names who gave it
+            answerers = pa.array([None if v is None else v["provider"] for v in values], pa.string())
+            values = [None if v is None else v["answer"] for v in values]
         if self.return_format is None or self.struct is None:
             column = pa.array(values, pa.string())
         else:
             model = self.return_format
             column = pa.array([None if v is None else to_python(model.model_validate(v)) for v in values],
                               self.struct)
-        return {self.output_column: column, error_column(self.output_column): pa.array(errors, pa.string())}
+        out = {self.output_column: column, error_column(self.output_column): pa.array(errors, pa.string())}
+        if answerers is not None:
+            out[f"{self.output_column}_provider"] = answerers
+        return out
 
     def family(self) -> str:
         """What makes two requests the same kind (all but the row's content): the estimate's calibration key."""
@@ -154,18 +172,14 @@ class PromptTask(OneRowJobs):
 @overload
 def prompt(table: pa.Table, template: str | Sequence[Part], *, provider: Prompter,
            return_format: type[BaseModel] | None = ..., system_message: str | None = ..., output_column: str = ...,
-           params: PromptParams | None = ..., options: RunOptions | None = ..., cache: Cache | None = ...,
-           progress: Progress | None = ..., model: str | None = ..., prices: Prices | None = ...,
-           run_id: str | None = ..., group_column: str | None = ..., cascade: Cascade | None = ...) -> Enriched: ...
+           params: PromptParams | None = ..., cascade: Cascade | None = ..., **run: Unpack[RunArgs]) -> Enriched: ...
 
 
 @overload
 def prompt(table: pa.RecordBatchReader | Sequence[pa.RecordBatch], template: str | Sequence[Part], *,  # type: ignore[overload-cannot-match]  # pa.* is Any here
            provider: Prompter, return_format: type[BaseModel] | None = ..., system_message: str | None = ...,
-           output_column: str = ..., params: PromptParams | None = ..., options: RunOptions | None = ...,
-           cache: Cache | None = ..., progress: Progress | None = ..., model: str | None = ...,
-           prices: Prices | None = ..., run_id: str | None = ...,
-           group_column: str | None = ..., cascade: Cascade | None = ...) -> EnrichedStream: ...
+           output_column: str = ..., params: PromptParams | None = ..., cascade: Cascade | None = ...,
+           **run: Unpack[RunArgs]) -> EnrichedStream: ...
 
 
 def prompt(
@@ -177,14 +191,8 @@ def prompt(
     system_message: str | None = None,
     output_column: str = "response",
     params: PromptParams | None = None,
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    model: str | None = None,
-    prices: Prices | None = None,
-    run_id: str | None = None,
-    group_column: str | None = None,
     cascade: Cascade | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched | EnrichedStream:
     """Prompt the model once per row and add ``output_column`` (+ ``<output_column>_error``).
 
@@ -192,10 +200,10 @@ def prompt(
     (a stream comes back, computed window by window in bounded memory). ``template`` is a ``str.format`` template
     over column names, or a list of such templates and ``ImageColumn("col")`` parts for a multimodal message. Rows
     with a null or empty input are not sent. With ``return_format`` the column is a struct with the model's
-    (nested) fields; otherwise a string. ``model`` overrides the provider's model for this call. ``cache`` is the
-    journal: answers in it are never paid for again. ``cascade`` sends every row to its cheapest model first and
-    only the rows it fails or does not trust to the next (see ``ai_assets.functions.cascade``); the output then
-    says which model answered (``<output_column>_model``).
+    (nested) fields; otherwise a string. ``cascade`` sends every row to its cheapest model first and only the rows
+    it fails or does not trust to the next (see ``ai_assets.functions.cascade``); the output then says which model
+    answered (``<output_column>_model``). ``run`` are the keywords every AI function takes (``RunArgs``: options,
+    the ``cache`` journal whose answers are never paid for again, ``model`` for this call, prices, ...).
 
         >>> from ai_assets.testing import FakeOpenAIServer
         >>> with FakeOpenAIServer(in_process=True) as server:
@@ -204,34 +212,64 @@ def prompt(
         >>> out.table.column("response").to_pylist()
         ['Answer to: Answer: 2+2?']
     """
-    if cascade is not None:
-        if model is not None:
-            raise ConfigError("prompt: give model= or cascade=, not both (a cascade names its models)")
-        return _cascade(table, cascade, template, provider, return_format, system_message, output_column, params,
-                        options or RunOptions(), cache, progress, prices, run_id, group_column)
-    pipeline = _pipeline(template, provider, return_format, system_message, output_column, params, options, cache,
-                         progress, model, prices, run_id, group_column)
-    return run_pipeline(table, pipeline)
+    request = _Request(template, return_format, system_message, output_column, params or PromptParams())
+    if cascade is None:
+        return run_pipeline(table, request.pipeline(provider, run))
+    if run.get("model") is not None:
+        raise ConfigError("prompt: give model= or cascade=, not both (a cascade names its models)")
+    return _cascade(table, cascade, request, provider, run)
 
 
-def _cascade(table: Source, cascade: Cascade, template: str | Sequence[Part], provider: Prompter,
-             return_format: type[BaseModel] | None, system_message: str | None, output_column: str,
-             params: PromptParams | None, options: RunOptions, cache: Cache | None, progress: Progress | None,
-             prices: Prices | None, run_id: str | None, group_column: str | None) -> Enriched | EnrichedStream:
-    cascade.check(return_format)
+@dataclass(frozen=True)
+class _Request:
+    """What a prompt call asks, whichever model answers it."""
+
+    template: str | Sequence[Part]
+    return_format: type[BaseModel] | None
+    system_message: str | None
+    output_column: str
+    params: PromptParams
+
+    def pipeline(self, provider: Prompter, run: RunArgs) -> Pipeline:
+        provider = with_model(provider, run.get("model"))
+        if not isinstance(provider, Prompter):
+            raise NotSupportedError(provider, "prompt")
+        options = run.get("options") or RunOptions()
+        task = PromptTask(self.template, provider, self.return_format, self.system_message, self.output_column,
+                          self.params, options)
+        return Pipeline(task, options, run.get("cache"), run_id=run.get("run_id"), progress=run.get("progress"),
+                        group_column=run.get("group_column"), prices=run.get("prices") or prices_for(provider),
+                        model=_model_name(task.identity))
+
+
+def _cascade(table: Source, cascade: Cascade, request: _Request, provider: Prompter,
+             run: RunArgs) -> Enriched | EnrichedStream:
+    cascade.check(request.return_format)
+    prices = run.get("prices")
 
     def prices_of(model: str) -> Prices | None:
         return cascade.prices.get(model) or prices or prices_for(with_model(provider, model))
 
     def stage(rows: Source, model: str, stage_options: RunOptions) -> Enriched | EnrichedStream:
-        pipeline = _pipeline(template, provider, return_format, system_message, output_column, params,
-                             stage_options, cache, progress if model == cascade.models[0] else None, model,
-                             prices_of(model), run_id, group_column)
-        return run_pipeline(rows, pipeline)
+        first = model == cascade.models[0]
+        stage_run: RunArgs = {**run, "options": stage_options, "model": model, "prices": prices_of(model),
+                              "progress": run.get("progress") if first else None}
+        return run_pipeline(rows, request.pipeline(provider, stage_run))
 
-    return run_cascade(table, cascade, stage, output_column=output_column, options=options,
-                       skipped=lambda batch: [s is not None for s in render_content(batch, template)[1]],
-                       prices_of=prices_of, group_column=group_column)
+    def skipped(batch: pa.RecordBatch) -> list[bool]:
+        return [s is not None for s in render_content(batch, request.template)[1]]
+
+    def family(model: str) -> str:  # what the learned threshold of a certified cascade is kept under
+        task = request.pipeline(provider, {**run, "model": model}).task
+        return task.family() if isinstance(task, PromptTask) else model
+
+    options = run.get("options") or RunOptions()
+    if cascade.target is not None and options.mode != "estimate":  # estimate: every row for every model
+        return run_certified(table, cascade, stage, output_column=request.output_column, options=options,
+                             skipped=skipped, prices_of=prices_of, family=family, cache=run.get("cache"),
+                             group_column=run.get("group_column"))
+    return run_cascade(table, cascade, stage, output_column=request.output_column, options=options,
+                       skipped=skipped, prices_of=prices_of, group_column=run.get("group_column"))
 
 
 async def aprompt(
@@ -243,30 +281,11 @@ async def aprompt(
     system_message: str | None = None,
     output_column: str = "response",
     params: PromptParams | None = None,
-    options: RunOptions | None = None,
-    cache: Cache | None = None,
-    progress: Progress | None = None,
-    model: str | None = None,
-    prices: Prices | None = None,
+    **run: Unpack[RunArgs],
 ) -> Enriched:
     """``prompt`` of a table for code already inside an event loop."""
-    pipeline = _pipeline(template, provider, return_format, system_message, output_column, params, options, cache,
-                         progress, model, prices, None, None)
-    return await arun_table(table, pipeline)
-
-
-def _pipeline(template: str | Sequence[Part], provider: Prompter, return_format: type[BaseModel] | None,
-              system_message: str | None, output_column: str, params: PromptParams | None,
-              options: RunOptions | None, cache: Cache | None, progress: Progress | None, model: str | None,
-              prices: Prices | None, run_id: str | None, group_column: str | None) -> Pipeline:
-    provider = with_model(provider, model)
-    if not isinstance(provider, Prompter):
-        raise NotSupportedError(provider, "prompt")
-    options = options or RunOptions()
-    task = PromptTask(template, provider, return_format, system_message, output_column, params or PromptParams(),
-                      options)
-    return Pipeline(task, options, cache, run_id=run_id, progress=progress, group_column=group_column,
-                    prices=prices or prices_for(provider), model=_model_name(task.identity))
+    request = _Request(template, return_format, system_message, output_column, params or PromptParams())
+    return await arun_table(table, request.pipeline(provider, run))
 
 
 def _model_name(identity: Mapping[str, Any]) -> str | None:

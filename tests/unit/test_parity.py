@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any
-
-from typing import Unpack, get_args, get_origin
+from typing import Any, Unpack, get_args, get_origin
 
 import pytest
 

@@ -21,16 +21,35 @@ from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.json_schema import answer_model
 from ai_assets.functions.tasks import TASKS
 from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.guarantees import Accuracy, Precision, Recall
+
+
+class TargetConfig(dg.Model):
+    """What a certified cascade guarantees, with probability 1 - delta over a uniform sample the oracle labels."""
+
+    measure: Literal["recall", "precision", "accuracy"] = Field(description="Recall and precision: of a bool label")
+    value: float = Field(description="The target, in (0, 1)")
+    label_field: str = Field(description="The return_format field whose label the target is about")
+    delta: float = Field(0.05, description="The failure probability, in (0, 1)")
+    label_budget: int = Field(200, description="How many rows the oracle labels to learn the threshold")
+    seed: int = Field(0, description="Seeds the sample (the same seed draws the same rows)")
+
+    def build(self) -> Recall | Precision | Accuracy:
+        kinds: dict[str, type[Recall | Precision | Accuracy]] = {"recall": Recall, "precision": Precision,
+                                                                 "accuracy": Accuracy}
+        return kinds[self.measure](self.value)
 
 
 class CascadeConfig(dg.Model):
     """Models tried cheapest first: a row goes to the next one when the one before failed it, or when its
-    ``confidence_field`` is under ``min_confidence`` (``escalate_when`` predicates are Python only)."""
+    ``confidence_field`` is under ``min_confidence`` (``escalate_when`` predicates are Python only). With
+    ``target``, the threshold on ``confidence_field`` is learned instead (two models: the proxy, the oracle)."""
 
     models: list[str]
     confidence_field: str | None = None
     min_confidence: float = 0.5
     prices: dict[str, Pricing] = Field(default_factory=dict, description="Per model (default: built-in prices)")
+    target: TargetConfig | None = Field(None, description="Certify the cascade (see Cascade(target=...))")
 
     @field_validator("models")
     @classmethod
@@ -40,8 +59,12 @@ class CascadeConfig(dg.Model):
         return models
 
     def build(self) -> Cascade:
+        target = self.target
+        certified: dict[str, Any] = {} if target is None else {
+            "target": target.build(), "delta": target.delta, "label_budget": target.label_budget,
+            "label_field": target.label_field, "seed": target.seed}
         return Cascade(self.models, confidence_field=self.confidence_field, min_confidence=self.min_confidence,
-                       prices={name: p.build() for name, p in self.prices.items()})
+                       prices={name: p.build() for name, p in self.prices.items()}, **certified)
 
 
 class GoldenSetConfig(dg.Model):
