@@ -107,3 +107,17 @@ def test_yaml_reads_the_anthropic_key_from_its_own_variable() -> None:
     assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "ANTHROPIC_API_KEY"
     openai = TypeAdapter(Provider).validate_python({"kind": "openai", "model": "gpt-4o-mini"})
     assert openai.model_dump()["api_key_env"] == "OPENAI_API_KEY"  # unchanged for the others
+
+
+def test_a_store_alone_shares_the_limits_anthropic_s_headers_report(tmp_path: Path) -> None:
+    """Anthropic reports its account's limits in ``anthropic-ratelimit-*`` headers (docs: "Rate limits"): with a
+    ``rate_limit_store`` and no rpm / tpm, every process must pace those learned limits through the store, as the
+    OpenAI-compatible resource does (before, the Anthropic resource built no shared limit without rpm / tpm)."""
+    from ai_assets.dagster import AnthropicResource, OpenAICompatibleResource
+
+    store = f"file://{tmp_path}"
+    for resource in (AnthropicResource(model="claude-sonnet-4-5", api_key="unused", rate_limit_store=store),
+                     OpenAICompatibleResource(model="m", api_key="unused", rate_limit_store=store)):
+        shared = resource.build_provider().account_limit()
+        assert shared is not None and shared[0].store == store, type(resource).__name__
+        assert "unused" not in shared[1]  # the account's name is a hash, never the key

@@ -54,7 +54,27 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._provider
 
 
-class OpenAICompatibleResource(ProviderResource):
+class RemoteResource(ProviderResource):
+    """A provider over HTTP: its account's rate limit, shared by every process through ``rate_limit_store``, and
+    the bound on an answer's size."""
+
+    rpm: float | None = Field(default=None, description="Requests a minute for the whole account")
+    tpm: float | None = Field(default=None, description="Tokens a minute for the whole account")
+    rate_limit_store: str | None = Field(
+        default=None, description="Where the account's limit lives, shared by every process: redis://..., "
+                                  "postgresql+psycopg2://... or file:///folder (default: this process only)")
+    account: str | None = Field(default=None, description="Name of the shared limit (default: derived from the "
+                                                          "endpoint and key)")
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, description=(
+        "The largest answer body read; a longer one (or one that never ends) fails its row"))
+
+    def rate_limit(self) -> RateLimit | None:
+        if self.rpm or self.tpm or self.rate_limit_store:  # a store alone shares the limits the headers report
+            return RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
+        return None
+
+
+class OpenAICompatibleResource(RemoteResource):
     """OpenAI or any OpenAI-compatible server (Azure OpenAI, vLLM, LM Studio, Ollama, llama.cpp).
 
     Like the openai SDK, it reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` when no key or base URL is set (pass
@@ -82,30 +102,18 @@ class OpenAICompatibleResource(ProviderResource):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
     auth: Literal["bearer", "api-key"] = Field(
         default="bearer", description="How the key is sent: 'bearer' (Authorization) or Azure's 'api-key' header")
-    rpm: float | None = Field(default=None, description="Requests a minute for the whole account")
-    tpm: float | None = Field(default=None, description="Tokens a minute for the whole account")
-    rate_limit_store: str | None = Field(
-        default=None, description="Where the account's limit lives, shared by every process: redis://..., "
-                                  "postgresql+psycopg2://... or file:///folder (default: this process only)")
-    account: str | None = Field(default=None, description="Name of the shared limit (default: derived from the "
-                                                          "endpoint and key)")
-    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, description=(
-        "The largest answer body read; a longer one (or one that never ends) fails its row"))
     prompt_cache_key: bool | None = Field(default=None, description=(
         "Send OpenAI's prompt_cache_key, one per prompt-prefix group (default: only to api.openai.com)"))
 
     def build_provider(self) -> OpenAICompatibleProvider:
         from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
 
-        limit = None
-        if self.rpm or self.tpm or self.rate_limit_store:  # a store alone shares the limits the headers report
-            limit = RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
         return OpenAICompatibleProvider(
             self.model, base_url=self.base_url, api_key=self.api_key, embedding_model=self.embedding_model,
             embedding_dimensions=self.embedding_dimensions, transcription_model=self.transcription_model,
             mode=self.mode.value if self.mode else None, headers=self.headers, organization=self.organization,
-            project=self.project, auth=self.auth, rate_limit=limit, max_response_bytes=self.max_response_bytes,
-            prompt_cache_key=self.prompt_cache_key)
+            project=self.project, auth=self.auth, rate_limit=self.rate_limit(),
+            max_response_bytes=self.max_response_bytes, prompt_cache_key=self.prompt_cache_key)
 
 
 class LlamaCppResource(ProviderResource):

@@ -6,15 +6,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from ai_assets.dagster.resources import ProviderResource
-from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
-from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.dagster.resources import RemoteResource
 
 if TYPE_CHECKING:  # the provider's module is imported when a run builds it
     from ai_assets.providers.anthropic import AnthropicProvider
 
 
-class AnthropicResource(ProviderResource):
+class AnthropicResource(RemoteResource):
     """Claude models over Anthropic's Messages API, with prompt caching (``cache_control`` on the system message
     and the template's shared head).
 
@@ -41,22 +39,10 @@ class AnthropicResource(ProviderResource):
     cache_prefix: bool = Field(default=True, description="Mark the shared prompt prefix (system message, template "
                                                          "head) with cache_control")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (anthropic-beta, ...)")
-    rpm: float | None = Field(default=None, description="Requests a minute for the whole account")
-    tpm: float | None = Field(default=None, description="Tokens a minute for the whole account")
-    rate_limit_store: str | None = Field(
-        default=None, description="Where the account's limit lives, shared by every process: redis://..., "
-                                  "postgresql+psycopg2://... or file:///folder (default: this process only)")
-    account: str | None = Field(default=None, description="Name of the shared limit (default: derived from the "
-                                                          "endpoint and key)")
-    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, description=(
-        "The largest answer body read; a longer one (or one that never ends) fails its row"))
 
     def build_provider(self) -> AnthropicProvider:
         from ai_assets.providers.anthropic import AnthropicProvider
 
-        limit = None
-        if self.rpm or self.tpm:
-            limit = RateLimit(rpm=self.rpm, tpm=self.tpm, store=self.rate_limit_store, account=self.account)
         return AnthropicProvider(self.model, base_url=self.base_url, api_key=self.api_key,
                                  max_tokens=self.max_tokens, headers=self.headers, cache_prefix=self.cache_prefix,
-                                 rate_limit=limit, max_response_bytes=self.max_response_bytes)
+                                 rate_limit=self.rate_limit(), max_response_bytes=self.max_response_bytes)

@@ -18,7 +18,6 @@ different body is a different request.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -34,7 +33,7 @@ from ai_assets.providers.openai_wire import KEEPALIVE_S, credentials_in, endpoin
 from ai_assets.providers.protocols import ModelRole
 from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
 from ai_assets.runtime.errors import ConfigError, bounded
-from ai_assets.runtime.ratelimit import RateLimit
+from ai_assets.runtime.ratelimit import RateLimit, account_limit
 
 if TYPE_CHECKING:
     import aiohttp
@@ -97,11 +96,7 @@ class AnthropicProvider:
 
     def account_limit(self) -> tuple[RateLimit, str] | None:
         """The shared rate limit and the account it holds for (named after the endpoint and key by default)."""
-        if self.rate_limit is None:
-            return None
-        name = self.rate_limit.account or hashlib.sha256(
-            f"{self.base_url}\n{self._api_key or ''}".encode()).hexdigest()[:16]
-        return self.rate_limit, name
+        return account_limit(self.rate_limit, self.base_url, self._api_key)
 
     # -- requests -------------------------------------------------------------------------------------------
     def chat_request(

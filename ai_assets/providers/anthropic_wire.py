@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ai_assets.providers.openai_wire import http_error
-from ai_assets.providers.wire_shapes import TokenCount, loads
+from ai_assets.providers.wire_shapes import Shape, TokenCount, loads
 from ai_assets.runtime.engine import Reply
 from ai_assets.runtime.errors import (
     AIAssetsWarning,
@@ -50,15 +50,11 @@ if TYPE_CHECKING:
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class ThinkingDetails(_Shape):
+class ThinkingDetails(Shape):
     thinking_tokens: TokenCount | None = None
 
 
-class AnthropicUsage(_Shape):
+class AnthropicUsage(Shape):
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
     cache_creation_input_tokens: TokenCount | None = None
@@ -72,7 +68,7 @@ class AnthropicUsage(_Shape):
                                          cache_write=self.cache_creation_input_tokens or 0, reasoning=thinking or 0)
 
 
-class ContentBlock(_Shape):
+class ContentBlock(Shape):
     """One block of an answer's ``content``: ``text``, ``tool_use`` (``id``, ``name``, ``input``), ``thinking``..."""
 
     type: str
@@ -82,7 +78,7 @@ class ContentBlock(_Shape):
     input: Any = None
 
 
-class MessageBody(_Shape):
+class MessageBody(Shape):
     """A Messages API answer (what instructor's re-ask reads: ``content`` blocks with ``type`` and ``id``)."""
 
     content: list[ContentBlock] = Field(default_factory=list)

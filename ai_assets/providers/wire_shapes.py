@@ -26,19 +26,21 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 TokenCount = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
 
 
-class _Shape(BaseModel):
+class Shape(BaseModel):
+    """A provider's answer read into a typed shape: fields we do not know are kept, nothing is changed."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-class PromptDetails(_Shape):
+class PromptDetails(Shape):
     cached_tokens: TokenCount | None = None
 
 
-class OutputDetails(_Shape):
+class OutputDetails(Shape):
     reasoning_tokens: TokenCount | None = None
 
 
-class WireUsage(_Shape):
+class WireUsage(Shape):
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
     input_tokens: TokenCount | None = None
@@ -61,31 +63,31 @@ class WireUsage(_Shape):
                             reasoning_tokens=min(reasoning or 0, completion or 0))
 
 
-class _Body(_Shape):
+class _Body(Shape):
     usage: WireUsage | None = None
 
     def attempt_usage(self) -> AttemptUsage:
         return self.usage.attempt() if self.usage is not None else AttemptUsage()
 
 
-class ToolFunction(_Shape):
+class ToolFunction(Shape):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCall(_Shape):
+class ToolCall(Shape):
     type: str | None = None
     function: ToolFunction | None = None
 
 
-class ChatMessage(_Shape):
+class ChatMessage(Shape):
     role: str | None = None
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
 
 
-class ChatChoice(_Shape):
+class ChatChoice(Shape):
     index: int | None = None
     message: ChatMessage | None = None
     finish_reason: str | None = None
@@ -115,18 +117,18 @@ class ChatBody(_Body):
         return message.content, False
 
 
-class OutputPart(_Shape):
+class OutputPart(Shape):
     type: str | None = None
     text: str | None = None
     refusal: str | None = None
 
 
-class OutputItem(_Shape):
+class OutputItem(Shape):
     type: str | None = None
     content: list[OutputPart] | None = None
 
 
-class IncompleteDetails(_Shape):
+class IncompleteDetails(Shape):
     reason: str | None = None
 
 
@@ -146,7 +148,7 @@ class ResponsesBody(_Body):
         return "".join(texts)
 
 
-class EmbeddingItem(_Shape):
+class EmbeddingItem(Shape):
     index: int = Field(ge=0, strict=True)
     embedding: str | list[float]
 

@@ -29,6 +29,7 @@ shared between processes, which is the whole point of an account-wide limit.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,6 +80,14 @@ class RateLimit:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def account_limit(limit: RateLimit | None, endpoint: str, key: str | None) -> tuple[RateLimit, str] | None:
+    """``limit`` and the account it holds for: its ``account``, else a name derived from the endpoint and the key
+    (a hash: the key never appears in a store)."""
+    if limit is None:
+        return None
+    return limit, limit.account or hashlib.sha256(f"{endpoint}\n{key or ''}".encode()).hexdigest()[:16]
 
 
 def check_headroom(value: float, name: str) -> None:
