@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from ai_assets import OpenAICompatibleProvider, RetryPolicy, RunOptions, prompt
-from ai_assets.providers.openai_wire import KEEPALIVE_S
+from ai_assets.runtime.http import KEEPALIVE_S
 
 IDLE_CLOSE_S = 5.0
 

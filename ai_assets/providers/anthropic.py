@@ -29,10 +29,11 @@ from pydantic import BaseModel
 from ai_assets.providers.anthropic_batch import AnthropicBatchClient
 from ai_assets.providers.anthropic_messages import EPHEMERAL, anthropic_messages, forced_tool, mark_head
 from ai_assets.providers.anthropic_wire import ANTHROPIC_VERSION, AnthropicEndpoint, MessagesConnection
-from ai_assets.providers.openai_wire import KEEPALIVE_S, credentials_in, endpoint_url
+from ai_assets.providers.openai_wire import credentials_in, endpoint_url
 from ai_assets.providers.protocols import ModelRole
 from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
 from ai_assets.runtime.errors import ConfigError, bounded
+from ai_assets.runtime.http import client_session
 from ai_assets.runtime.ratelimit import RateLimit, account_limit
 
 if TYPE_CHECKING:
@@ -144,11 +145,7 @@ class AnthropicProvider:
             headers["x-api-key"] = self._api_key
         elif self.base_url == ANTHROPIC_BASE_URL:
             raise ConfigError(f"no API key for {self.base_url}: set the environment variable {self._api_key_env}")
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=KEEPALIVE_S)
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+        async with client_session(headers, concurrency, timeout_s) as session:
             yield session
 
     @asynccontextmanager

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from ai_assets.providers.openai_wire import http_error
-from ai_assets.providers.wire_shapes import Shape, TokenCount, loads
+from ai_assets.providers.wire_shapes import Shape, TokenCount, loads, validated
 from ai_assets.runtime.engine import Reply
 from ai_assets.runtime.errors import (
     AIAssetsWarning,
@@ -153,7 +153,7 @@ class MessagesConnection:
     def parse(self, request: dict[str, Any], body: Any) -> Reply:
         """``body`` (untrusted JSON) as a value and its usage; a ``BadAnswerError`` when it holds none, an
         ``InvalidOutputError`` (with the re-ask) when the tool's input does not validate."""
-        shape = _validated(body, self.url)
+        shape = validated(MessageBody, body, self.url, AnthropicUsage)
         usage = shape.attempt_usage()
         if shape.stop_reason == "refusal":
             raise EmptyAnswerError(f"empty answer: the model refused (stop_reason='refusal'){_texts(shape)}",
@@ -202,24 +202,3 @@ def _tool_name(request: Mapping[str, Any]) -> str | None:
 def _texts(shape: MessageBody) -> str:
     text = "".join(block.text or "" for block in shape.content if block.type == "text")
     return f"; {bounded(text, (), 200)!r}" if text else ""
-
-
-def _validated(body: object, source: str) -> MessageBody:
-    """``body`` as a ``MessageBody``, or a ``MalformedAnswerError`` naming what did not fit (with the billed tokens
-    where the ``usage`` part itself was readable), as ``wire_shapes.validated`` does for OpenAI's shapes."""
-    try:
-        return MessageBody.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        message = f"malformed answer from {source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
-        raise MalformedAnswerError(bounded(message), usage=_usage_if_readable(body)) from exc
-
-
-def _usage_if_readable(body: object) -> AttemptUsage:
-    if not isinstance(body, dict):
-        return AttemptUsage()
-    try:
-        return AnthropicUsage.model_validate(body.get("usage") or {}).attempt()
-    except ValidationError:
-        return AttemptUsage()

@@ -29,7 +29,6 @@ from pydantic import BaseModel
 
 from ai_assets.providers.openai_batch import BatchClient
 from ai_assets.providers.openai_wire import (
-    KEEPALIVE_S,
     ChatConnection,
     EmbeddingConnection,
     Endpoint,
@@ -40,6 +39,7 @@ from ai_assets.providers.openai_wire import (
 from ai_assets.providers.protocols import ModelRole
 from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
 from ai_assets.runtime.errors import ConfigError, bounded
+from ai_assets.runtime.http import client_session
 from ai_assets.runtime.ratelimit import RateLimit, account_limit
 
 if TYPE_CHECKING:
@@ -216,11 +216,7 @@ class OpenAICompatibleProvider:
                 self._api_key if self.auth == "api-key" else f"Bearer {self._api_key}")
         elif self.base_url == OPENAI_BASE_URL:
             raise ConfigError(f"no API key for {self.base_url}: set the environment variable {self._api_key_env}")
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=KEEPALIVE_S)
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+        async with client_session(headers, concurrency, timeout_s) as session:
             yield session
 
     @asynccontextmanager

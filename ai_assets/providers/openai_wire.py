@@ -50,10 +50,6 @@ REASK = ("Your previous answer did not validate against the required JSON schema
          "that matches the schema exactly.")
 
 
-KEEPALIVE_S = 4.0
-"""How long an idle connection is kept for the next request: under the 5 s after which uvicorn (vLLM), llama.cpp's
-cpp-httplib and Node close one, so a request never races the server's close on a connection it is dropping
-(RFC 9112 section 9.3; aiohttp's default, 15 s, lets a request go out on one in that moment)."""
 CREDENTIAL_WORDS = ("key", "token", "secret", "sig", "auth", "password", "cookie")
 """A query parameter or header whose name holds one of these carries a credential (Azure's ``api-key``, a SAS
 ``sig``, ``Authorization``, ``x-api-key``): its value is masked like the API key."""

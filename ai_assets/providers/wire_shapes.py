@@ -14,7 +14,7 @@ Unknown fields are allowed (providers add their own); known fields are strict (n
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -161,30 +161,37 @@ class TranscriptionBody(_Body):
     text: Annotated[str, Field(strict=True)]
 
 
-S = TypeVar("S", bound=_Body)
+S = TypeVar("S", bound=BaseModel)
 
 
 def _reason(finish_reason: str | None) -> str:
     return f" (finish_reason={finish_reason!r})" if finish_reason else ""
 
 
-def validated(shape: type[S], body: object, source: str) -> S:
+class UsageShape(Protocol):
+    def attempt(self) -> AttemptUsage:
+        """The attempt's billed tokens in the one neutral shape."""
+        ...
+
+
+def validated(shape: type[S], body: object, source: str, usage: type[BaseModel] = WireUsage) -> S:
     """``body`` as ``shape``, or a ``MalformedAnswerError`` naming what did not fit (billed tokens kept where the
-    ``usage`` part itself was readable)."""
+    ``usage`` part itself was readable as the vendor's ``usage`` shape, which has ``attempt()``)."""
     try:
         return shape.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         message = f"malformed answer from {source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
-        raise MalformedAnswerError(bounded(message), usage=_usage_if_readable(body)) from exc
+        raise MalformedAnswerError(bounded(message), usage=_usage_if_readable(body, usage)) from exc
 
 
-def _usage_if_readable(body: object) -> AttemptUsage:
+def _usage_if_readable(body: object, usage: type[BaseModel]) -> AttemptUsage:
     if not isinstance(body, dict):
         return AttemptUsage()
     try:
-        return WireUsage.model_validate(body.get("usage") or {}).attempt()
+        shape: UsageShape = usage.model_validate(body.get("usage") or {})  # type: ignore[assignment]
+        return shape.attempt()
     except ValidationError:
         return AttemptUsage()
 
