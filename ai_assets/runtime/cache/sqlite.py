@@ -49,14 +49,26 @@ class ResultCache:
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process (not a power cut)
+            self._create_or_upgrade()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def _create_or_upgrade(self) -> None:
+        """The tables, and the columns that journals written by earlier versions lack, in one write transaction:
+        processes opening a new journal at once take turns (``BEGIN IMMEDIATE`` holds SQLite's write lock), so the
+        second sees the first one's columns instead of adding them again ("duplicate column name")."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             self._db.execute(_SCHEMA)
             self._db.execute(_CLAIMS)
             present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-            for name, kind in _COLUMNS.items():  # journals written by earlier versions gain the new columns
+            for name, kind in _COLUMNS.items():
                 if name not in present:
                     self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-        except (sqlite3.Error, OSError) as exc:
-            raise self._error(exc) from exc
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _error(self, exc: BaseException) -> ConfigError:
         """A journal failure that names the file and what to do about it."""
