@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,12 +81,15 @@ def test_a_server_enforcing_the_same_limit_refuses_nothing(server: FakeOpenAISer
 
 
 WORKER = """
-import sys, pyarrow as pa
+import pathlib, sys, time, pyarrow as pa
 from ai_assets import OpenAICompatibleProvider, RateLimit, RunOptions, prompt
-base_url, store, worker, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+base_url, store, worker, n, gate = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), pathlib.Path(sys.argv[5])
 llm = OpenAICompatibleProvider("fake", base_url=base_url, api_key="sk-shared-account",
                                rate_limit=RateLimit(rpm=240, store=None if store == "-" else store))
 table = pa.table({"text": [f"worker {worker} row {i}" for i in range(n)]})
+(gate.parent / f"ready-{worker}").touch()
+while not gate.exists():  # every worker starts sending at once: the rate is the limiter's, not the start-up's
+    time.sleep(0.01)
 out = prompt(table, "{text}", provider=llm, options=RunOptions(concurrency=8, on_error="null"))
 if store != "-":
     assert out.table.column("response").null_count == 0, out.table.column("response_error").to_pylist()
@@ -99,6 +104,21 @@ def burners(count: int, seconds: float) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", BURN, str(seconds)]) for _ in range(count)]
 
 
+def started(workers: int, base_url: str, store: str, rows_each: int) -> list[subprocess.Popen[bytes]]:
+    """``workers`` processes, released together once each has imported and built its provider: a process that
+    starts late (a loaded machine takes seconds to import) would otherwise leave gaps that lower the measured
+    rate without the limiter having anything to do with it (seen with 4 pytest workers on 2 cores: 3.35/s)."""
+    gate = Path(tempfile.mkdtemp()) / "go"
+    processes = [subprocess.Popen([sys.executable, "-c", WORKER, base_url, store, str(w), str(rows_each), str(gate)],
+                                  cwd=ROOT) for w in range(workers)]
+    deadline = time.monotonic() + 180
+    while len(list(gate.parent.glob("ready-*"))) < workers:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a worker did not start"
+        time.sleep(0.05)
+    gate.touch()
+    return processes
+
+
 def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_each: int = 15, load: int = 0) -> None:
     """``workers`` processes sharing one account's limit (240 rpm) through ``store``, against a strict
     sliding-window server that answers 429 above that limit (no tolerance: a request spaced exactly at the limit
@@ -106,8 +126,7 @@ def run_workers(server: FakeOpenAIServer, store: str, workers: int = 4, rows_eac
     server.set_rate_limit(rpm=240, window_s=WINDOW_S)
     load_processes = burners(load, seconds=workers * rows_each / 4 + 15)
     try:
-        processes = [subprocess.Popen([sys.executable, "-c", WORKER, server.base_url, store, str(w), str(rows_each)],
-                                      cwd=ROOT) for w in range(workers)]
+        processes = started(workers, server.base_url, store, rows_each)
         for process in processes:
             assert process.wait(timeout=300) == 0
         stats = server.stats()
@@ -146,8 +165,7 @@ def test_a_limit_held_in_this_process_only_is_exceeded_by_four(server: FakeOpenA
     """The control: without a shared store, four processes send four times the limit and meet 429s."""
     server.set_rate_limit(rpm=240, window_s=WINDOW_S)
     try:
-        processes = [subprocess.Popen([sys.executable, "-c", WORKER, server.base_url, "-", str(w), "15"], cwd=ROOT)
-                     for w in range(4)]
+        processes = started(4, server.base_url, "-", 15)
         for process in processes:
             assert process.wait(timeout=300) == 0
         assert server.stats().rate_limited > 0

@@ -79,7 +79,7 @@ _SOURCES = {
     "ai_assets.dagster.kinds": ("with_store_kinds",),
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES, extras={"dagster": "dagster"})
 
 __all__ = [
     "AnthropicResource",

@@ -10,6 +10,16 @@ from pydantic import BaseModel
 
 from ai_assets.functions.templates import ImageColumn, Part
 
+MAX_SHOWN_CHARS = 2000
+"""The longest template or system message an asset's description shows (the asset graph carries the description
+to the webserver, the daemon and every run's snapshot); a longer one is cut there, saying how long it is."""
+
+
+def _shown(text: str) -> str:
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}\n[... cut: {len(text):,} characters in all, the first {MAX_SHOWN_CHARS:,} shown]"
+
 
 def _model(provider_key: str, model: str | None) -> str:
     return f"model `{model}` of resource `{provider_key}`" if model else f"the model of resource `{provider_key}`"
@@ -24,9 +34,9 @@ def _template(template: str | Sequence[Part]) -> str:
 def describe_prompt(upstream: dg.AssetKey, template: str | Sequence[Part], return_format: type[BaseModel] | None,
                     system_message: str | None, output_column: str, provider_key: str, model: str | None) -> str:
     lines = [f"Prompts {_model(provider_key, model)} once per row of `{upstream.to_user_string()}` with the "
-             "template:", "", "```", _template(template), "```"]
+             "template:", "", "```", _shown(_template(template)), "```"]
     if system_message:
-        lines += ["", f"System message: {system_message}"]
+        lines += ["", f"System message: {_shown(system_message)}"]
     if return_format is not None:
         fields = ", ".join(f"`{name}`" for name in return_format.model_fields)
         lines += ["", f"`{output_column}` is a struct from `{return_format.__name__}`: {fields}."]

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ai_assets.runtime.errors import ConfigError
+
 EPHEMERAL = {"type": "ephemeral"}
 """Anthropic's cache breakpoint (the 5-minute cache)."""
 
@@ -27,13 +29,26 @@ def anthropic_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, A
     for message in messages:
         role, content = message.get("role"), message.get("content")
         if role in ("system", "developer"):
-            parts = [content] if isinstance(content, str) else list(content or [])
-            system += [{"type": "text", "text": p if isinstance(p, str) else str(p.get("text", ""))}
-                       for p in parts if p]
+            system += [{"type": "text", "text": text} for text in _system_texts(content) if text]
             continue
         blocks = content if isinstance(content, str) else [_block(part) for part in content or []]
         turns.append({"role": "assistant" if role == "assistant" else "user", "content": blocks})
     return system, turns
+
+
+def _system_texts(content: Any) -> list[str]:
+    """The texts of a system message (a string, or a list of strings and ``text`` parts). Anthropic's ``system``
+    takes text blocks only, each non-empty ("text content blocks must be non-empty"): empty texts are left out,
+    and any other part is a ``ConfigError`` naming it, rather than a 400 on every row."""
+    parts = [content] if isinstance(content, str) else list(content or [])
+    texts = []
+    for part in parts:
+        if isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text"):
+            texts.append(part if isinstance(part, str) else str(part.get("text") or ""))
+        else:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ConfigError(f"system message: Anthropic takes text only there, got a {kind!r} part")
+    return texts
 
 
 def _block(part: dict[str, Any]) -> dict[str, Any]:

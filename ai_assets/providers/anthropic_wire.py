@@ -37,6 +37,7 @@ from ai_assets.runtime.errors import (
     EmptyAnswerError,
     InvalidOutputError,
     MalformedAnswerError,
+    PermanentError,
     TransientError,
     bounded,
 )
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 ANTHROPIC_VERSION = "2023-06-01"
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+"""Anthropic's largest image on the API ("Vision": 5 MB an image; a larger one is a 400 for its request)."""
 
 
 class ThinkingDetails(Shape):
@@ -125,8 +128,10 @@ class MessagesConnection:
         self.response_model = response_model
         self.secrets: Sequence[str] = endpoint.secrets
         self.url = endpoint.url
+        self._said_no_usage = False
 
     async def send(self, request: dict[str, Any]) -> Reply:
+        _check_images(request)
         body, headers = await self._post(request)
         reply = self.parse(request, body)
         reply.headers = headers or None
@@ -155,6 +160,10 @@ class MessagesConnection:
         ``InvalidOutputError`` (with the re-ask) when the tool's input does not validate."""
         shape = validated(MessageBody, body, self.url, AnthropicUsage)
         usage = shape.attempt_usage()
+        if shape.usage is None and not self._said_no_usage:  # the Messages API always reports it: a proxy's doing
+            self._said_no_usage = True
+            warnings.warn(f"answers from {self.url} report no usage: their tokens count as 0, so the run's cost, "
+                          "a spending cap and the TPM pacing under-count them", AIAssetsWarning, stacklevel=2)
         if shape.stop_reason == "refusal":
             raise EmptyAnswerError(f"empty answer: the model refused (stop_reason='refusal'){_texts(shape)}",
                                    usage=usage)
@@ -169,11 +178,19 @@ class MessagesConnection:
                               AIAssetsWarning, stacklevel=2)
             return Reply("".join(texts), usage)
         tool = _tool_name(request)
-        calls = [block for block in shape.content if block.type == "tool_use" and block.name == tool]
-        raw = json.dumps(calls[0].input) if calls else "".join(b.text or "" for b in shape.content)
+        uses = [block for block in shape.content if block.type == "tool_use"]
+        calls = [block for block in uses if block.name == tool]
+        if len(uses) > 1:
+            raw = json.dumps([use.input for use in uses])
+        else:
+            raw = json.dumps(calls[0].input) if calls else "".join(b.text or "" for b in shape.content)
         try:
             if not calls:
                 raise ValueError(f"no call of the tool {tool!r} (stop_reason={shape.stop_reason!r})")
+            if any(use.name != tool or use.input != calls[0].input for use in uses):
+                # instructor's Anthropic TOOLS parsing takes exactly one tool_use block; parallel tool use (on by
+                # default) can give several: which one is the answer is unknown, so the model is asked again
+                raise ValueError(f"expected exactly one call of the tool {tool!r}, got {len(uses)} tool_use blocks")
             parsed = self.response_model.model_validate(calls[0].input)
         except (ValidationError, ValueError) as exc:
             raise InvalidOutputError(bounded(f"{type(exc).__name__}: {exc}", self.secrets),
@@ -189,6 +206,20 @@ def reask(request: dict[str, Any], answer: MessageBody, error: Exception) -> dic
     text = bounded(str(error), (), 500)
     asked: dict[str, Any] = AnthropicToolsHandler().handle_reask(copy, answer, ValueError(text))
     return asked
+
+
+def _check_images(request: Mapping[str, Any]) -> None:
+    """Refuse, before sending, a request with a base64 image over ``MAX_IMAGE_BYTES`` (the API would refuse it
+    after the upload): that row fails, naming the size and the limit."""
+    for turn in request.get("messages") or []:
+        content = turn.get("content") if isinstance(turn, Mapping) else None
+        for block in content if isinstance(content, list) else []:
+            source = block.get("source") if isinstance(block, Mapping) and block.get("type") == "image" else None
+            data = source.get("data") if isinstance(source, Mapping) else None
+            size = len(data) * 3 // 4 - data[-2:].count("=") if isinstance(data, str) else 0
+            if size > MAX_IMAGE_BYTES:
+                raise PermanentError(f"an image of {size:,} bytes is over Anthropic's {MAX_IMAGE_BYTES:,}-byte limit "
+                                     "per image (\"Vision\"): resize it first (decode_images, ImageSpec(size=...))")
 
 
 def _tool_name(request: Mapping[str, Any]) -> str | None:

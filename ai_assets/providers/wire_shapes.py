@@ -187,13 +187,20 @@ def validated(shape: type[S], body: object, source: str, usage: type[BaseModel] 
 
 
 def _usage_if_readable(body: object, usage: type[BaseModel]) -> AttemptUsage:
-    if not isinstance(body, dict):
+    """The billed tokens of the ``usage`` fields that read cleanly: one count out of range (a negative
+    ``cache_creation_input_tokens``) drops that count, not the tokens the others report."""
+    raw = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(raw, dict):
         return AttemptUsage()
-    try:
-        shape: UsageShape = usage.model_validate(body.get("usage") or {})  # type: ignore[assignment]
-        return shape.attempt()
-    except ValidationError:
-        return AttemptUsage()
+    while True:
+        try:
+            shape: UsageShape = usage.model_validate(raw)  # type: ignore[assignment]
+            return shape.attempt()
+        except ValidationError as exc:
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            if not bad & raw.keys():
+                return AttemptUsage()
+            raw = {name: value for name, value in raw.items() if name not in bad}
 
 
 def loads(payload: bytes, source: str) -> Any:

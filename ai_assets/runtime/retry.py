@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from ai_assets.runtime.errors import ConfigError, InvalidOutputError, TransientError
+from ai_assets.runtime.ratelimit.headers import ascii_number
 
 RETRY_AFTER_MARGIN_S = 0.01
 RETRY_AFTER_JITTER = 0.1
@@ -57,29 +58,23 @@ class RetryPolicy:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Read ``retry-after-ms`` (OpenAI) or ``retry-after`` (seconds or an HTTP date); None when absent."""
+    """Read ``retry-after-ms`` (OpenAI) or ``retry-after`` (seconds or an HTTP date); None when absent or
+    unreadable. Seconds are ASCII digits (RFC 9110 ``delta-seconds = 1*DIGIT``; a fraction is read too); an
+    HTTP-date in any of its three formats (RFC 9110 section 5.6.7), the zone-less asctime form being UTC."""
     millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return _seconds(float(millis) / 1000)
-        except ValueError:
-            pass
+    if millis is not None and (wait := ascii_number(millis)) is not None:
+        return wait / 1000
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return _seconds(float(value))
-    except ValueError:
-        pass
+    if (wait := ascii_number(value)) is not None:
+        return wait
+    if value.strip(" \t").lower() in ("inf", "infinity"):  # no date either: a wait no policy will take
+        return math.inf
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # asctime, or a "-0000" zone: an HTTP-date is always UTC
+        when = when.replace(tzinfo=UTC)
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
-def _seconds(value: float) -> float:
-    """A wait from a header: never negative; NaN is unreadable (``inf`` stays, and fails the row as too long)."""
-    if math.isnan(value):
-        raise ValueError("NaN")
-    return max(value, 0.0)

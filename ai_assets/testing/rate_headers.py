@@ -34,16 +34,21 @@ def report(style: HeaderStyle, limits: dict[str, tuple[float, float, float]]) ->
     headers: dict[str, str] = {}
     for kind, (limit, remaining, reset_s) in limits.items():
         if style == "openai":
-            headers[f"x-ratelimit-limit-{kind}"] = f"{limit:g}"
+            headers[f"x-ratelimit-limit-{kind}"] = _count(limit)
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(int(remaining), 0))
             headers[f"x-ratelimit-reset-{kind}"] = go_duration(reset_s)
         else:
             when = datetime.now(UTC) + timedelta(seconds=max(reset_s, 0.0))
-            headers[f"anthropic-ratelimit-{kind}-limit"] = f"{limit:g}"
+            headers[f"anthropic-ratelimit-{kind}-limit"] = _count(limit)
             headers[f"anthropic-ratelimit-{kind}-remaining"] = str(max(int(remaining), 0))
             headers[f"anthropic-ratelimit-{kind}-reset"] = when.isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z")
     return headers
+
+
+def _count(value: float) -> str:
+    """A count as both vendors write it: plain digits (``1000000``, never ``1e+06``)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:f}".rstrip("0")
 
 
 def window_state(arrivals: list[tuple[float, float]], window_s: float, rpm: float | None, tpm: float | None,

@@ -13,18 +13,28 @@ The record is three numbers per breaker: consecutive failures, when it opened (0
 went out (0: none). It is keyed by a hash of the provider's identity (endpoint, model), never by its key, and
 moved by one atomic step per event in each store (a lock in memory, ``flock`` on a file, a Lua script in Redis,
 a row lock in Postgres), on the store's clock.
+
+A record is never trusted to hold the breaker open past one cool-down from now: a time in the future (a clock set
+back, as ``time.time`` may be; a hand-edited store) or not finite reads as "now". A store the breaker cannot use
+(a folder it cannot write, Redis or Postgres down) fails open: the request is sent as if the breaker were closed,
+and the run says so once (a warning naming the store's kind and the error), since a breaker only saves a dead
+provider's timeouts and must not cost the rows of a live one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
-from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.errors import ConfigError, bounded
 
+logger = logging.getLogger(__name__)
 Event = Literal["ask", "failure", "success"]
 Verdict = Literal["closed", "suspect", "open", "probe"]
 """``closed``: send; ``suspect``: send (closed, with failures on record: report a success, which resets them);
@@ -41,6 +51,7 @@ class BreakerRecord:
 def step(record: BreakerRecord, event: Event, now: float, threshold: int,
          cooldown_s: float) -> tuple[BreakerRecord, Verdict]:
     """The breaker's next record and its verdict for ``event`` at ``now`` (the one rule every store runs)."""
+    record = BreakerRecord(max(record.failures, 0), _not_after(record.opened_at, now), _not_after(record.probe_at, now))
     if event == "success":
         return BreakerRecord(), "closed"
     if event == "failure":
@@ -53,6 +64,11 @@ def step(record: BreakerRecord, event: Event, now: float, threshold: int,
     if now - record.opened_at < cooldown_s or (record.probe_at and now - record.probe_at < cooldown_s):
         return record, "open"
     return BreakerRecord(record.failures, record.opened_at, now), "probe"
+
+
+def _not_after(moment: float, now: float) -> float:
+    """A recorded time, at most ``now`` (0, none recorded, stays 0)."""
+    return moment if moment == 0 or (math.isfinite(moment) and moment <= now) else now
 
 
 class BreakerStore(Protocol):
@@ -96,9 +112,20 @@ class Breaker:
         self.settings = settings
         self.name = breaker_name(identity)
         self._store: BreakerStore = open_store(store)  # type: ignore[assignment]  # every store is one
+        self._location = store
+        self._warned = False
 
     async def _event(self, event: Event) -> Verdict:
-        return await self._store.breaker(self.name, event, self.settings.threshold, self.settings.cooldown_s)
+        try:
+            return await self._store.breaker(self.name, event, self.settings.threshold, self.settings.cooldown_s)
+        except Exception as exc:  # a store it cannot use fails open (see the module docstring)
+            if not self._warned:
+                self._warned = True
+                parts = urlsplit(self._location or "memory:")
+                logger.warning("circuit breaker: its %s store cannot be used (%s); requests go on as if the "
+                               "breaker were closed", parts.scheme or "file",
+                               bounded(f"{type(exc).__name__}: {exc}", [p for p in (parts.password,) if p], 200))
+            return "closed"
 
     async def ask(self) -> Verdict:
         """Whether to send (see ``Verdict``)."""

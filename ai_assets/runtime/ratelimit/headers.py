@@ -8,7 +8,9 @@ duration: ``"6m0s"``, ``"1s"``, ``"250ms"``, ``"1h2m3.5s"``). Anthropic ("Rate l
 ``-input-tokens-`` / ``-output-tokens-``), the reset an RFC 3339 time. Both limits are per minute.
 
 Reading is forgiving: a header that is missing, not a number, negative, NaN or infinite is ignored (the answer is
-still used); only the values that read cleanly count.
+still used); only the values that read cleanly count. A number is ASCII digits with an optional fraction (RFC 5234:
+``DIGIT = %x30-39``; both vendors send integer counts): Python's ``float`` would also read ``"٦٠"``, ``"6_0"`` or
+``"1e-9"``. A limit below 1 a minute is no limit either vendor has, and would hold the next request for days.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from datetime import UTC, datetime
 
 MAX_HEADER_CHARS = 64
 """A header value longer than this is not read (a rate header is a number, a duration or a timestamp)."""
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|\u03bcs|ns)")  # Go: both micro signs
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 RATE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
@@ -55,13 +58,11 @@ def rate_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def go_duration_s(text: str) -> float | None:
     """Seconds of a Go duration (``"6m0s"``, ``"1s"``, ``"250ms"``, ``"1h2m3.5s"``) or a bare number of seconds;
     None when unreadable."""
-    text = text.strip()
+    text = text.strip(" \t")
     if not text or len(text) > MAX_HEADER_CHARS:
         return None
-    try:
-        return _finite(float(text))
-    except ValueError:
-        pass
+    if (seconds := ascii_number(text)) is not None:
+        return seconds
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
@@ -92,7 +93,7 @@ def read_limits(headers: Mapping[str, str], now: datetime | None = None) -> Repo
         anthropic = tuple(f"anthropic-ratelimit-{kind}-{part}" for part in ("limit", "remaining", "reset"))
         for (limit, remaining, reset), wait in ((openai, go_duration_s), (anthropic, rfc3339_wait)):
             if limit in h:
-                return Reported(_count(h[limit], positive=True), _count(h.get(remaining)),
+                return Reported(_count(h[limit], limit=True), _count(h.get(remaining)),
                                 wait(h[reset]) if reset in h else None)
         return Reported()
 
@@ -102,14 +103,19 @@ def read_limits(headers: Mapping[str, str], now: datetime | None = None) -> Repo
     return ReportedLimits(one("requests"), one("tokens"))
 
 
-def _count(text: str | None, *, positive: bool = False) -> float | None:
-    if text is None or len(text) > MAX_HEADER_CHARS:
+def ascii_number(text: str) -> float | None:
+    """A header's non-negative number (``"60"``, ``"1.5"``): ASCII digits, an optional fraction, optional spaces
+    or tabs around (RFC 9110's OWS); None for anything else, whatever Python's ``float`` would read."""
+    text = text.strip(" \t")
+    if len(text) > MAX_HEADER_CHARS or not _NUMBER.fullmatch(text):
         return None
-    try:
-        value = _finite(float(text.strip()))
-    except ValueError:
-        return None
-    if value is None or value < 0 or (positive and value == 0):
+    return _finite(float(text))
+
+
+def _count(text: str | None, *, limit: bool = False) -> float | None:
+    """A count of requests or tokens; a ``limit`` must be at least 1 a minute."""
+    value = None if text is None else ascii_number(text)
+    if value is None or (limit and value < 1):
         return None
     return value
 

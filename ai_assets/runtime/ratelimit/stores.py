@@ -142,8 +142,10 @@ local raw = redis.call('GET', KEYS[1])
 local failures, opened, probe = 0, 0, 0
 if raw then
   local f, o, p = string.match(raw, '^(%d+) ([%d%.eE+-]+) ([%d%.eE+-]+)$')
-  if f then failures, opened, probe = tonumber(f), tonumber(o), tonumber(p) end
+  if f then failures, opened, probe = tonumber(f) or 0, tonumber(o) or 0, tonumber(p) or 0 end
 end
+if opened > now then opened = now end  -- never held open past one cool-down from now (breaker.step)
+if probe > now then probe = now end
 local event, threshold, cooldown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local verdict = 'closed'
 if event == 'success' then
