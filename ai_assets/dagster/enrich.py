@@ -18,14 +18,15 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ai_assets.dagster import checks as asset_checks
 from ai_assets.dagster.budget import SpendCap, caps_of, report_spend
 from ai_assets.dagster.call import Call, PriceOf, Run, Upstream
-from ai_assets.dagster.checks import Check, Measured, embedding_check, error_rate_check, valid_share_check
+from ai_assets.dagster.checks import Check, embedding_check, error_rate_check, valid_share_check
 from ai_assets.dagster.common import EnrichArgs, asset_kwargs, check_enrich_args, fingerprint, upstream_key
 from ai_assets.dagster.dead_letter import enrichment_decorator, output_name
 from ai_assets.dagster.describe import describe_classify, describe_embed, describe_prompt
 from ai_assets.dagster.estimate import observe_estimate
-from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, check_specs, start_gates
+from ai_assets.dagster.gates import DriftCheck, Gate, GoldenSet, JudgeCheck, as_texts, start_gates
 from ai_assets.dagster.io_managers import TEXT_COLUMN, VECTOR_COLUMN
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
@@ -74,8 +75,9 @@ def _enrich_asset(
                 **({TEXT_COLUMN: text_column} if text_column else {}), PROVIDER_KEY: provider_key,
                 **(kwargs.pop("metadata", None) or {})}
     kwargs.setdefault("description", description)
-    specs = [dg.AssetCheckSpec(check.name, asset=key, description=check.description) for check in checks]
-    specs += check_specs(gates, key)
+    named: list[asset_checks.Named] = [*checks, *gates]  # each partitioned like the asset
+    specs = [asset_checks.check_spec(c.name, key, c.description, blocking=getattr(c, "blocking", False),
+                                     partitions_def=kwargs.get("partitions_def")) for c in named]
     resource_keys = {provider_key} | ({cache_key} if cache_key else set())
     letters = dg.AssetKey([*prefix, f"{name}_dead_letter"]) if args.get("dead_letter") else None
     caps = list(caps_of(args.get("automation_condition")))
@@ -130,9 +132,9 @@ def _enrich_asset(
             context.log.info(f"{name}: {failed.num_rows} dead letter(s) to {letters.to_user_string()}")
             yield dg.Output(failed, output_name=letters.to_python_identifier(),
                             metadata={"dagster/row_count": failed.num_rows})
-        for check in checks:
-            yield check.evaluate(Measured(stream.usage, vectors))
-        yield from (v for watch in watching if (v := watch.after(context, key, call)) is not None)
+        yield from asset_checks.measured(context, key, checks, stream.usage, vectors)  # each under its partition
+        yield from asset_checks.verdicts(context, key, (watch.after(context, key, call) for watch in watching),
+                                         {gate.name: gate.blocking for gate in gates})  # a judge's, a drift check's
 
     return _enrich
 

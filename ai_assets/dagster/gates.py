@@ -25,6 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ai_assets.dagster.call import Call, Run
+from ai_assets.dagster.checks import per_partition
 from ai_assets.dagster.metadata import usage_metadata
 from ai_assets.functions.prompt import prompt
 from ai_assets.providers.protocols import with_model
@@ -83,13 +84,10 @@ class Gate(Protocol):
               seed: str) -> GateRun: ...
 
 
-def check_specs(gates: Sequence[Gate], key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(g.name, asset=key, description=g.description, blocking=g.blocking) for g in gates]
-
-
 def start_gates(context: dg.AssetExecutionContext, name: str, key: dg.AssetKey, gates: Sequence[Gate],
                 start: Callable[[Gate], GateRun], run: Run, call: Call
-                ) -> Generator[dg.AssetCheckResult | dg.AssetObservation, None, list[GateRun]]:
+                ) -> Generator[dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.AssetObservation, None,
+                               list[GateRun]]:
     """Start the gates whose checks the run selected and return them, after yielding the verdicts of those that
     judge before anything is sent (a golden set); a failed blocking one stops the step. Dagster does not execute a
     check left out of a run's selection (``AssetSelection.without_checks()``, a check deselected in the UI), so its
@@ -106,7 +104,7 @@ def start_gates(context: dg.AssetExecutionContext, name: str, key: dg.AssetKey, 
             continue
         if verdict is None:
             continue
-        yield verdict
+        yield from per_partition(context, key, verdict, gate.blocking)
         if gate.blocking and not verdict.passed:
             raise dg.Failure(f"{name}: quality gate {gate.name} failed, so no row of the partition was sent",
                              metadata=dict(verdict.metadata or {}))

@@ -56,7 +56,7 @@ class IcebergIOManager(ArrowIOManager):
 
     def store(self, key: dg.AssetKey, definition_metadata: dict[str, Any], run_id: str | None = None
               ) -> TableStore:
-        from ai_assets.storage.iceberg import open_catalog
+        from ai_assets.storage.iceberg_catalog import open_catalog
 
         if self._catalog is None:  # one catalog (and SQL connection pool) per process, not one per load
             self._catalog = open_catalog(self.catalog_properties(), self.catalog_name)

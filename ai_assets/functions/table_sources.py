@@ -122,7 +122,8 @@ class IcebergSource:
     catalog_name: str = "ai_assets"
 
     def read(self, fields: Mapping[str, str] | None = None) -> pa.RecordBatchReader:
-        from ai_assets.storage.iceberg import IcebergStore, open_catalog
+        from ai_assets.storage.iceberg import IcebergStore
+        from ai_assets.storage.iceberg_catalog import open_catalog
 
         store = IcebergStore(open_catalog(dict(self.catalog), self.catalog_name), self.table)
         handle = store._table()

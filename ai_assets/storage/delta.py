@@ -112,8 +112,19 @@ class DeltaStore:
         if column not in reader.schema.names:
             raise ConfigError(f"a partitioned write needs the column {column!r}; columns: {reader.schema.names}")
         existing = self._table() or self._create(reader.schema)
-        source = _counted(reader, rows, set(partitions), column)
-        kind = reader.schema.field(column).type
+        refused: list[ConfigError] = []
+        source = _counted(reader, rows, set(partitions), column, refused)
+        try:
+            self._replace(existing, source, partitions, reader.schema.field(column).type)
+        except Exception:
+            if refused:  # delta-rs returns an error raised in the stream as its own DeltaError text: ours, as is
+                raise refused[0] from None
+            raise
+        return WriteResult(self.uri, self._table().version(), rows[0])
+
+    def _replace(self, existing: Any, source: pa.RecordBatchReader, partitions: Sequence[str], kind: pa.DataType
+                 ) -> None:
+        column = self.partition_column
         if self.merge_on:
             keys = [*self.merge_on, column]
             merge = (existing.merge(source, " AND ".join(f"t.{k} = s.{k}" for k in keys), source_alias="s",
@@ -128,9 +139,10 @@ class DeltaStore:
             # concurrent commits that both change metadata conflict, where two that only add data do not.
             known = set(existing.schema().to_arrow().names)
             evolve = any(name not in known for name in source.schema.names)
-            dl.write_deltalake(existing, source, mode="overwrite", predicate=partition_filter(partitions, column, kind),
-                               schema_mode="merge" if evolve else None, storage_options=self.storage_options)
-        return WriteResult(self.uri, self._table().version(), rows[0])
+            _deltalake().write_deltalake(existing, source, mode="overwrite",
+                                         predicate=partition_filter(partitions, column, kind),
+                                         schema_mode="merge" if evolve else None,
+                                         storage_options=self.storage_options)
 
     def _create(self, schema: pa.Schema) -> Any:
         """Create the table empty, so that concurrent first writers of different partitions cannot overwrite
@@ -202,15 +214,21 @@ class DeltaStore:
 
 
 def _counted(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] | None,
-             column: str = PARTITION_COLUMN) -> pa.RecordBatchReader:
-    """``reader`` counting its rows into ``rows[0]`` and refusing rows of partitions outside ``allowed``."""
+             column: str = PARTITION_COLUMN, refused: list[ConfigError] | None = None) -> pa.RecordBatchReader:
+    """``reader`` counting its rows into ``rows[0]`` and refusing rows of partitions outside ``allowed`` (the
+    refusal also kept in ``refused``)."""
 
     def check(batch: pa.RecordBatch) -> pa.RecordBatch:
         if allowed is not None and batch.num_rows:
-            stray = partition_keys(batch, column) - allowed
-            if stray:
-                raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
-                                  f"{sorted(allowed)}")
+            try:
+                stray = partition_keys(batch, column, first_row=rows[0]) - allowed
+                if stray:
+                    raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
+                                      f"{sorted(allowed)}")
+            except ConfigError as error:
+                if refused is not None:
+                    refused.append(error)
+                raise
         rows[0] += batch.num_rows
         return batch
 

@@ -32,12 +32,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from ai_assets.runtime.errors import AIAssetsError, ConfigError, MissingExtraError
+from ai_assets.runtime.errors import AIAssetsError, ConfigError
 from ai_assets.storage.base import (
     PARTITION_COLUMN,
     Data,
@@ -48,6 +47,7 @@ from ai_assets.storage.base import (
     partition_keys,
 )
 from ai_assets.storage.delta import as_lists
+from ai_assets.storage.iceberg_catalog import catalog_failure, open_catalog, unreachable
 
 KEY_PROPERTY = "ai-assets.commit-key"
 RUN_PROPERTY = "ai-assets.run-id"
@@ -64,23 +64,6 @@ before_commit: Callable[[], None] | None = None
 
 class CommitError(AIAssetsError):
     """A write's data files were written but no commit landed within ``COMMIT_ATTEMPTS`` attempts."""
-
-
-def open_catalog(catalog: Any, name: str = "ai_assets") -> Any:
-    """A pyiceberg catalog: one given as is, or built from properties (``{"type": "sql", "uri":
-    "sqlite:///catalog.db", "warehouse": "file:///lake"}``; ``{"type": "rest", "uri": "https://..."}``)."""
-    try:
-        from pyiceberg.catalog import load_catalog
-    except ImportError as exc:
-        raise MissingExtraError("pyiceberg", "iceberg") from exc
-    if not isinstance(catalog, Mapping):
-        return catalog
-    if "uri" not in catalog:
-        raise ConfigError(f"Iceberg catalog {name!r}: give its 'uri' (a SQLAlchemy URL or a REST catalog URL)")
-    uri = str(catalog["uri"])
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):  # SQLite creates no folders
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return load_catalog(name, **{str(k): str(v) for k, v in catalog.items()})
 
 
 def commit_key(identifier: str, partitions: Sequence[str] | None, run_id: str) -> str:
@@ -116,6 +99,16 @@ class IcebergStore:
             return None
 
     def write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
+        try:
+            return self._write(data, partitions)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            failure = catalog_failure(self.catalog.name, getattr(self.catalog, "properties", {}), exc,
+                                      f"unreachable while writing {self.identifier}; nothing was committed")
+        raise failure
+
+    def _write(self, data: Data, partitions: Sequence[str] | None) -> WriteResult:
         source = as_reader(data)
         vectors = vector_sizes(source.schema)
         reader = as_lists(source)
@@ -159,21 +152,31 @@ class IcebergStore:
 
     def _evolve(self, table: Any, schema: pa.Schema, vectors: dict[str, int]) -> Any:
         """Add the data's new columns and record its vector sizes (a commit of its own, only when needed)."""
-        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.exceptions import CommitFailedException, ValidationError
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
 
         for attempt in range(1, self.commit_attempts + 1):
-            known = set(table.schema().column_names)
+            stored = schema_to_pyarrow(table.schema(), include_field_ids=False)
+            # A new column, or a known one of another type: Iceberg's union by name adds the one, promotes the
+            # other where the spec allows it (int -> long, float -> double, wider decimal; a narrower type is
+            # written into the wider column as is) and refuses the rest.
+            changed = [f.name for f in schema if f.name not in stored.names
+                       or _plain(stored.field(f.name).type) != _plain(f.type)]
             new_sizes = {k: str(v) for k, v in vectors.items()
                          if table.properties.get(VECTOR_PROPERTY + k) != str(v)}
-            if all(name in known for name in schema.names) and not new_sizes:
+            if not changed and not new_sizes:
                 return table
             try:
                 with table.transaction() as txn:
-                    if not all(name in known for name in schema.names):
+                    if changed:
                         with txn.update_schema() as update:
                             update.union_by_name(schema)
                     if new_sizes:
                         txn.set_properties({VECTOR_PROPERTY + k: v for k, v in new_sizes.items()})
+            except ValidationError as exc:
+                raise ConfigError(f"Iceberg table {self.identifier}: the data's column(s) {changed} do not fit the "
+                                  f"table's schema ({exc}); the Iceberg spec allows int -> long, float -> double "
+                                  "and wider decimals only") from None
             except CommitFailedException:
                 if attempt == self.commit_attempts:
                     raise
@@ -185,8 +188,12 @@ class IcebergStore:
         """Data files for every batch of ``reader``, ``CHUNK_BYTES`` of Arrow at a time."""
         from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
 
-        _check_pyarrow_schema_compatible(table.schema(), provided_schema=reader.schema,
-                                         format_version=table.metadata.format_version)
+        try:
+            _check_pyarrow_schema_compatible(table.schema(), provided_schema=reader.schema,
+                                             format_version=table.metadata.format_version)
+        except ValueError as exc:
+            raise ConfigError(f"Iceberg table {self.identifier}: the data does not fit the table's schema: "
+                              f"{str(exc)[:2000]}") from None
         write_uuid, counter = uuid.uuid4(), itertools.count(0)
         files: list[Any] = []
         rows = 0
@@ -201,7 +208,7 @@ class IcebergStore:
         size = 0
         for batch in reader:
             if allowed is not None and batch.num_rows:
-                stray = partition_keys(batch, self.partition_column) - allowed
+                stray = partition_keys(batch, self.partition_column, first_row=rows) - allowed
                 if stray:
                     raise ConfigError(f"{self.identifier}: rows of partition(s) {sorted(stray)} are not among this "
                                       f"write's partitions {sorted(allowed)}")

@@ -263,7 +263,7 @@ def _numbered(reader: pa.RecordBatchReader, rows: list[int], allowed: set[str] |
         rows[0] += batch.num_rows
         if allowed is None:
             return batch
-        stray = partition_keys(batch, column) - allowed if batch.num_rows else set()
+        stray = partition_keys(batch, column, first_row=rows[0] - batch.num_rows) - allowed if batch.num_rows else set()
         if stray:
             raise ConfigError(f"rows of partition(s) {sorted(stray)} are not among this write's partitions "
                               f"{sorted(allowed)}")

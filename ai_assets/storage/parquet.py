@@ -75,7 +75,7 @@ class ParquetStore:
         try:
             with reader:
                 for batch in reader:
-                    for key, part in split_partitions(batch, column).items():
+                    for key, part in split_partitions(batch, column, first_row=rows).items():
                         if key not in wanted:
                             raise ConfigError(f"a row of partition {key!r} is not among this write's partitions "
                                               f"{sorted(wanted)}")

@@ -76,6 +76,9 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
     automation_condition: Annotated[dg.AutomationCondition[Any] | None, dg.Resolver.default(
         model_field_type=str | None,  # "{{ dg.AutomationCondition.eager() }}": Dagster's template scope
         description="Declarative Automation: when Dagster's daemon requests a run of this asset")] = None
+    freshness_policy: Annotated[dg.FreshnessPolicy | None, dg.Resolver.default(
+        model_field_type=str | None,  # "{{ dg.FreshnessPolicy.time_window(fail_window=datetime.timedelta(days=1)) }}"
+        description="How fresh the asset should be: Dagster's freshness policy, as in its own components")] = None
 
     def asset_args(self) -> AssetArgs:
         args: AssetArgs = {}
@@ -97,6 +100,8 @@ class AssetComponentBase(dg.Component, dg.Model, dg.Resolvable):
             args["op_tags"] = gpu_tags(self.gpus)
         if self.automation_condition is not None:
             args["automation_condition"] = self.automation_condition
+        if self.freshness_policy is not None:
+            args["freshness_policy"] = self.freshness_policy
         return args
 
     def asset(self) -> dg.AssetsDefinition:

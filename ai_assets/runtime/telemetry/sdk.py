@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -25,6 +27,7 @@ EXPORT_TIMEOUT_S = 5.0
 FLUSH_TIMEOUT_S = 5.0
 RECHECK_S = 60.0
 MAX_ATTRIBUTE_CHARS = 256
+MAX_LOGGED_CHARS = 8000
 PROVIDERS = {"openai-compatible": "openai"}  # as OpenTelemetry's OpenAI instrumentation names any base URL
 SCOPE = "ai_assets"
 
@@ -83,8 +86,12 @@ class _Sdk:
         done = True
         for provider in self.providers:
             left = max(0, int((deadline - time.monotonic()) * 1000))
-            done = getattr(provider, "force_flush", lambda timeout_millis: True)(timeout_millis=left) is not False \
-                and done
+            try:  # the SDK's MeterProvider raises when a reader times out, where its TracerProvider returns False
+                done = getattr(provider, "force_flush", lambda timeout_millis: True)(timeout_millis=left) \
+                    is not False and done
+            except Exception as exc:
+                self.failures.append(type(exc).__name__)
+                done = False
         if done and not self.failures:
             return None
         why = self.failures[-1] if self.failures else f"no answer within {FLUSH_TIMEOUT_S:g}s"
@@ -153,6 +160,15 @@ def _build() -> _Sdk | None:
     except ImportError:
         logger.warning("OTEL_* asks for telemetry but OpenTelemetry is not installed: pip install 'ai_assets[otel]'")
         return None
+    try:
+        return _built(trace, metrics)
+    except Exception as exc:  # the SDK spec: a bad configuration warns, it never fails the instrumented work
+        logger.warning(f"OpenTelemetry is off for this process: the OTEL_* settings could not be used "
+                       f"({type(exc).__name__}); the runs themselves are unaffected")
+        return None
+
+
+def _built(trace: Any, metrics: Any) -> _Sdk:
     app = _app_sdk()
     if app is not None:
         return _Sdk(trace.get_tracer(SCOPE), metrics.get_meter(SCOPE), [app, metrics.get_meter_provider()],
@@ -168,23 +184,89 @@ def _build() -> _Sdk | None:
     env = os.environ
     if env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip() not in ("", "http/protobuf"):
         logger.warning("ai_assets exports OTLP over http/protobuf only; OTEL_EXPORTER_OTLP_PROTOCOL is ignored")
-    timeout = None if env.get("OTEL_EXPORTER_OTLP_TIMEOUT") else EXPORT_TIMEOUT_S
     resource = Resource.create({} if env.get("OTEL_SERVICE_NAME") else {"service.name": SCOPE})
     failures: list[str] = []
     tracer_provider = TracerProvider(resource=resource)
     traces, signals = _exporter(env, "TRACES"), _exporter(env, "METRICS")
     if traces != "none":
-        spans = ConsoleSpanExporter() if traces == "console" else OTLPSpanExporter(timeout=timeout)
+        spans = ConsoleSpanExporter() if traces == "console" else OTLPSpanExporter(timeout=_timeout(env, "TRACES"))
         tracer_provider.add_span_processor(BatchSpanProcessor(_Watched(spans, failures)))  # type: ignore[arg-type]
     readers = [] if signals == "none" else [PeriodicExportingMetricReader(_Watched(  # type: ignore[arg-type]
-        ConsoleMetricExporter() if signals == "console" else OTLPMetricExporter(timeout=timeout), failures))]
+        ConsoleMetricExporter() if signals == "console" else OTLPMetricExporter(timeout=_timeout(env, "METRICS")),
+        failures))]
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") \
         or "http://localhost:4318"
-    address = urlsplit(endpoint)
-    shown = f"{address.scheme}://{address.hostname}" + (f":{address.port}" if address.port else "")
+    _SCRUBBED.secrets = _endpoint_secrets(env)
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("opentelemetry")]:
+        logging.getLogger(name).addFilter(_SCRUBBED)  # the exporters log their URL, with what it carries
     return _Sdk(tracer_provider.get_tracer(SCOPE), meter_provider.get_meter(SCOPE), [tracer_provider, meter_provider],
-                shown, failures)
+                shown_endpoint(endpoint), failures)
+
+
+def _timeout(env: Mapping[str, str], signal: str) -> float:
+    """``OTEL_EXPORTER_OTLP_<signal>_TIMEOUT`` or ``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (as the Python SDK reads
+    them), else ``EXPORT_TIMEOUT_S``: a value that is not a positive number is ignored with a warning, as the SDK
+    configuration spec asks."""
+    raw = (env.get(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "").strip()
+           or env.get("OTEL_EXPORTER_OTLP_TIMEOUT", "").strip())
+    if not raw:
+        return EXPORT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value > 0:
+        return value
+    logger.warning(f"the OTLP export timeout {raw[:40]!r} (OTEL_EXPORTER_OTLP_*TIMEOUT) is not a positive number "
+                   f"of seconds: {EXPORT_TIMEOUT_S:g} s is used")
+    return EXPORT_TIMEOUT_S
+
+
+def shown_endpoint(endpoint: str) -> str:
+    """``endpoint`` as a warning may show it: scheme, host and port, never its userinfo, path or query."""
+    try:
+        address = urlsplit(endpoint.strip())
+        port = address.port
+    except ValueError:
+        return "the OTLP endpoint (not a valid URL: check OTEL_EXPORTER_OTLP_ENDPOINT)"
+    return f"{address.scheme}://{address.hostname}" + (f":{port}" if port else "")
+
+
+def _endpoint_secrets(env: Mapping[str, str]) -> list[str]:
+    """What the ``OTEL_*`` exporter settings carry that is a credential: an endpoint's userinfo (RFC 3986) and
+    query values, and every header value (``OTEL_EXPORTER_OTLP_HEADERS``: ``key=value`` pairs, W3C Baggage
+    format)."""
+    found: list[str] = []
+    for signal in ("", "TRACES_", "METRICS_"):
+        url = env.get(f"OTEL_EXPORTER_OTLP_{signal}ENDPOINT", "")
+        if (userinfo := re.search(r"//([^/?#]*)@", url)) is not None:
+            found += [userinfo.group(1), *userinfo.group(1).split(":", 1)]
+        found += [value for value in re.findall(r"[?&][^=&#]*=([^&#]*)", url)]
+        headers = env.get(f"OTEL_EXPORTER_OTLP_{signal}HEADERS", "")
+        found += [pair.split("=", 1)[1].strip() for pair in headers.split(",") if "=" in pair]
+    return [f for f in found if f]
+
+
+class _Scrub(logging.Filter):
+    """Masks ``secrets`` in a record's message and traceback (an exporter's connection error names its URL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg, record.args = scrub_and_cut(record.getMessage(), self.secrets, MAX_LOGGED_CHARS), ()
+        if record.exc_info:
+            record.exc_text = scrub_and_cut(logging.Formatter().formatException(record.exc_info), self.secrets,
+                                            MAX_LOGGED_CHARS)
+            record.exc_info = None
+        return True
+
+
+_SCRUBBED = _Scrub()
 
 
 def clean_attributes(attributes: Mapping[str, Any], secrets: Sequence[str] = (),
