@@ -241,3 +241,23 @@ def test_a_partition_key_longer_than_a_file_name_is_stored(tmp_path: Path) -> No
     assert store.partitions() == sorted(keys)
     assert all(store.read([key]).column("_partition").to_pylist() == [key, key] for key in keys)
     assert all(len(part.encode()) <= 255 for f in (tmp_path / "warehouse").rglob("*") for part in f.parts)
+
+
+def test_a_table_created_by_another_writer_between_our_check_and_our_commit_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers of different partitions of a table that does not exist yet: the Iceberg catalog's create is an
+    optimistic commit, and a SQL catalog refuses the second with ``CommitFailedException("Table already exists")``
+    (pyiceberg's SqlCatalog; CI saw it with two CLI runs at once). The loser must use the winner's table, not fail."""
+    first = IcebergStore(catalog(tmp_path), "lake.race")
+    second = IcebergStore(catalog(tmp_path), "lake.race")
+    create = second.catalog.create_table_transaction
+
+    def interleaved(*args: Any, **kwargs: Any) -> Any:
+        txn = create(*args, **kwargs)  # checked: the table does not exist yet
+        first.write(rows("a", 2), ["a"])  # ... and now it does
+        return txn
+
+    monkeypatch.setattr(second.catalog, "create_table_transaction", interleaved)
+    second.write(rows("b", 3), ["b"])
+    assert sorted(IcebergStore(catalog(tmp_path), "lake.race").read().column("_partition").to_pylist()) == \
+        ["a", "a", "b", "b", "b"]

@@ -136,7 +136,7 @@ class IcebergStore:
         off): a key may be any length and any characters, and ``<column>=<key>`` as a directory name fails past
         255 bytes (ENAMETOOLONG). The Iceberg spec keeps each file's partition in its manifest entry, not its
         path, so readers lose nothing."""
-        from pyiceberg.exceptions import TableAlreadyExistsError
+        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 
         namespace = self.identifier.rsplit(".", 1)[0]
         self.catalog.create_namespace_if_not_exists(namespace)
@@ -148,6 +148,9 @@ class IcebergStore:
             txn.commit_transaction()
         except TableAlreadyExistsError:
             pass
+        except CommitFailedException:  # created between the check and our commit: a SQL catalog says so this way
+            if not self.catalog.table_exists(self.identifier):
+                raise
         return self.catalog.load_table(self.identifier)
 
     def _evolve(self, table: Any, schema: pa.Schema, vectors: dict[str, int]) -> Any:
