@@ -87,6 +87,39 @@ def install_packages(packages: Sequence[str]) -> None:
             raise ServiceError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
+_GUARD = """
+import os, signal, sys, time
+owner, target, sig = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+while alive(target):
+    if not alive(owner):
+        os.kill(target, sig)
+        deadline = time.monotonic() + 15
+        while alive(target) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(target):
+            os.kill(target, signal.SIGKILL)
+        break
+    time.sleep(0.5)
+"""
+
+
+def guard(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Stop the daemon ``pid`` (which outlives whoever started it: pg_ctl and redis-server detach) once this
+    process is gone, also when it is killed and no teardown runs (a test run cut by a timeout left a PostgreSQL
+    behind). The watcher sits in its own session, so the signal that kills this process group spares it."""
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(pid), str(int(sig))],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
 def stop_pid(pid: int, *, group: bool = False, timeout_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout_s``; ``group`` signals the whole process group led by ``pid``."""
     def send(sig: int) -> bool:
@@ -162,6 +195,7 @@ def start_postgres(folder: Path | None = None, port: int | None = None, database
     _run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
                        "start"]), "pg_ctl start", log)
     pid = int((data / "postmaster.pid").read_text().split()[0])
+    guard(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
     service = Service("postgres", f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{databases[0]}", pid, folder,
                       port, {"data": str(data)})
     for name in databases:
@@ -217,6 +251,7 @@ def start_redis(folder: Path, port: int | None = None) -> Service:
     try:
         wait_for_port(port, what="redis-server", log=log)
         pid = _pid_from(pidfile, "redis-server")
+        guard(pid)
     except BaseException:
         _shutdown_redis(port)  # daemonized: nothing else would stop it
         raise

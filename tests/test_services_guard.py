@@ -1,0 +1,48 @@
+"""The services the tests start (PostgreSQL, Redis) stop when the process that started them dies, even by SIGKILL
+with no teardown: pg_ctl and redis-server detach from their starter (PostgreSQL docs, "pg_ctl start": the server
+runs in the background; redis.conf "daemonize yes"), so nothing else would stop them. Seen: a test run cut by a
+timeout left a PostgreSQL running after the session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTER = """
+import sys, tempfile
+from pathlib import Path
+from tests.services import start_postgres, start_redis
+service = start_postgres() if sys.argv[1] == "postgres" else start_redis(Path(tempfile.mkdtemp()))
+print(service.pid, flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_a_service_stops_when_its_starter_is_killed(kind: str) -> None:
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, kind], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    pid = int(starter.stdout.readline())
+    assert _alive(pid)
+    starter.send_signal(signal.SIGKILL)  # no teardown runs
+    starter.wait(30)
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(pid), f"{kind} (pid {pid}) outlived the process that started it"
