@@ -31,7 +31,6 @@ run, after it ended).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -42,7 +41,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ai_assets.providers.anthropic_wire import error_message
-from ai_assets.providers.openai_batch import CONTROL_RETRY
+from ai_assets.providers.openai_batch import CONTROL_RETRY, control_call
 from ai_assets.providers.openai_wire import endpoint_url, http_error
 from ai_assets.runtime.batch_protocol import BatchState, Record, parsed_line
 from ai_assets.runtime.errors import MalformedAnswerError, TransientError, bounded
@@ -92,18 +91,15 @@ class AnthropicBatchClient:
         intent = {"at": round(time.time(), 3), "count": len(lines), "ids": ids_digest(custom_ids)}
         await record({"intent": intent})  # durable before the create call: see the module
         body = b'{"requests":[' + ",".join(lines).encode() + b"]}"
-        for attempt in range(1, CONTROL_RETRY.max_attempts + 1):
-            try:
-                created = await self._call("POST", "/v1/messages/batches", body=body, attempts=1)
-                return str(created["id"])
-            except TransientError as exc:  # the answer may be lost, not the batch: look before creating again
-                found = await self.find(intent)
-                if found:
-                    return found[0]
-                if attempt == CONTROL_RETRY.max_attempts:
-                    raise
-                await asyncio.sleep(CONTROL_RETRY.delay(attempt, exc))
-        raise AssertionError("unreachable")
+
+        async def create() -> str:
+            return str((await self._call("POST", "/v1/messages/batches", body=body, attempts=1))["id"])
+
+        async def found() -> str | None:  # the answer may be lost, not the batch: look before creating again
+            ids = await self.find(intent)
+            return ids[0] if ids else None
+
+        return await control_call("/v1/messages/batches", create, found=found)
 
     async def recover(self, record: Mapping[str, Any], endpoint: str) -> list[str]:
         intent = record.get("intent")
@@ -196,26 +192,18 @@ class AnthropicBatchClient:
     async def _call(self, method: str, path: str, *, body: bytes | None = None,
                     attempts: int = CONTROL_RETRY.max_attempts) -> Any:
         url = endpoint_url(self.base_url, path)
-        import aiohttp
 
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.session.request(method, url, data=body) as response:
-                    payload = await read_capped(response, self.max_line_bytes, f"answer of {method} {url}",
-                                                "max_response_bytes", MalformedAnswerError)
-                    if response.status == 200:
-                        return json.loads(payload)
-                    raise http_error(response.status, f"HTTP {response.status} from {method} {url}: "
-                                     f"{error_message(payload.decode(errors='replace'), response.headers)}",
-                                     response.headers, self.secrets)
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
-                error: Exception = TransientError(f"{type(exc).__name__} talking to {url}: {exc}")
-            except TransientError as exc:
-                error = exc
-            if attempt == attempts:
-                raise error
-            await asyncio.sleep(CONTROL_RETRY.delay(attempt, error))
-        raise AssertionError("unreachable")
+        async def request() -> Any:
+            async with self.session.request(method, url, data=body) as response:
+                payload = await read_capped(response, self.max_line_bytes, f"answer of {method} {url}",
+                                            "max_response_bytes", MalformedAnswerError)
+                if response.status == 200:
+                    return json.loads(payload)
+                raise http_error(response.status, f"HTTP {response.status} from {method} {url}: "
+                                 f"{error_message(payload.decode(errors='replace'), response.headers)}",
+                                 response.headers, self.secrets)
+
+        return await control_call(url, request, attempts=attempts)
 
 
 def _neutral(line: Mapping[str, Any]) -> Mapping[str, Any]:

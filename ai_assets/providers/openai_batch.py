@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ai_assets.providers.openai_wire import endpoint_url, error_message, http_error
 from ai_assets.runtime.batch_protocol import BatchState, Record, parsed_line
@@ -19,6 +19,29 @@ if TYPE_CHECKING:
     import aiohttp
 
 CONTROL_RETRY = RetryPolicy(max_attempts=6, base_wait=1.0, max_wait=30.0)
+T = TypeVar("T")
+
+
+async def control_call(url: str, request: Callable[[], Awaitable[T]], *, attempts: int = CONTROL_RETRY.max_attempts,
+                       found: Callable[[], Awaitable[T | None]] | None = None) -> T:
+    """A Batch API control call, tried again after a transient failure (a dropped connection, a timeout, 429 /
+    5xx). With ``found``, a failed try first looks for what the call would have made (a create whose answer was
+    lost): what it finds is the answer, so a retry never creates a second batch (paid twice)."""
+    import aiohttp
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return await request()
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # TimeoutError: RunOptions.timeout_s
+            error: Exception = TransientError(f"{type(exc).__name__} talking to {url}: {exc}")
+        except TransientError as exc:
+            error = exc
+        if found is not None and (made := await found()) is not None:
+            return made
+        if attempt == attempts:
+            raise error
+        await asyncio.sleep(CONTROL_RETRY.delay(attempt, error))
+    raise AssertionError("unreachable")
 TERMINAL = ("completed", "expired", "cancelled", "failed")
 """The batch statuses after which nothing changes."""
 
@@ -39,27 +62,19 @@ class BatchClient:
                     form: aiohttp.FormData | None = None, raw: bool = False,
                     attempts: int = CONTROL_RETRY.max_attempts) -> Any:
         url = endpoint_url(self.base_url, path)
-        import aiohttp
 
-        for attempt in range(1, attempts + 1):
-            try:
-                data = form if form is not None else (json.dumps(body) if body is not None else None)
-                headers = {"content-type": "application/json"} if body is not None else None
-                async with self.session.request(method, url, data=data, headers=headers) as response:
-                    payload = await response.read()
-                    if response.status == 200:
-                        return payload if raw else json.loads(payload)
-                    raise http_error(response.status, f"HTTP {response.status} from {method} {url}: "
-                                     f"{error_message(payload.decode(errors='replace'))}", response.headers,
-                                     self.secrets)
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # TimeoutError: RunOptions.timeout_s
-                error: Exception = TransientError(f"{type(exc).__name__} talking to {url}: {exc}")
-            except TransientError as exc:
-                error = exc
-            if attempt == attempts:
-                raise error
-            await asyncio.sleep(CONTROL_RETRY.delay(attempt, error))
-        raise AssertionError("unreachable")
+        async def request() -> Any:
+            data = form if form is not None else (json.dumps(body) if body is not None else None)
+            headers = {"content-type": "application/json"} if body is not None else None
+            async with self.session.request(method, url, data=data, headers=headers) as response:
+                payload = await response.read()
+                if response.status == 200:
+                    return payload if raw else json.loads(payload)
+                raise http_error(response.status, f"HTTP {response.status} from {method} {url}: "
+                                 f"{error_message(payload.decode(errors='replace'))}", response.headers,
+                                 self.secrets)
+
+        return await control_call(url, request, attempts=attempts)
 
     # -- the batch client protocol ------------------------------------------------------------------------
     def custom_id(self, key: str) -> str:
@@ -122,18 +137,9 @@ class BatchClient:
         after the fact) is looked up by its file before it is tried again, so a retry never creates a second
         batch of the same requests (paid twice)."""
         body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h", "metadata": dict(metadata)}
-        for attempt in range(1, CONTROL_RETRY.max_attempts + 1):
-            try:
-                result: dict[str, Any] = await self._call("POST", "/batches", body=body, attempts=1)
-                return result
-            except TransientError as exc:
-                found = await self.find(file_id)
-                if found is not None:
-                    return found
-                if attempt == CONTROL_RETRY.max_attempts:
-                    raise
-                await asyncio.sleep(CONTROL_RETRY.delay(attempt, exc))
-        raise AssertionError("unreachable")
+        created: dict[str, Any] = await control_call(
+            "/batches", lambda: self._call("POST", "/batches", body=body, attempts=1), found=lambda: self.find(file_id))
+        return created
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/batches/{batch_id}")
