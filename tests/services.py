@@ -111,11 +111,18 @@ while alive(target):
 """
 
 
-def guard(pid: int, sig: int = signal.SIGTERM) -> None:
-    """Stop the daemon ``pid`` (which outlives whoever started it: pg_ctl and redis-server detach) once this
-    process is gone, also when it is killed and no teardown runs (a test run cut by a timeout left a PostgreSQL
-    behind). The watcher sits in its own session, so the signal that kills this process group spares it."""
-    subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(pid), str(int(sig))],
+SELF = -1  # owner: the process that starts the service
+
+
+def guard(pid: int, sig: int = signal.SIGTERM, owner: int | None = SELF) -> None:
+    """Stop the daemon ``pid`` (which outlives whoever started it: pg_ctl and redis-server detach) once ``owner``
+    (this process by default) is gone, also when it is killed and no teardown runs (a test run cut by a timeout
+    left a PostgreSQL behind). ``owner=None``: nobody, the caller stops it (the cluster's ``down``). The watcher
+    sits in its own session, so the signal that kills the owner's process group spares it."""
+    if owner is None:
+        return
+    owner = os.getpid() if owner == SELF else owner
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(owner), str(pid), str(int(sig))],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
 
@@ -168,10 +175,11 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def start_postgres(folder: Path | None = None, port: int | None = None, databases: Sequence[str] = ("ai_assets",)
-                   ) -> Service:
+def start_postgres(folder: Path | None = None, port: int | None = None, databases: Sequence[str] = ("ai_assets",),
+                   owner: int | None = SELF) -> Service:
     """initdb + pg_ctl start on 127.0.0.1:``port``; creates ``databases``. The URL names the first one, with the
-    psycopg2 driver spelled out (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3)."""
+    psycopg2 driver spelled out (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3). It stops when ``owner``
+    dies (see ``guard``)."""
     install_packages(["postgresql"])
     port = port or free_port()
     # The data folder must be reachable by the postgres user: pytest's tmp folders (mode 700, root's) are not.
@@ -195,7 +203,7 @@ def start_postgres(folder: Path | None = None, port: int | None = None, database
     _run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
                        "start"]), "pg_ctl start", log)
     pid = int((data / "postmaster.pid").read_text().split()[0])
-    guard(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    guard(pid, signal.SIGINT, owner)  # PostgreSQL's fast shutdown
     service = Service("postgres", f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{databases[0]}", pid, folder,
                       port, {"data": str(data)})
     for name in databases:
@@ -239,8 +247,9 @@ def postgres_server(databases: Sequence[str] = ("ai_assets",)) -> Iterator[Servi
 
 # --- Redis --------------------------------------------------------------------------------------------------------
 
-def start_redis(folder: Path, port: int | None = None) -> Service:
-    """redis-server on 127.0.0.1:``port``, daemonized, without persistence."""
+def start_redis(folder: Path, port: int | None = None, owner: int | None = SELF) -> Service:
+    """redis-server on 127.0.0.1:``port``, daemonized, without persistence; it stops when ``owner`` dies (see
+    ``guard``)."""
     install_packages(["redis-server"])
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +260,7 @@ def start_redis(folder: Path, port: int | None = None) -> Service:
     try:
         wait_for_port(port, what="redis-server", log=log)
         pid = _pid_from(pidfile, "redis-server")
-        guard(pid)
+        guard(pid, owner=owner)
     except BaseException:
         _shutdown_redis(port)  # daemonized: nothing else would stop it
         raise

@@ -54,8 +54,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAIServer) ->
         "AI_ASSETS_END": "2024-11-07", "AI_ASSETS_CONCURRENCY": str(CONCURRENCY),
         "AI_ASSETS_CELERY_LOST_AFTER_S": str(LOST_AFTER_S), "AI_ASSETS_CELERY_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S)}
     command = [sys.executable, str(ROOT / "deploy" / "cluster" / "local.py")]
-    started = subprocess.run([*command, "up", "--dir", str(folder), "--workers", "2"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300, check=False)
+    up = [*command, "up", "--dir", str(folder), "--workers", "2", "--owner", str(os.getpid())]
+    started = subprocess.run(up, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         yield json.loads((folder / "state.json").read_text())

@@ -46,3 +46,20 @@ def test_a_service_stops_when_its_starter_is_killed(kind: str) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(pid), f"{kind} (pid {pid}) outlived the process that started it"
+
+
+def test_a_service_started_for_nobody_outlives_its_starter() -> None:
+    """`scripts/cluster up` starts PostgreSQL and exits; the cluster runs until `down`. CI saw the guard stop the
+    cluster's PostgreSQL the moment `up` returned, and both cluster tests failed on a database shutting down."""
+    started = subprocess.run([sys.executable, "-c", "from tests.services import start_postgres\n"
+                              "print(start_postgres(owner=None).pid)"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, check=True)
+    pid = int(started.stdout.split()[-1])
+    try:
+        time.sleep(2)  # the guard polls every 0.5 s
+        assert _alive(pid), "PostgreSQL started with owner=None stopped when its starter exited"
+    finally:
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)

@@ -67,7 +67,7 @@ def _wait_http(url: str, timeout_s: float, log: Path) -> None:
     raise ServiceError(f"{url} did not answer within {timeout_s:g}s\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def up(folder: Path, workers: int, webserver: bool) -> dict[str, Any]:
+def up(folder: Path, workers: int, webserver: bool, owner: int | None = None) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     state_file = folder / "state.json"
     if state_file.exists():
@@ -77,7 +77,7 @@ def up(folder: Path, workers: int, webserver: bool) -> dict[str, Any]:
     home.mkdir(exist_ok=True)
     state: dict[str, Any] = {"folder": str(folder), "processes": {}, "services": {}}
     try:
-        _start(folder, logs, home, workers, webserver, state)
+        _start(folder, logs, home, workers, webserver, state, owner)
     except BaseException:
         state_file.write_text(json.dumps(state, indent=2))
         down(folder)
@@ -86,12 +86,13 @@ def up(folder: Path, workers: int, webserver: bool) -> dict[str, Any]:
     return state
 
 
-def _start(folder: Path, logs: Path, home: Path, workers: int, webserver: bool, state: dict[str, Any]) -> None:
-    postgres = start_postgres()  # in a folder of its own under /tmp: the postgres user must be able to reach it
+def _start(folder: Path, logs: Path, home: Path, workers: int, webserver: bool, state: dict[str, Any],
+           owner: int | None) -> None:
+    postgres = start_postgres(owner=owner)  # in a folder of its own under /tmp: the postgres user can reach it
     state["services"]["postgres"] = _service(postgres)
     journal = create_database(postgres, "ai_assets")
     dagster_db = create_database(postgres, "dagster")
-    redis = start_redis(folder / "redis")
+    redis = start_redis(folder / "redis", owner=owner)
     state["services"]["redis"] = _service(redis)
     s3 = start_s3(folder / "s3", buckets=[BUCKET])
     state["services"]["s3"] = _service(s3)
@@ -179,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=str(ROOT / ".cluster"), help="state, logs and DAGSTER_HOME")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--no-webserver", action="store_true")
+    parser.add_argument("--owner", type=int, default=None,
+                        help="stop PostgreSQL and Redis when this process dies (a test run); default: at `down`")
     args = parser.parse_args(argv)
     folder = Path(args.dir).resolve()
     if args.command == "up":
-        state = up(folder, args.workers, not args.no_webserver)
+        state = up(folder, args.workers, not args.no_webserver, args.owner)
         print(f"cluster up in {folder}: {', '.join(state['processes'])}, {', '.join(state['services'])}")
         if "webserver" in state:
             print(f"webserver: {state['webserver']}")
