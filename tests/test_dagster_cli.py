@@ -62,27 +62,6 @@ def test_cli_single_run_backfill_of_the_demo(tmp_path: Path, server: FakeOpenAIS
     assert server.stats().chat_requests == 19  # a re-run pays for nothing
 
 
-@pytest.mark.long  # a minute or more alone: started first under pytest-xdist
-def test_the_demo_s_documents_branch_through_the_cli(tmp_path: Path, server: FakeOpenAIServer) -> None:
-    """PDFs -> pages -> token chunks -> MiniLM vectors in LanceDB (with a full-text index), and PDFs -> text ->
-    summaries, as ``./scripts/demo`` runs it."""
-    import lancedb
-
-    result = subprocess.run([DAGSTER, "asset", "materialize", "-f", "definitions.py", "--select", "group:documents"],
-                            cwd=ROOT, env=cli_env(tmp_path, server), capture_output=True, text=True, timeout=600,
-                            check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = lancedb.connect(str(tmp_path / "out" / "lancedb")).open_table("product_doc_chunk_vectors")
-    chunks = table.to_arrow()
-    assert chunks.num_rows >= 3  # each PDF has a chunk
-    assert chunks.column("chunk_tokens").null_count == 0 and max(chunks.column("chunk_tokens").to_pylist()) <= 256
-    assert chunks.column("product_doc_chunk_vectors").null_count == 0
-    assert {tuple(i.columns) for i in table.list_indices()} >= {("chunk",)}
-    hit = table.search("warranty", query_type="fts").limit(1).to_arrow()
-    assert "warranty" in hit.column("chunk")[0].as_py().lower()
-    assert server.stats().chat_requests == 3  # one summary per PDF
-
-
 def test_landing_sensor_adds_each_file_once_and_the_partition_materializes(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()

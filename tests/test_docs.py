@@ -197,7 +197,8 @@ def test_every_readme_command_is_one_that_ci_or_a_test_runs() -> None:
 def test_the_readme_s_demo_command_runs_as_written(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """``./scripts/demo``, exactly as the README gives it, with its documented switch to an OpenAI-compatible
     endpoint (OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL) pointing at the fake server, outputs and instance in
-    a temp folder: every step (reviews, images, documents) and the results summary succeed."""
+    a temp folder: every step (reviews, images, documents) and the results summary succeed, and the documents'
+    chunks are searchable in LanceDB (this run is also the documents branch's CLI test)."""
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "AI_ASSETS_OUT": str(tmp_path / "out"),
            "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "fake"}
     result = subprocess.run(["./scripts/demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
@@ -208,6 +209,17 @@ def test_the_readme_s_demo_command_runs_as_written(server: FakeOpenAIServer, tmp
     assert "RUN_FAILURE" not in output and "STEP_FAILURE" not in output
     assert server.stats().chat_requests > 0
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"delta", "lancedb", "parquet"}
+    # The documents branch: PDFs -> pages -> token chunks -> MiniLM vectors in LanceDB, with a full-text index.
+    import lancedb
+
+    table = lancedb.connect(str(tmp_path / "out" / "lancedb")).open_table("product_doc_chunk_vectors")
+    chunks = table.to_arrow()
+    assert chunks.num_rows >= 3  # each PDF has a chunk
+    assert chunks.column("chunk_tokens").null_count == 0 and max(chunks.column("chunk_tokens").to_pylist()) <= 256
+    assert chunks.column("product_doc_chunk_vectors").null_count == 0
+    assert {tuple(i.columns) for i in table.list_indices()} >= {("chunk",)}
+    hit = table.search("warranty", query_type="fts").limit(1).to_arrow()
+    assert "warranty" in hit.column("chunk")[0].as_py().lower()
 
 
 # The docs pages
