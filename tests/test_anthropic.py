@@ -151,14 +151,15 @@ def test_images_and_pdfs_are_answered_and_an_image_type_anthropic_refuses_fails_
     assert errors[1] is not None and "invalid_request_error" in errors[1] and "media_type" in errors[1]
     assert {p["filename"] for p in anthropic.stats().file_parts} >= {"one.pdf", "three.pdf"}
     sound = io.BytesIO()
-    with wave.open(sound, "wb") as out_wav:  # Claude does not hear: an audio part is that row's 400 alone
+    with wave.open(sound, "wb") as out_wav:  # Claude does not hear: an audio part is that row's error alone
         out_wav.setnchannels(1)
         out_wav.setsampwidth(2)
         out_wav.setframerate(8000)
         out_wav.writeframes(b"\0" * 800)
     mixed = pa.table({"f": [sound.getvalue(), b"%PDF-1.4\n%%EOF"]})
     heard = prompt(mixed, ["Transcribe:", FileColumn("f")], provider=claude(anthropic), options=ROW_ERRORS)
-    assert "invalid_request_error" in str(heard.table.column("response_error")[0])
+    refused = str(heard.table.column("response_error")[0])  # refused before sending (no content block for audio)
+    assert "column 'f'" in refused and "audio part" in refused and "provider anthropic" in refused
     assert heard.table.column("response_error")[1].as_py() is None
 
 

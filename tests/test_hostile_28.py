@@ -254,7 +254,7 @@ def test_a_system_message_list_sends_only_non_empty_text_blocks_and_refuses_othe
                                  {"role": "user", "content": "hi"}], None, {})
     assert "system" not in empty
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    with pytest.raises(ConfigError, match=r"system message.*'image_url'"):
+    with pytest.raises(ConfigError, match=r"system message.*an image part"):
         claude.chat_request([{"role": "system", "content": [image]}, {"role": "user", "content": "hi"}], None, {})
 
 

@@ -28,6 +28,7 @@ from ai_assets.dagster.call import Call, Run
 from ai_assets.dagster.checks import per_partition
 from ai_assets.dagster.metadata import usage_metadata
 from ai_assets.functions.prompt import prompt
+from ai_assets.providers.openai_messages import openai_parts
 from ai_assets.providers.protocols import with_model
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import RunOptions
@@ -401,4 +402,4 @@ def _read(path: Path, max_rows: int) -> pa.Table:
 
 def as_texts(contents: Sequence[Any]) -> list[str | None]:
     """Rendered prompts as text (a multimodal message as its JSON parts, cut at 4,000 characters), for a judge."""
-    return [c if c is None or isinstance(c, str) else json.dumps(c)[:4000] for c in contents]
+    return [c if c is None or isinstance(c, str) else json.dumps(openai_parts(c))[:4000] for c in contents]

@@ -11,7 +11,8 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from ai_assets.functions.images import MAX_PIXELS, image_mime, open_image
+from ai_assets.functions.images import MAX_PIXELS, open_image
+from ai_assets.providers.messages import image_mime
 from ai_assets.runtime.usage import Prices, Usage
 
 PREVIEW_ROWS = 5

@@ -128,9 +128,3 @@ def decode_images(table: Rows, column: str, *, spec: ImageSpec | None = None,
     })
 
 
-def image_mime(data: bytes) -> str:
-    """The MIME type of encoded image bytes, from their magic number."""
-    signatures = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"BM": "image/bmp"}
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":  # RIFF is WAV audio too
-        return "image/webp"
-    return next((mime for magic, mime in signatures.items() if data.startswith(magic)), "application/octet-stream")

@@ -15,7 +15,16 @@ from pydantic import BaseModel
 from ai_assets.functions.arrow_types import model_struct, to_python
 from ai_assets.functions.cascade import Cascade, run_cascade
 from ai_assets.functions.certify import run_certified
-from ai_assets.functions.templates import Part, check_output_column, check_template, prefix_texts, render_content
+from ai_assets.functions.templates import (
+    FileColumn,
+    ImageColumn,
+    Part,
+    check_output_column,
+    check_template,
+    prefix_texts,
+    render_content,
+)
+from ai_assets.providers.messages import Message, UnsupportedPartError
 from ai_assets.providers.protocols import (
     BatchedChat,
     CacheBreakpoints,
@@ -28,7 +37,7 @@ from ai_assets.runtime.batch import BatchSupport
 from ai_assets.runtime.cache import cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.engine import Connection, Job, RunOptions
-from ai_assets.runtime.errors import ConfigError, NotSupportedError
+from ai_assets.runtime.errors import ConfigError, NotSupportedError, Skip, SkipKind
 from ai_assets.runtime.estimate import FREE_TEXT_TOKENS, schema_tokens
 from ai_assets.runtime.pipeline import Pipeline
 from ai_assets.runtime.prices import prices_for
@@ -99,14 +108,19 @@ class PromptTask(OneRowJobs):
         keys: list[str | None] = []
         payloads: dict[str, Any] = {}
         prefixes: dict[str, Prefix] = {}
-        for content, head in zip(contents, heads, strict=True):
+        for row, (content, head) in enumerate(zip(contents, heads, strict=True)):
             if content is None:
                 keys.append(None)
                 continue
-            messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-            if self.system_message:
-                messages.insert(0, {"role": "system", "content": self.system_message})
-            request = self.provider.chat_request(messages, self.return_format, self.request_params)
+            messages = [Message.system(self.system_message)] if self.system_message else []
+            messages.append(Message.user(content) if isinstance(content, str) else Message("user", content))
+            try:
+                request = self.provider.chat_request(messages, self.return_format, self.request_params)
+            except UnsupportedPartError as exc:  # audio to Anthropic, a file to llama.cpp: this row's error
+                keys.append(None)
+                user = exc.message_index == len(messages) - 1
+                skips[row] = Skip(SkipKind.UNREADABLE, self._column_of(exc.part_index) if user else None, str(exc))
+                continue
             if head and self.by_prefix and isinstance(self.provider, CacheBreakpoints):
                 request = self.provider.mark_prefix(request, head)  # before the key: the marker is in the body
             key = cache_key(self.identity, request)
@@ -117,6 +131,11 @@ class PromptTask(OneRowJobs):
             payloads[key] = request
             keys.append(key)
         return Plan(keys, skips, payloads, prefixes)
+
+    def _column_of(self, part: int) -> str | None:
+        """The column a user message's part came from (one part per template part)."""
+        piece = self.template[part] if not isinstance(self.template, str) and part < len(self.template) else None
+        return piece.column if isinstance(piece, ImageColumn | FileColumn) else None
 
     def jobs(self, keys: Sequence[str], payloads: Mapping[str, Any]) -> list[Job]:
         max_out = self.request_params.get("max_output_tokens")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,8 @@ from typing import Any, TypeAlias
 
 import pyarrow as pa
 
-from ai_assets.functions.images import image_mime
+from ai_assets.providers.messages import AUDIO_FORMATS, AudioPart, FilePart, ImagePart, TextPart, image_mime
+from ai_assets.providers.messages import Part as MessagePart
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.errors import ConfigError, Skip, SkipKind
 
@@ -111,9 +111,10 @@ class ImageColumn:
     detail: str = "auto"
     as_url: bool = False
 
-    def part(self, value: Any, row: int) -> dict[str, object]:
-        url = str(value) if self.as_url else f"data:{image_mime(value)};base64,{base64.b64encode(value).decode()}"
-        return {"type": "image_url", "image_url": {"url": url, "detail": self.detail}}
+    def part(self, value: Any, row: int) -> ImagePart:
+        if self.as_url:
+            return ImagePart(url=str(value), detail=self.detail)
+        return ImagePart(data=value, mime=image_mime(value), detail=self.detail)
 
 
 @dataclass(frozen=True)
@@ -128,18 +129,14 @@ class FileColumn:
     mime: str | None = None
     max_bytes: int = 32 * 1024 * 1024
 
-    def part(self, value: bytes, name: str | None) -> dict[str, object]:
+    def part(self, value: bytes, name: str | None) -> FilePart | AudioPart:
         mime = self.mime or file_mime(value)
         if mime in AUDIO_FORMATS:
-            return {"type": "input_audio",
-                    "input_audio": {"data": base64.b64encode(value).decode(), "format": AUDIO_FORMATS[mime]}}
+            return AudioPart(value, mime)
         filename = PurePosixPath(name).name if name else f"{self.column}{_EXTENSIONS.get(mime, '')}"
-        data = f"data:{mime};base64,{base64.b64encode(value).decode()}"
-        return {"type": "file", "file": {"filename": filename, "file_data": data}}
+        return FilePart(value, mime, filename)
 
 
-AUDIO_FORMATS = {"audio/wav": "wav", "audio/mpeg": "mp3"}
-"""Audio a chat request carries as ``input_audio``, by MIME type."""
 _AUDIO = {b"ID3": ("audio/mpeg", ".mp3"), b"fLaC": ("audio/flac", ".flac"), b"OggS": ("audio/ogg", ".ogg"),
           b"\x1aE\xdf\xa3": ("audio/webm", ".webm")}
 
@@ -182,7 +179,8 @@ def file_mime(data: bytes) -> str:
 
 
 Part = str | ImageColumn | FileColumn
-Content = str | list[dict[str, object]]
+Content = str | tuple[MessagePart, ...]
+"""A user message's content: one plain text, or its parts (text, images, files, audio) in template order."""
 Rendered = tuple[list[str | None], list[Skip | None]]
 
 
@@ -257,8 +255,8 @@ def _check_part_column(part: ImageColumn | FileColumn, kind: pa.DataType) -> Non
 
 
 def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Content | None], list[Skip | None]]:
-    """Per row: a user message's content (a string for text alone, parts for text, images and files) or None and
-    why it is not sent."""
+    """Per row: a user message's content (a string for a ``str`` template, neutral parts for a list of parts: one
+    part per template part, in order) or None and why it is not sent."""
     if isinstance(parts, str):
         texts, skipped = Template(parts).render(table)
         return list(texts), skipped
@@ -280,7 +278,7 @@ def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Conte
     contents: list[Content | None] = []
     reasons: list[Skip | None] = []
     for row in range(table.num_rows):
-        content: list[dict[str, object]] = []
+        content: list[MessagePart] = []
         reason: Skip | None = None
         for piece in rendered:
             if isinstance(piece, ImageColumn | FileColumn):
@@ -303,7 +301,7 @@ def render_content(table: Rows, parts: str | Sequence[Part]) -> tuple[list[Conte
                 if texts[row] is None:
                     reason = why[row]
                     break
-                content.append({"type": "text", "text": texts[row]})
-        contents.append(None if reason else content)
+                content.append(TextPart(str(texts[row])))
+        contents.append(None if reason else tuple(content))
         reasons.append(reason)
     return contents, reasons

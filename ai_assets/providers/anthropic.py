@@ -1,10 +1,11 @@
 """Anthropic's Messages API, natively: Claude models with prompt caching, as a ``Prompter``.
 
-A row's messages arrive in the portable (OpenAI-shaped) form every prompt function builds; ``anthropic_messages``
-turns them into a Messages request: the system text at the top level, images as base64 ``image`` blocks, PDFs
-(and plain text files) as ``document`` blocks, ``max_tokens`` always set (Anthropic requires it), and structured
-output through a forced tool whose ``input_schema`` is the Pydantic model's schema (instructor's Anthropic tools
-shaping). Transport is aiohttp, as for OpenAI-compatible endpoints; the wire format lives in ``anthropic_wire``.
+A row's messages arrive as neutral ``Message`` values (``ai_assets.providers.messages``; OpenAI-shaped dicts are
+parsed into them); ``anthropic_messages`` turns them into a Messages request: the system text at the top level,
+images as base64 ``image`` blocks, PDFs (and plain text files) as ``document`` blocks, audio refused per row,
+``max_tokens`` always set (Anthropic requires it), and structured output through a forced tool whose
+``input_schema`` is the Pydantic model's schema (instructor's Anthropic tools shaping). Transport is aiohttp, as
+for OpenAI-compatible endpoints; the wire format lives in ``anthropic_wire``.
 
 Prompt caching is explicit at Anthropic ("Prompt caching"): a ``cache_control: {"type": "ephemeral"}`` marker ends
 a cacheable prefix (tools, then system, then messages, in that order). This provider marks the system message and,
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 from ai_assets.providers.anthropic_batch import AnthropicBatchClient
 from ai_assets.providers.anthropic_messages import EPHEMERAL, anthropic_messages, forced_tool, mark_head
 from ai_assets.providers.anthropic_wire import ANTHROPIC_VERSION, AnthropicEndpoint, MessagesConnection
+from ai_assets.providers.messages import MessagesIn, neutral
 from ai_assets.providers.openai_wire import credentials_in, endpoint_url
 from ai_assets.providers.protocols import ModelRole
 from ai_assets.providers.wire_shapes import MAX_RESPONSE_BYTES
@@ -101,10 +103,10 @@ class AnthropicProvider:
 
     # -- requests -------------------------------------------------------------------------------------------
     def chat_request(
-        self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None, params: Mapping[str, Any]
+        self, messages: MessagesIn, response_model: type[BaseModel] | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
         """One row's Messages request; the system message carries a cache breakpoint (``cache_prefix``)."""
-        system, turns = anthropic_messages(messages)
+        system, turns = anthropic_messages(neutral(messages))
         request: dict[str, Any] = {"model": self.model,
                                    "max_tokens": params.get("max_output_tokens") or self.max_tokens}
         thinking = _thinking(params.get("reasoning"))

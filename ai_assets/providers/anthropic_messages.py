@@ -1,83 +1,89 @@
-"""Portable (OpenAI-shaped) chat messages as Anthropic Messages content, and the cache breakpoints placed in them.
+"""Neutral messages as Anthropic Messages content, and the cache breakpoints placed in them.
 
 Shapes from Anthropic's Messages API docs: ``system`` is a top-level list of text blocks; a user turn's content is
 a string or blocks: ``text``, ``image`` (``source`` ``base64`` with a ``media_type``, or ``url``) and ``document``
-(a PDF as ``base64`` ``application/pdf``, a text file as ``text`` ``text/plain``). A part Anthropic does not take
-(audio, an image type it does not read) is sent as is, so the API's 400 fails that row alone, naming it.
+(a PDF as ``base64`` ``application/pdf``, a text file as ``text`` ``text/plain``). Audio is not a content block
+Anthropic takes, nor is an OpenAI ``file_id``: such a part is an ``UnsupportedPartError`` (the row's error, before
+anything is sent), never dropped. Several system messages become several system blocks, in order; consecutive
+turns of one role are sent as they are (the API combines them into one turn).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from ai_assets.providers.messages import (
+    FilePart,
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    UnsupportedPartError,
+    describe,
+)
 from ai_assets.runtime.errors import ConfigError
 
 EPHEMERAL = {"type": "ephemeral"}
 """Anthropic's cache breakpoint (the 5-minute cache)."""
+PROVIDER = "anthropic"
 
 
-def anthropic_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(system blocks, turns)`` of ``messages``: system (and developer) text moves to the top level."""
+def anthropic_messages(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(system blocks, turns)`` of ``messages``: system text moves to the top level."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
-    for message in messages:
-        role, content = message.get("role"), message.get("content")
-        if role in ("system", "developer"):
-            system += [{"type": "text", "text": text} for text in _system_texts(content) if text]
+    for i, message in enumerate(messages):
+        if message.role == "system":
+            system += [{"type": "text", "text": text} for text in _system_texts(message) if text]
             continue
-        blocks = content if isinstance(content, str) else [_block(part) for part in content or []]
-        turns.append({"role": "assistant" if role == "assistant" else "user", "content": blocks})
+        blocks: Any = message.text() if message.plain else [_block(p, i, j) for j, p in enumerate(message.parts)]
+        turns.append({"role": message.role, "content": blocks})
     return system, turns
 
 
-def _system_texts(content: Any) -> list[str]:
-    """The texts of a system message (a string, or a list of strings and ``text`` parts). Anthropic's ``system``
-    takes text blocks only, each non-empty ("text content blocks must be non-empty"): empty texts are left out,
-    and any other part is a ``ConfigError`` naming it, rather than a 400 on every row."""
-    parts = [content] if isinstance(content, str) else list(content or [])
-    texts = []
-    for part in parts:
-        if isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text"):
-            texts.append(part if isinstance(part, str) else str(part.get("text") or ""))
-        else:
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise ConfigError(f"system message: Anthropic takes text only there, got a {kind!r} part")
-    return texts
+def _system_texts(message: Message) -> list[str]:
+    """The texts of a system message. Anthropic's ``system`` takes text blocks only, each non-empty ("text content
+    blocks must be non-empty"): empty texts are left out, and any other part is a ``ConfigError`` naming it,
+    rather than a 400 on every row."""
+    for part in message.parts:
+        if not isinstance(part, TextPart):
+            raise ConfigError(f"system message: Anthropic takes text only there, got {describe(part)}")
+    return [p.text for p in message.parts if isinstance(p, TextPart)]
 
 
-def _block(part: dict[str, Any]) -> dict[str, Any]:
-    kind = part.get("type")
-    if kind == "text":
-        return {"type": "text", "text": part.get("text", "")}
-    if kind == "image_url":
-        url = str((part.get("image_url") or {}).get("url", ""))
+def _block(part: Part, message: int, index: int) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        if part.data is not None:
+            return {"type": "image", "source": {"type": "base64", "media_type": part.mime,
+                                                "data": base64.b64encode(part.data).decode()}}
+        url = part.url or ""
         media, data = _data_url(url)
         if data is None:
             return {"type": "image", "source": {"type": "url", "url": url}}
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-    if kind == "file":
-        file = part.get("file") or {}
-        media, data = _data_url(str(file.get("file_data", "")))
+    if isinstance(part, FilePart) and part.data is not None:
         block: dict[str, Any]
-        if media == "text/plain" and data is not None:
-            try:
-                text = base64.b64decode(data, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):  # not UTF-8 text: sent as it came, the API judges it
-                block = {"type": "document", "source": {"type": "base64", "media_type": media, "data": data}}
-            else:
-                block = {"type": "document", "source": {"type": "text", "media_type": media, "data": text}}
+        try:
+            text = part.data.decode("utf-8") if part.mime == "text/plain" else None
+        except UnicodeDecodeError:  # not UTF-8 text: sent as base64, the API judges it
+            text = None
+        if text is not None:
+            block = {"type": "document", "source": {"type": "text", "media_type": part.mime, "data": text}}
         else:
-            block = {"type": "document", "source": {"type": "base64", "media_type": media, "data": data or ""}}
-        if file.get("filename"):
-            block["title"] = str(file["filename"])
+            block = {"type": "document", "source": {"type": "base64", "media_type": part.mime,
+                                                    "data": base64.b64encode(part.data).decode()}}
+        if part.name:
+            block["title"] = part.name
         return block
-    return dict(part)
+    raise UnsupportedPartError(part, PROVIDER, message, index)
 
 
 def _data_url(url: str) -> tuple[str, str | None]:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from ai_assets.providers.messages import MessagesIn, neutral
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, SharedLimit
 from ai_assets.runtime.engine import Connection, Reply, SelfTimed
 from ai_assets.runtime.errors import (
@@ -77,9 +78,11 @@ class Failover:
     def identity(self) -> Mapping[str, Any]:
         return {"provider": "failover", "chain": [dict(m.identity()) for m in self.chain]}
 
-    def chat_request(self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+    def chat_request(self, messages: MessagesIn, response_model: type[BaseModel] | None,
                      params: Mapping[str, Any]) -> dict[str, Any]:
-        requests = [m.chat_request(messages, response_model, params) for m in self.chain]
+        """Every member's request for the row (a part one member cannot send fails the row: any may answer it)."""
+        parsed = neutral(messages)
+        requests = [m.chat_request(parsed, response_model, params) for m in self.chain]
         # "messages" is the primary's (the same list, not a copy): what the token estimate reads.
         return {"failover": requests, "messages": request_messages(requests[0])}
 

@@ -32,7 +32,9 @@ import instructor
 from pydantic import BaseModel
 
 from ai_assets.providers.llama_stream import LlamaChatConnection, SlotPool
+from ai_assets.providers.messages import FilePart, MessagesIn, neutral
 from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
+from ai_assets.providers.openai_messages import openai_messages
 from ai_assets.providers.openai_wire import ChatConnection
 from ai_assets.runtime.errors import ConfigError, MissingExtraError, NotSupportedError, TransientError
 from ai_assets.runtime.pace import Pace
@@ -104,11 +106,14 @@ class LlamaCppProvider:
         return {"provider": "llama.cpp", "model": self.model_path.name, "bytes": self.model_path.stat().st_size,
                 "mode": self.chat.mode.value}
 
-    def chat_request(self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+    def chat_request(self, messages: MessagesIn, response_model: type[BaseModel] | None,
                      params: Mapping[str, Any]) -> dict[str, Any]:
+        """A Chat Completions body; a file part is refused (llama.cpp's server reads text, ``image_url`` and
+        ``input_audio`` parts and rejects any other content type: tools/server ``oaicompat_chat_params_parse``)."""
         if params.get("api") == "responses":
             raise NotSupportedError(self, "the Responses API (api='responses')")
-        return self.chat.chat_request(messages, response_model, params)
+        wire = openai_messages(neutral(messages), "llama.cpp", unsupported=(FilePart,))
+        return self.chat.chat_body(wire, response_model, params)
 
     @property
     def base_url(self) -> str:

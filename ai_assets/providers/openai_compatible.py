@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import instructor  # the package itself is cheap (its Mode enum); instructor.processing imports openai: on first use
 from pydantic import BaseModel
 
+from ai_assets.providers.messages import Message, MessagesIn, neutral
 from ai_assets.providers.openai_batch import BatchClient
+from ai_assets.providers.openai_messages import openai_messages, responses_input
 from ai_assets.providers.openai_wire import (
     ChatConnection,
     EmbeddingConnection,
@@ -157,10 +159,16 @@ class OpenAICompatibleProvider:
 
     # -- requests -------------------------------------------------------------------------------------------
     def chat_request(
-        self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None, params: Mapping[str, Any]
+        self, messages: MessagesIn, response_model: type[BaseModel] | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        """One row's body: ``messages`` (neutral, or OpenAI-shaped dicts) in Chat Completions or Responses form."""
         if self.api_for(params) == "responses":
-            return responses_request(self.model, messages, response_model, params)
+            return responses_request(self.model, neutral(messages), response_model, params)
+        return self.chat_body(openai_messages(neutral(messages)), response_model, params)
+
+    def chat_body(self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+                  params: Mapping[str, Any]) -> dict[str, Any]:
+        """A Chat Completions body for ``messages`` already in OpenAI's shape."""
         request: dict[str, Any] = {"model": self.model, **self._chat_params(params)}
         if response_model is None:
             request["messages"] = messages
@@ -280,16 +288,13 @@ def _prepared(response_model: type[BaseModel], mode: instructor.Mode, system_jso
     return dict(kwargs)
 
 
-def responses_request(model: str, messages: list[dict[str, Any]], response_model: type[BaseModel] | None,
+def responses_request(model: str, messages: Sequence[Message], response_model: type[BaseModel] | None,
                       params: Mapping[str, Any]) -> dict[str, Any]:
     """A Responses API body: system messages become ``instructions``, content parts become ``input_*`` parts,
     ``return_format`` becomes ``text.format`` json_schema (strict where the model allows), and ``reasoning`` and
     built-in ``tools`` pass through whole."""
-    system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
-    request: dict[str, Any] = {
-        "model": model,
-        "input": [{"role": m["role"], "content": _responses_content(m["content"])} for m in messages
-                  if m.get("role") != "system"]}
+    system, turns = responses_input(messages)
+    request: dict[str, Any] = {"model": model, "input": turns}
     if system:
         request["instructions"] = system
     if response_model is not None:
@@ -302,24 +307,6 @@ def responses_request(model: str, messages: list[dict[str, Any]], response_model
                                                                     "tools", "extra_body", "api")})
     request.update(params.get("extra_body") or {})
     return request
-
-
-def _responses_content(content: Any) -> Any:
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text":
-            parts.append({"type": "input_text", "text": part["text"]})
-        elif kind == "image_url":
-            image = part["image_url"]
-            parts.append({"type": "input_image", "image_url": image["url"], "detail": image.get("detail", "auto")})
-        elif kind == "file":
-            parts.append({"type": "input_file", **part["file"]})
-        else:
-            parts.append(part)
-    return parts
 
 
 @lru_cache(maxsize=256)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel
 
+from ai_assets.providers.messages import Message
 from ai_assets.runtime.engine import Connection
 
 if TYPE_CHECKING:
@@ -26,16 +27,19 @@ ModelRole = Literal["chat", "embedding", "transcription"]
 
 @runtime_checkable
 class Prompter(Protocol):
-    """Chat completions, optionally structured by a Pydantic model."""
+    """Chat completions, optionally structured by a Pydantic model. It receives provider-neutral ``Message``
+    values (``ai_assets.providers.messages``) and writes them in its vendor's wire shape."""
 
     def identity(self) -> Mapping[str, Any]:
         """What decides an answer (provider, model, mode): part of every cache key."""
         ...
 
     def chat_request(
-        self, messages: list[dict[str, Any]], response_model: type[BaseModel] | None, params: Mapping[str, Any]
+        self, messages: Sequence[Message], response_model: type[BaseModel] | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The request body for one row; it holds the whole input, schema and parameters."""
+        """The request body for one row, in the vendor's wire shape; it holds the whole input, schema and
+        parameters, and its hash is the row's journal key, so the same messages must always give the same body.
+        A part the vendor cannot send raises ``UnsupportedPartError`` (the row's error)."""
         ...
 
     def connect(
