@@ -31,6 +31,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from ai_assets.functions.embedding_proxy import EmbeddingProxy
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import FailedRows
 from ai_assets.runtime.engine import RunOptions
@@ -66,7 +67,8 @@ class Cascade:
     oracle. The proxy answers every row; ``label_budget`` rows drawn uniformly (seeded by ``seed``) go to the
     oracle; the threshold on ``confidence_field`` (the proxy's confidence in its ``label_field``, a bool for recall
     and precision) is learned from them so that the target holds with probability >= 1 - ``delta``; the rows it
-    does not trust go to the oracle. ``min_confidence`` and ``escalate_when`` do not apply."""
+    does not trust go to the oracle. ``min_confidence`` and ``escalate_when`` do not apply. ``proxy``: an
+    ``EmbeddingProxy`` instead of a chat model as the proxy; ``models`` then names the oracle alone."""
 
     models: Sequence[str]
     escalate_when: Callable[[Any], bool] | None = None
@@ -78,13 +80,16 @@ class Cascade:
     label_budget: int = 200
     label_field: str | None = None
     seed: int = 0
+    proxy: EmbeddingProxy | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str | bytes):  # a str is a Sequence too: "gpt4" would be models g, p, t, 4
             raise ConfigError(f"Cascade(models={self.models!r}): give a list of two or more model names, cheapest "
                               "first, not one string")
         object.__setattr__(self, "models", tuple(self.models))
-        if len(self.models) < 2 or len(set(self.models)) != len(self.models) or not all(self.models):
+        if self.proxy is not None:
+            self._check_proxy()
+        elif len(self.models) < 2 or len(set(self.models)) != len(self.models) or not all(self.models):
             raise ConfigError(f"Cascade needs two or more distinct model names, cheapest first; got {self.models}")
         if probability(self.min_confidence) is None:
             raise ConfigError(f"Cascade(min_confidence={self.min_confidence!r}): a confidence is a probability, "
@@ -103,7 +108,7 @@ class Cascade:
         setting = f"Cascade(target={self.target!r})"
         if not isinstance(self.target, Recall | Precision | Accuracy):
             raise ConfigError(f"{setting}: give Recall(x), Precision(x) or Accuracy(x)")
-        if len(self.models) != 2:
+        if len(self.models) != 2 and self.proxy is None:
             raise ConfigError(f"{setting} has one proxy and one oracle: give two models, got {len(self.models)}")
         if isinstance(self.delta, bool) or not isinstance(self.delta, int | float) or not 0.0 < self.delta < 1.0:
             raise ConfigError(f"Cascade(delta={self.delta!r}): the failure probability is a number in (0, 1)")
@@ -118,11 +123,29 @@ class Cascade:
         if self.escalate_when is not None:
             raise ConfigError(f"{setting} learns when to escalate: give escalate_when= or target=, not both")
 
+    def _check_proxy(self) -> None:
+        if not isinstance(self.proxy, EmbeddingProxy):
+            raise ConfigError(f"Cascade(proxy={self.proxy!r}): give an EmbeddingProxy (a chat model as the proxy is "
+                              "the first of models=)")
+        if self.target is None:
+            raise ConfigError("Cascade(proxy=EmbeddingProxy(...)) is a certified cascade's proxy: give target= "
+                              "(Recall, Precision or Accuracy) too")
+        if len(self.models) != 1 or not self.models[0]:
+            raise ConfigError(f"Cascade(proxy=EmbeddingProxy(...)): models= names the oracle alone (the proxy is "
+                              f"the embedding model); got {self.models}")
+
+    @property
+    def proxy_name(self) -> str:
+        """The proxy's name: the embedding proxy's model, else the first model."""
+        return self.proxy.name if self.proxy is not None else self.models[0]
+
     def check(self, return_format: type[BaseModel] | None) -> None:
         """Raise ``ConfigError`` when answers of ``return_format`` cannot carry ``confidence_field`` (so every row
         would be paid for twice): called before anything is sent."""
         if self.target is not None and self.label_field is not None:
             self._check_label(return_format, self.label_field)
+        if self.proxy is not None:
+            self.proxy.check(return_format, self.label_field)
         name = self.confidence_field
         if name is None:
             return
@@ -161,6 +184,8 @@ class Cascade:
         if self.target is not None:
             out.update(target=str(self.target), delta=self.delta, label=self.label_field, budget=self.label_budget,
                        seed=self.seed)
+        if self.proxy is not None:
+            out.update(proxy=self.proxy.describe())
         return out
 
     def escalates(self, value: Any) -> bool:

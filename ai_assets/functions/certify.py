@@ -1,6 +1,6 @@
-"""A certified cascade: the proxy (the cascade's first model) answers every row; a uniform sample of the rows goes
-to the oracle (its last model); the threshold on the proxy's confidence that meets the target with probability
-1 - delta is learned from that sample (the statistics and their source, BARGAIN, are in
+"""A certified cascade: the proxy (the cascade's first model, or its ``EmbeddingProxy``) answers every row; a uniform
+sample of the rows goes to the oracle (its last model); the threshold on the proxy's confidence that meets the target
+with probability 1 - delta is learned from that sample (the statistics and their source, BARGAIN, are in
 ``ai_assets.runtime.guarantees``); every row the threshold does not trust goes to the oracle.
 
 Every answer, the sample's included, goes through the journal, so a re-run pays nothing. The learned threshold is
@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ai_assets.functions.cascade import Cascade, count_rows, model_column, probability, put_rows
+from ai_assets.functions.embedding_proxy import ProxyPass, proxy_prices
 from ai_assets.runtime.cache import Cache, Entry, cache_key
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import FailedRows
@@ -45,17 +46,22 @@ def run_certified(source: Source, spec: Cascade, stage: Stage, *, output_column:
     to a temporary Arrow file (every score is needed before the threshold can be chosen), so memory holds the
     scores, the sample and one window, not the rows."""
     assert spec.target is not None  # Cascade checked it is certified
-    target, proxy, oracle = spec.target, spec.models[0], spec.models[-1]
-    first = stage(source, proxy, replace(options, on_error="null", retry_failed_rows=False))
+    target, proxy, oracle = spec.target, spec.proxy_name, spec.models[-1]
+    embedding = None if spec.proxy is None else ProxyPass(
+        spec.proxy, str(spec.label_field), str(spec.confidence_field), output_column, oracle, stage, options, cache,
+        skipped, group_column, proxy_prices(spec.proxy, spec.prices))
+    first = embedding.run(source) if embedding is not None else \
+        stage(source, proxy, replace(options, on_error="null", retry_failed_rows=False))
     rows = _Spool(spec, output_column, skipped)
     for batch in first.table.to_batches() if isinstance(first, Enriched) else first:
         rows.write(batch)
     rows.close()
     usage, failed = Usage(), FailedRows()
-    usage.absorb(first.usage, proxy, prices_of(proxy))
+    usage.absorb(first.usage, proxy, embedding.prices if embedding is not None else prices_of(proxy))
     population = [i for i, skip in enumerate(rows.skips) if not skip]
     trust = [rows.trust[i] for i in population]
-    key = cache_key(KEY_VERSION, family(proxy), family(oracle), spec.fingerprint())
+    key = cache_key(KEY_VERSION, embedding.family() if embedding is not None else family(proxy), family(oracle),
+                    spec.fingerprint())
     stored = cache.get_many([key]).get(key) if cache is not None else None
     draw = [population[at] for at in sample_rows(range(len(population)), spec.label_budget, spec.seed)]
     reused = stored is not None and stored.error is None and isinstance(stored.value, dict)

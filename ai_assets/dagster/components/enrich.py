@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from ai_assets.dagster.components.common import (
     EnrichComponentBase,
@@ -15,8 +15,10 @@ from ai_assets.dagster.components.common import (
 )
 from ai_assets.dagster.enrich import classify_asset, classify_image_asset, embed_asset, embed_image_asset, prompt_asset
 from ai_assets.dagster.gates import DriftCheck, GoldenSet, JudgeCheck
+from ai_assets.dagster.registry import Provider, build_resource
 from ai_assets.dagster.tasks import task_asset
 from ai_assets.functions.cascade import Cascade
+from ai_assets.functions.embedding_proxy import TEMPERATURE, EmbeddingProxy
 from ai_assets.functions.images import MAX_PIXELS
 from ai_assets.functions.json_schema import answer_model
 from ai_assets.functions.tasks import TASKS
@@ -40,23 +42,42 @@ class TargetConfig(dg.Model):
         return kinds[self.measure](self.value)
 
 
+class EmbeddingProxyConfig(dg.Model):
+    """An embedding model as a certified cascade's proxy (see ``EmbeddingProxy``): each row's answer is the label
+    whose text embeds nearest the row's ``column``."""
+
+    provider: Provider = Field(description="The embedder, as in the resources block (e.g. kind: "
+                               "sentence_transformers); an api_key is read from its api_key_env")
+    column: str = Field(description="The text column each row embeds")
+    labels: dict[bool | int | str, str] | list[str] = Field(
+        description="The labels, two or more: a list of label strings, or label -> the text embedded for it")
+    embedding_model: str | None = Field(None, description="The embedding model (default: the provider's)")
+    temperature: float = Field(TEMPERATURE, description="Of the softmax over cosines that gives the confidence")
+
+    def build(self) -> EmbeddingProxy:
+        resource = build_resource(self.provider).process_config_and_initialize()
+        return EmbeddingProxy(resource.build_provider(), self.column, self.labels, model=self.embedding_model,
+                              temperature=self.temperature)
+
+
 class CascadeConfig(dg.Model):
     """Models tried cheapest first: a row goes to the next one when the one before failed it, or when its
     ``confidence_field`` is under ``min_confidence`` (``escalate_when`` predicates are Python only). With
-    ``target``, the threshold on ``confidence_field`` is learned instead (two models: the proxy, the oracle)."""
+    ``target``, the threshold on ``confidence_field`` is learned instead (two models: the proxy, the oracle; or,
+    with ``proxy``, an embedding model as the proxy and ``models`` naming the oracle alone)."""
 
     models: list[str]
     confidence_field: str | None = None
     min_confidence: float = 0.5
     prices: dict[str, Pricing] = Field(default_factory=dict, description="Per model (default: built-in prices)")
     target: TargetConfig | None = Field(None, description="Certify the cascade (see Cascade(target=...))")
+    proxy: EmbeddingProxyConfig | None = Field(None, description="An embedding model as the certified proxy")
 
-    @field_validator("models")
-    @classmethod
-    def _two_or_more(cls, models: list[str]) -> list[str]:
-        if len(models) < 2:
-            raise ValueError(f"a cascade needs at least 2 models, cheapest first; got {models}")
-        return models
+    @model_validator(mode="after")
+    def _two_or_more(self) -> "CascadeConfig":
+        if len(self.models) < 2 and self.proxy is None:
+            raise ValueError(f"a cascade needs at least 2 models, cheapest first; got {self.models}")
+        return self
 
     def build(self) -> Cascade:
         target = self.target
@@ -64,7 +85,8 @@ class CascadeConfig(dg.Model):
             "target": target.build(), "delta": target.delta, "label_budget": target.label_budget,
             "label_field": target.label_field, "seed": target.seed}
         return Cascade(self.models, confidence_field=self.confidence_field, min_confidence=self.min_confidence,
-                       prices={name: p.build() for name, p in self.prices.items()}, **certified)
+                       prices={name: p.build() for name, p in self.prices.items()},
+                       proxy=self.proxy.build() if self.proxy else None, **certified)
 
 
 class GoldenSetConfig(dg.Model):
@@ -167,7 +189,7 @@ class ClassifyComponent(EnrichComponentBase):
 
 
 TASK_SETTINGS = ("column", "left", "right", "max_words", "to", "entities", "fields", "params", "language", "prompt",
-                 "filename_column", "max_bytes")
+                 "filename_column", "max_bytes", "condition", "cascade", "drop")
 
 
 class TaskComponent(EnrichComponentBase):
@@ -189,6 +211,9 @@ class TaskComponent(EnrichComponentBase):
     prompt: str | None = Field(default=None, description="transcribe: text that guides the model (names, spelling)")
     filename_column: str | None = Field(default=None, description="transcribe: the file names (default: path)")
     max_bytes: int | None = Field(default=None, description="transcribe: the largest recording sent (default 25 MB)")
+    condition: str | None = Field(default=None, description="semantic_filter: what a kept row satisfies")
+    cascade: CascadeConfig | None = Field(default=None, description="semantic_filter: a cheap model first")
+    drop: bool | None = Field(default=None, description="semantic_filter: leave out rows that fail (default true)")
     provider_key: str | None = Field(default=None, description="Default: llm, or embedder for similarity")
     llm_model: str | None = Field(default=None, description="Prompting tasks: the chat model")
     embedding_model: str | None = Field(default=None, description="similarity: the embedding model")
@@ -204,6 +229,8 @@ class TaskComponent(EnrichComponentBase):
         arguments = {name: getattr(self, name) for name in takes}
         if self.params is not None:
             arguments["params"] = self.params.build()
+        if self.cascade is not None:
+            arguments["cascade"] = self.cascade.build()
         return task_asset(self.name, self.upstream, self.task, arguments, output_column=self.output_column,
                           **self.enrich_args(self.provider_key or ("llm" if entry.prompts else "embedder"),
                                              self.llm_model if entry.prompts else self.embedding_model))
