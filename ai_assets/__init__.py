@@ -15,10 +15,14 @@ if TYPE_CHECKING:
     from ai_assets.functions.classify import classify_text
     from ai_assets.functions.download import DownloadPolicy, download
     from ai_assets.functions.embed import embed_text
+    from ai_assets.functions.embedding_proxy import EmbeddingProxy
     from ai_assets.functions.files import extract_text
     from ai_assets.functions.images import ImageSpec, decode_images
     from ai_assets.functions.ingest import read_source, stream_source
     from ai_assets.functions.prompt import PromptParams, aprompt, prompt
+    from ai_assets.functions.semantic.aggregate import semantic_aggregate
+    from ai_assets.functions.semantic.filter import semantic_filter
+    from ai_assets.functions.semantic.top_k import semantic_top_k
     from ai_assets.functions.table_sources import DeltaSource, IcebergSource, LanceSource
     from ai_assets.functions.tasks import (
         analyze_sentiment,
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from ai_assets.providers.efficientnet import EfficientNetLite0Provider
     from ai_assets.providers.failover import EmbeddingFailover, Failover
     from ai_assets.providers.llama_cpp import LlamaCppProvider
+    from ai_assets.providers.messages import AudioPart, FilePart, ImagePart, Message, TextPart
     from ai_assets.providers.openai_compatible import OpenAICompatibleProvider
     from ai_assets.providers.sentence_transformers import SentenceTransformersProvider
     from ai_assets.runtime.budget import BudgetExceededError
@@ -67,10 +72,14 @@ _SOURCES = {
     "ai_assets.functions.classify": ("classify_text",),
     "ai_assets.functions.download": ("DownloadPolicy", "download"),
     "ai_assets.functions.embed": ("embed_text",),
+    "ai_assets.functions.embedding_proxy": ("EmbeddingProxy",),
     "ai_assets.functions.files": ("extract_text",),
     "ai_assets.functions.images": ("ImageSpec", "decode_images"),
     "ai_assets.functions.ingest": ("read_source", "stream_source"),
     "ai_assets.functions.prompt": ("PromptParams", "aprompt", "prompt"),
+    "ai_assets.functions.semantic.aggregate": ("semantic_aggregate",),
+    "ai_assets.functions.semantic.filter": ("semantic_filter",),
+    "ai_assets.functions.semantic.top_k": ("semantic_top_k",),
     "ai_assets.functions.table_sources": ("DeltaSource", "IcebergSource", "LanceSource"),
     "ai_assets.functions.tasks": ("analyze_sentiment", "extract", "fix_grammar", "mask", "similarity", "summarize",
                                   "translate"),
@@ -79,6 +88,7 @@ _SOURCES = {
     "ai_assets.providers.anthropic": ("AnthropicProvider",),
     "ai_assets.providers.efficientnet": ("EfficientNetLite0Provider",),
     "ai_assets.providers.llama_cpp": ("LlamaCppProvider",),
+    "ai_assets.providers.messages": ("AudioPart", "FilePart", "ImagePart", "Message", "TextPart"),
     "ai_assets.providers.openai_compatible": ("OpenAICompatibleProvider",),
     "ai_assets.providers.failover": ("EmbeddingFailover", "Failover"),
     "ai_assets.providers.sentence_transformers": ("SentenceTransformersProvider",),
@@ -105,6 +115,7 @@ __all__ = [
     "AIAssetsError",
     "Accuracy",
     "AnthropicProvider",
+    "AudioPart",
     "BatchOptions",
     "BudgetExceededError",
     "Cache",
@@ -114,15 +125,19 @@ __all__ = [
     "DownloadPolicy",
     "EfficientNetLite0Provider",
     "EmbeddingFailover",
+    "EmbeddingProxy",
     "Enriched",
     "EnrichedStream",
     "Failover",
     "FileColumn",
+    "FilePart",
     "IcebergSource",
     "ImageColumn",
+    "ImagePart",
     "ImageSpec",
     "LanceSource",
     "LlamaCppProvider",
+    "Message",
     "MissingExtraError",
     "NotSupportedError",
     "ObjectStoreCache",
@@ -139,6 +154,7 @@ __all__ = [
     "RunArgs",
     "RunOptions",
     "SentenceTransformersProvider",
+    "TextPart",
     "Usage",
     "analyze_sentiment",
     "aprompt",
@@ -156,6 +172,9 @@ __all__ = [
     "open_cache",
     "prompt",
     "read_source",
+    "semantic_aggregate",
+    "semantic_filter",
+    "semantic_top_k",
     "similarity",
     "stream_source",
     "summarize",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ResultCacheResource,
         SentenceTransformersResource,
     )
+    from ai_assets.dagster.semantic_rows import semantic_aggregate_asset, semantic_top_k_asset
     from ai_assets.dagster.sensors import landing_folder_sensor, partitioned_schedule
     from ai_assets.dagster.sources import (
         chunk_text_asset,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         extract_asset,
         fix_grammar_asset,
         mask_asset,
+        semantic_filter_asset,
         sentiment_asset,
         similarity_asset,
         summarize_asset,
@@ -68,12 +70,13 @@ _SOURCES = {
     "ai_assets.dagster.resources": ("EfficientNetResource", "FailoverResource", "LlamaCppResource",
                                     "OpenAICompatibleResource", "ResultCacheResource",
                                     "SentenceTransformersResource"),
+    "ai_assets.dagster.semantic_rows": ("semantic_aggregate_asset", "semantic_top_k_asset"),
     "ai_assets.dagster.sensors": ("landing_folder_sensor", "partitioned_schedule"),
     "ai_assets.dagster.sources": ("chunk_text_asset", "decode_images_asset", "download_asset", "extract_text_asset",
                                   "ingest_asset", "preprocess_asset"),
-    "ai_assets.dagster.tasks": ("extract_asset", "fix_grammar_asset", "mask_asset", "sentiment_asset",
-                                "similarity_asset", "summarize_asset", "task_asset", "transcribe_asset",
-                                "translate_asset"),
+    "ai_assets.dagster.tasks": ("extract_asset", "fix_grammar_asset", "mask_asset", "semantic_filter_asset",
+                                "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset",
+                                "transcribe_asset", "translate_asset"),
     "ai_assets.dagster.vendor_resources": ("AnthropicResource",),
     "ai_assets.dagster.versions": ("provider_versions",),
     "ai_assets.dagster.kinds": ("with_store_kinds",),
@@ -117,6 +120,9 @@ __all__ = [
     "preprocess_asset",
     "prompt_asset",
     "provider_versions",
+    "semantic_aggregate_asset",
+    "semantic_filter_asset",
+    "semantic_top_k_asset",
     "sentiment_asset",
     "similarity_asset",
     "summarize_asset",

@@ -18,6 +18,7 @@ from ai_assets.dagster.checks import error_rate_check
 from ai_assets.dagster.common import EnrichArgs, fingerprint, upstream_key
 from ai_assets.dagster.enrich import _enrich_asset, embedding_prices, with_defaults
 from ai_assets.functions import tasks
+from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.prompt import PromptParams
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.prices import prices_for
@@ -27,6 +28,8 @@ from ai_assets.runtime.results import EnrichedStream
 def _versioned(value: Any) -> Any:
     if isinstance(value, type) and issubclass(value, BaseModel):
         return value.model_json_schema()
+    if isinstance(value, Cascade):  # its settings, not a repr with a function's address
+        return value.fingerprint()
     return value.as_request() if isinstance(value, PromptParams) else value
 
 
@@ -162,6 +165,12 @@ class _Similarity(Protocol):
                  **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
 
 
+class _SemanticFilter(Protocol):
+    def __call__(self, name: str, upstream: Upstream, *, column: str, condition: str, cascade: Cascade | None = None,
+                 drop: bool = True, params: PromptParams | None = None, output_column: str | None = None,
+                 **args: Unpack[EnrichArgs]) -> dg.AssetsDefinition: ...
+
+
 class _Transcribe(Protocol):
     def __call__(self, name: str, upstream: Upstream, *, column: str = "bytes", language: str | None = None,
                  prompt: str | None = None, filename_column: str | None = "path", max_bytes: int = ...,
@@ -195,3 +204,8 @@ transcribe_asset: _Transcribe = _named("transcribe")
 """The transcript of the audio bytes in ``column`` (default ``bytes``); ``language`` (ISO-639-1) and ``prompt``
 (spelling of names) go to the model, the file name from ``filename_column``; a recording over ``max_bytes`` (the
 API takes 25 MB) is not sent and says so in that row's error. Other keywords: ``EnrichArgs``."""
+semantic_filter_asset: _SemanticFilter = _named("semantic_filter")
+"""The rows whose ``column`` (or a template over columns) satisfies ``condition``, by a yes/no verdict per row
+(``ai_assets.functions.semantic.filter``); ``drop``: False keeps every row with its verdict; rows without a verdict
+stay with their error. ``cascade``: a (certified) cascade, cheap model first; ``params`` as for ``prompt``. Other
+keywords: ``EnrichArgs``."""

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, create_model
 from ai_assets.functions.audio import transcribe
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.prompt import PromptParams, PromptTask
+from ai_assets.functions.semantic.filter import semantic_filter
 from ai_assets.providers.protocols import ModelRole, Prompter, RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import ATTEMPTS, COLUMNS, ERROR, MODEL, FailedRows
@@ -297,6 +298,9 @@ TASKS: dict[str, TaskEntry] = {
     "similarity": TaskEntry(similarity, lambda a: f"Scores the cosine similarity of the embeddings of `{a['left']}` "
                             f"and `{a['right']}`", inputs=("left", "right"), settings=(), prompts=False,
                             role="embedding"),
+    "semantic_filter": TaskEntry(semantic_filter, lambda a: f"Keeps the rows whose `{a['column']}` satisfies: "
+                                 f"{a['condition']}", settings=("condition", "cascade", "drop", "params"),
+                                 required=("condition",)),
 }
 """Every task function by its name in YAML (``task: summarize``): the one list the factories and the component
 read. A new task is its function above and one line here (and a component field for a new kind of setting)."""

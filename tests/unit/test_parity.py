@@ -15,7 +15,9 @@ import ai_assets as plain
 import ai_assets.dagster as factories
 from ai_assets.dagster import components
 from ai_assets.dagster.common import AssetArgs
+from ai_assets.dagster.tasks import semantic_filter_asset
 from ai_assets.functions.ingest_spec import IngestSpec
+from ai_assets.functions.semantic.filter import semantic_filter
 
 RUN_CONTEXT = {"table", "provider", "cache", "progress", "run_id", "group_column"}
 """What the Dagster layer supplies itself (the upstream rows, the resource's provider, the journal)."""
@@ -42,6 +44,7 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
     (plain.analyze_sentiment, factories.sentiment_asset, components.TaskComponent),
     (plain.similarity, factories.similarity_asset, components.TaskComponent),
     (plain.transcribe, factories.transcribe_asset, components.TaskComponent),
+    (semantic_filter, semantic_filter_asset, components.TaskComponent),
 ]
 
 

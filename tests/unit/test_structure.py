@@ -85,29 +85,25 @@ def test_no_module_is_much_over_400_lines() -> None:
 
 def test_public_api_is_guarded() -> None:
     assert sorted(ai_assets.__all__) == [
-        "AIAssetsError", "Accuracy", "AnthropicProvider", "BatchOptions", "BudgetExceededError", "Cache", "Cascade",
-        "ConfigError", "DeltaSource",
-        "DownloadPolicy", "EfficientNetLite0Provider", "EmbeddingFailover", "Enriched", "EnrichedStream", "Failover",
-        "FileColumn",
-        "IcebergSource", "ImageColumn",
-        "ImageSpec", "LanceSource", "LlamaCppProvider", "MissingExtraError", "NotSupportedError", "ObjectStoreCache",
-        "OpenAICompatibleProvider", "PostgresCache", "Precision", "Prices", "PromptParams", "RateLimit",
-        "Recall", "ResultCache",
-        "RetryPolicy", "RowFailedError", "RunArgs", "RunOptions", "SentenceTransformersProvider", "Usage",
-        "analyze_sentiment",
-        "aprompt", "chunk_text", "classify_image", "classify_text", "decode_images", "download", "embed_image",
-        "embed_text", "extract", "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source",
-        "similarity", "stream_source", "summarize", "transcribe", "translate"]
+        "AIAssetsError", "Accuracy", "AnthropicProvider", "AudioPart", "BatchOptions", "BudgetExceededError", "Cache",
+        "Cascade", "ConfigError", "DeltaSource", "DownloadPolicy", "EfficientNetLite0Provider", "EmbeddingFailover",
+        "EmbeddingProxy", "Enriched", "EnrichedStream", "Failover", "FileColumn", "FilePart", "IcebergSource",
+        "ImageColumn", "ImagePart", "ImageSpec", "LanceSource", "LlamaCppProvider", "Message", "MissingExtraError",
+        "NotSupportedError", "ObjectStoreCache", "OpenAICompatibleProvider", "PostgresCache", "Precision", "Prices",
+        "PromptParams", "RateLimit", "Recall", "ResultCache", "RetryPolicy", "RowFailedError", "RunArgs", "RunOptions",
+        "SentenceTransformersProvider", "TextPart", "Usage", "analyze_sentiment", "aprompt", "chunk_text",
+        "classify_image", "classify_text", "decode_images", "download", "embed_image", "embed_text", "extract",
+        "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source", "semantic_aggregate",
+        "semantic_filter", "semantic_top_k", "similarity", "stream_source", "summarize", "transcribe", "translate"]
     assert sorted(ai_assets.dagster.__all__) == [
         "AnthropicResource", "AssetArgs", "DeltaIOManager", "DriftCheck", "EfficientNetResource", "EnrichArgs",
-        "FailoverResource", "GoldenSet", "IcebergIOManager", "JudgeCheck",
-        "LanceDBIOManager", "LlamaCppResource",
+        "FailoverResource", "GoldenSet", "IcebergIOManager", "JudgeCheck", "LanceDBIOManager", "LlamaCppResource",
         "OpenAICompatibleResource", "ParquetIOManager", "ResultCacheResource", "SentenceTransformersResource",
         "SpendCap", "chunk_text_asset", "classify_asset", "classify_image_asset", "decode_images_asset",
-        "download_asset",
-        "embed_asset", "embed_image_asset", "extract_asset", "extract_text_asset", "fix_grammar_asset", "gpu_tags",
-        "ingest_asset", "landing_folder_sensor", "mask_asset", "partitioned_schedule", "preprocess_asset",
-        "prompt_asset", "provider_versions", "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset",
+        "download_asset", "embed_asset", "embed_image_asset", "extract_asset", "extract_text_asset",
+        "fix_grammar_asset", "gpu_tags", "ingest_asset", "landing_folder_sensor", "mask_asset", "partitioned_schedule",
+        "preprocess_asset", "prompt_asset", "provider_versions", "semantic_aggregate_asset", "semantic_filter_asset",
+        "semantic_top_k_asset", "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset",
         "transcribe_asset", "translate_asset", "with_store_kinds"]
     for module in (ai_assets, ai_assets.dagster):
         assert all(hasattr(module, name) for name in module.__all__)

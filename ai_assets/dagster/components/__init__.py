@@ -35,6 +35,7 @@ from ai_assets.dagster.components.enrich import (
     TaskComponent,
 )
 from ai_assets.dagster.components.resources import ResourcesComponent
+from ai_assets.dagster.components.semantic_rows import SemanticAggregateComponent, SemanticTopKComponent
 from ai_assets.dagster.components.sources import (
     ChunkTextComponent,
     DecodeImagesComponent,
@@ -67,6 +68,8 @@ __all__ = [
     "Pricing",
     "PromptComponent",
     "ResourcesComponent",
+    "SemanticAggregateComponent",
+    "SemanticTopKComponent",
     "TaskComponent",
     "answer_model",
 ]
