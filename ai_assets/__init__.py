@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from ai_assets.functions.ingest import read_source, stream_source
     from ai_assets.functions.prompt import PromptParams, aprompt, prompt
     from ai_assets.functions.semantic.aggregate import semantic_aggregate
+    from ai_assets.functions.semantic.dedup import semantic_dedup
     from ai_assets.functions.semantic.filter import semantic_filter
+    from ai_assets.functions.semantic.join import semantic_join
     from ai_assets.functions.semantic.top_k import semantic_top_k
     from ai_assets.functions.table_sources import DeltaSource, IcebergSource, LanceSource
     from ai_assets.functions.tasks import (
@@ -78,7 +80,9 @@ _SOURCES = {
     "ai_assets.functions.ingest": ("read_source", "stream_source"),
     "ai_assets.functions.prompt": ("PromptParams", "aprompt", "prompt"),
     "ai_assets.functions.semantic.aggregate": ("semantic_aggregate",),
+    "ai_assets.functions.semantic.dedup": ("semantic_dedup",),
     "ai_assets.functions.semantic.filter": ("semantic_filter",),
+    "ai_assets.functions.semantic.join": ("semantic_join",),
     "ai_assets.functions.semantic.top_k": ("semantic_top_k",),
     "ai_assets.functions.table_sources": ("DeltaSource", "IcebergSource", "LanceSource"),
     "ai_assets.functions.tasks": ("analyze_sentiment", "extract", "fix_grammar", "mask", "similarity", "summarize",
@@ -173,7 +177,9 @@ __all__ = [
     "prompt",
     "read_source",
     "semantic_aggregate",
+    "semantic_dedup",
     "semantic_filter",
+    "semantic_join",
     "semantic_top_k",
     "similarity",
     "stream_source",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ResultCacheResource,
         SentenceTransformersResource,
     )
+    from ai_assets.dagster.semantic_pairs import semantic_dedup_asset, semantic_join_asset
     from ai_assets.dagster.semantic_rows import semantic_aggregate_asset, semantic_top_k_asset
     from ai_assets.dagster.sensors import landing_folder_sensor, partitioned_schedule
     from ai_assets.dagster.sources import (
@@ -70,6 +71,7 @@ _SOURCES = {
     "ai_assets.dagster.resources": ("EfficientNetResource", "FailoverResource", "LlamaCppResource",
                                     "OpenAICompatibleResource", "ResultCacheResource",
                                     "SentenceTransformersResource"),
+    "ai_assets.dagster.semantic_pairs": ("semantic_dedup_asset", "semantic_join_asset"),
     "ai_assets.dagster.semantic_rows": ("semantic_aggregate_asset", "semantic_top_k_asset"),
     "ai_assets.dagster.sensors": ("landing_folder_sensor", "partitioned_schedule"),
     "ai_assets.dagster.sources": ("chunk_text_asset", "decode_images_asset", "download_asset", "extract_text_asset",
@@ -121,7 +123,9 @@ __all__ = [
     "prompt_asset",
     "provider_versions",
     "semantic_aggregate_asset",
+    "semantic_dedup_asset",
     "semantic_filter_asset",
+    "semantic_join_asset",
     "semantic_top_k_asset",
     "sentiment_asset",
     "similarity_asset",

@@ -19,9 +19,12 @@ from ai_assets.dagster.tasks import semantic_filter_asset
 from ai_assets.functions.ingest_spec import IngestSpec
 from ai_assets.functions.semantic.filter import semantic_filter
 
-RUN_CONTEXT = {"table", "provider", "cache", "progress", "run_id", "group_column"}
-"""What the Dagster layer supplies itself (the upstream rows, the resource's provider, the journal)."""
-DAGSTER_ONLY = {"name", "upstream", "asset_args", "provider_key", "cache_key", "max_error_rate", "min_valid_share"}
+RUN_CONTEXT = {"table", "provider", "embedder", "cache", "progress", "run_id", "group_column", "left", "right",
+               "right_key"}
+"""What the Dagster layer supplies itself (the upstream rows, the resource's provider and embedder, the journal);
+``right_key`` names the key of a LanceDB table given as the right side, which an asset reads as an Arrow table."""
+DAGSTER_ONLY = {"name", "upstream", "left", "asset_args", "provider_key", "cache_key", "max_error_rate",
+                "min_valid_share"}
 MODEL_FIELDS = ("llm_model", "embedding_model")  # a component's ``model`` (the base classes own that name)
 FLATTENED: dict[str, type[Any]] = {"policy": plain.DownloadPolicy, "spec": plain.ImageSpec}
 """Factory parameters whose dataclass's fields the component takes one by one."""
@@ -45,6 +48,10 @@ STEPS: list[tuple[Callable[..., Any], Callable[..., Any], type[Any] | None]] = [
     (plain.similarity, factories.similarity_asset, components.TaskComponent),
     (plain.transcribe, factories.transcribe_asset, components.TaskComponent),
     (semantic_filter, semantic_filter_asset, components.TaskComponent),
+    (plain.semantic_top_k, factories.semantic_top_k_asset, components.SemanticTopKComponent),
+    (plain.semantic_aggregate, factories.semantic_aggregate_asset, components.SemanticAggregateComponent),
+    (plain.semantic_join, factories.semantic_join_asset, components.SemanticJoinComponent),
+    (plain.semantic_dedup, factories.semantic_dedup_asset, components.SemanticDedupComponent),
 ]
 
 

@@ -94,7 +94,8 @@ def test_public_api_is_guarded() -> None:
         "SentenceTransformersProvider", "TextPart", "Usage", "analyze_sentiment", "aprompt", "chunk_text",
         "classify_image", "classify_text", "decode_images", "download", "embed_image", "embed_text", "extract",
         "extract_text", "fix_grammar", "mask", "open_cache", "prompt", "read_source", "semantic_aggregate",
-        "semantic_filter", "semantic_top_k", "similarity", "stream_source", "summarize", "transcribe", "translate"]
+        "semantic_dedup", "semantic_filter", "semantic_join", "semantic_top_k", "similarity", "stream_source",
+        "summarize", "transcribe", "translate"]
     assert sorted(ai_assets.dagster.__all__) == [
         "AnthropicResource", "AssetArgs", "DeltaIOManager", "DriftCheck", "EfficientNetResource", "EnrichArgs",
         "FailoverResource", "GoldenSet", "IcebergIOManager", "JudgeCheck", "LanceDBIOManager", "LlamaCppResource",
@@ -102,9 +103,9 @@ def test_public_api_is_guarded() -> None:
         "SpendCap", "chunk_text_asset", "classify_asset", "classify_image_asset", "decode_images_asset",
         "download_asset", "embed_asset", "embed_image_asset", "extract_asset", "extract_text_asset",
         "fix_grammar_asset", "gpu_tags", "ingest_asset", "landing_folder_sensor", "mask_asset", "partitioned_schedule",
-        "preprocess_asset", "prompt_asset", "provider_versions", "semantic_aggregate_asset", "semantic_filter_asset",
-        "semantic_top_k_asset", "sentiment_asset", "similarity_asset", "summarize_asset", "task_asset",
-        "transcribe_asset", "translate_asset", "with_store_kinds"]
+        "preprocess_asset", "prompt_asset", "provider_versions", "semantic_aggregate_asset", "semantic_dedup_asset",
+        "semantic_filter_asset", "semantic_join_asset", "semantic_top_k_asset", "sentiment_asset", "similarity_asset",
+        "summarize_asset", "task_asset", "transcribe_asset", "translate_asset", "with_store_kinds"]
     for module in (ai_assets, ai_assets.dagster):
         assert all(hasattr(module, name) for name in module.__all__)
 

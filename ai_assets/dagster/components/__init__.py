@@ -35,6 +35,7 @@ from ai_assets.dagster.components.enrich import (
     TaskComponent,
 )
 from ai_assets.dagster.components.resources import ResourcesComponent
+from ai_assets.dagster.components.semantic_pairs import SemanticDedupComponent, SemanticJoinComponent
 from ai_assets.dagster.components.semantic_rows import SemanticAggregateComponent, SemanticTopKComponent
 from ai_assets.dagster.components.sources import (
     ChunkTextComponent,
@@ -69,6 +70,8 @@ __all__ = [
     "PromptComponent",
     "ResourcesComponent",
     "SemanticAggregateComponent",
+    "SemanticDedupComponent",
+    "SemanticJoinComponent",
     "SemanticTopKComponent",
     "TaskComponent",
     "answer_model",
