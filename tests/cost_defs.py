@@ -32,7 +32,7 @@ answers = prompt_asset("answers", raw, template="Review: {text}", return_format=
                        system_message="Extract the sentiment, the aspects and the stars of the review.",
                        options=RunOptions(concurrency=8), io_manager_key="delta", **common)  # type: ignore[arg-type]
 
-defs = dg.Definitions(assets=[raw, answers], resources={
+defs = dg.Definitions(assets=[raw, answers], executor=dg.in_process_executor, resources={  # as definitions.py
     "llm": OpenAICompatibleResource(model="gpt-4o-mini", base_url=os.environ["OPENAI_BASE_URL"], api_key="sk-cost"),
     "ai_cache": ResultCacheResource(path=OUT + "/journal.sqlite"),
     "io_manager": ParquetIOManager(root=OUT + "/parquet"),

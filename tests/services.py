@@ -89,7 +89,8 @@ def install_packages(packages: Sequence[str]) -> None:
 
 _GUARD = """
 import os, signal, sys, time
-owner, target, sig = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+owner, target, sig, group = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "group"
+send = os.killpg if group else os.kill
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -100,12 +101,18 @@ def alive(pid):
     return True
 while alive(target):
     if not alive(owner):
-        os.kill(target, sig)
+        try:
+            send(target, sig)
+        except ProcessLookupError:
+            break
         deadline = time.monotonic() + 15
         while alive(target) and time.monotonic() < deadline:
             time.sleep(0.2)
         if alive(target):
-            os.kill(target, signal.SIGKILL)
+            try:
+                send(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         break
     time.sleep(0.5)
 """
@@ -114,15 +121,17 @@ while alive(target):
 SELF = -1  # owner: the process that starts the service
 
 
-def guard(pid: int, sig: int = signal.SIGTERM, owner: int | None = SELF) -> None:
+def guard(pid: int, sig: int = signal.SIGTERM, owner: int | None = SELF, *, group: bool = False) -> None:
     """Stop the daemon ``pid`` (which outlives whoever started it: pg_ctl and redis-server detach) once ``owner``
     (this process by default) is gone, also when it is killed and no teardown runs (a test run cut by a timeout
     left a PostgreSQL behind). ``owner=None``: nobody, the caller stops it (the cluster's ``down``). The watcher
-    sits in its own session, so the signal that kills the owner's process group spares it."""
+    sits in its own session, so the signal that kills the owner's process group spares it. ``group``: signal the
+    process group ``pid`` leads (``dagster dev`` and ``dagster-daemon``, whose children would outlive them); one
+    that ignores ``sig`` gets SIGKILL 15 s later."""
     if owner is None:
         return
     owner = os.getpid() if owner == SELF else owner
-    subprocess.Popen([sys.executable, "-c", _GUARD, str(owner), str(pid), str(int(sig))],
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(owner), str(pid), str(int(sig)), "group" if group else "one"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
 

@@ -25,6 +25,7 @@ import pytest
 
 from ai_assets.runtime.ledger import Spend, open_ledger
 from ai_assets.testing import FakeOpenAIServer
+from tests.services import guard
 
 ROOT = Path(__file__).resolve().parents[1]
 DAEMON = Path(sys.executable).with_name("dagster-daemon")
@@ -51,7 +52,7 @@ insights = prompt_asset(
     & ~dg.AutomationCondition.in_progress() & cap.condition())
 
 defs = dg.Definitions(
-    assets=[reviews, insights], sensors=[cap.sensor(minimum_interval_seconds=2)],
+    assets=[reviews, insights], sensors=[cap.sensor(minimum_interval_seconds=2)], executor=dg.in_process_executor,
     resources={{"llm": OpenAICompatibleResource(model="m", base_url={base_url!r}, api_key="unused"),
                 "ai_cache": ResultCacheResource(path={journal!r}),
                 "io_manager": ParquetIOManager(root={warehouse!r})}})
@@ -86,6 +87,7 @@ class Deployment:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([str(DAEMON), "run", "-w", str(self.workspace)], env=env, cwd=ROOT,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        guard(self.process.pid, group=True)  # also when this test run is killed and no teardown runs
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

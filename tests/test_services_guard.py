@@ -63,3 +63,32 @@ def test_a_service_started_for_nobody_outlives_its_starter() -> None:
         deadline = time.monotonic() + 30
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
+
+
+def test_a_process_group_that_ignores_sigterm_is_killed_with_its_children() -> None:
+    """`dagster dev` ignores SIGINT/SIGTERM when started in the background (the brief; seen: a `dagster dev`,
+    its code server and its daemon left running after a killed test run), and its children are its process group:
+    the guard signals the group and follows with SIGKILL."""
+    starter = subprocess.Popen([sys.executable, "-c", GROUP_STARTER], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    leader, child = (int(p) for p in starter.stdout.readline().split())
+    starter.send_signal(signal.SIGKILL)
+    starter.wait(30)
+    deadline = time.monotonic() + 60
+    while (_alive(leader) or _alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(leader) and not _alive(child)
+
+
+GROUP_STARTER = """
+import signal, subprocess, sys, time
+from tests.services import guard
+code = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \\
+       "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, " \\
+       "signal.SIG_IGN); time.sleep(600)']); print(c.pid, flush=True); time.sleep(600)"
+leader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+child = leader.stdout.readline().strip()
+guard(leader.pid, group=True)
+print(leader.pid, child, flush=True)
+time.sleep(600)
+"""

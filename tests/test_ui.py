@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from ai_assets.testing import FakeOpenAIServer
+from tests.services import guard
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 playwright = pytest.importorskip("playwright.sync_api")
@@ -86,6 +87,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
                 [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                  "-p", str(port)], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
                 start_new_session=True)
+        guard(proc.pid, signal.SIGKILL, group=True)  # also when this test run is killed and no teardown runs
         base = f"http://127.0.0.1:{port}"
         try:
             _wait("the webserver", lambda: _ready(base), 180, log)

@@ -8,4 +8,7 @@ import dagster as dg
 
 from ai_assets.dagster import provider_versions, with_store_kinds
 
-defs = with_store_kinds(provider_versions(dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[2])))
+# Every step of a run in one process, so each model loads once per run (as the root definitions.py says why).
+defs = with_store_kinds(provider_versions(dg.Definitions.merge(
+    dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[2]),
+    dg.Definitions(executor=dg.in_process_executor))))
