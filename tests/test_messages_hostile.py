@@ -184,8 +184,8 @@ def test_audio_to_anthropic_is_that_row_s_error_before_anything_is_sent(anthropi
 
 def test_a_file_to_llama_cpp_is_that_row_s_error_and_a_failover_chain_refuses_what_a_member_cannot_send(
         tmp_path: Path) -> None:
-    """llama.cpp's server takes text, image_url and input_audio parts only; a failover chain may answer a row with
-    any member, so a part one member cannot send fails the row (Anthropic: audio)."""
+    """llama.cpp's server takes text, image_url and input_audio parts only; a failover chain refuses a row none of
+    its members can send (Anthropic: audio); one that some member can send is sent (tests/test_messages_review.py)."""
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + bytes(16))
     batch = pa.table({"f": [b"%PDF-1.4\n%%EOF", wav()], "q": ["a", "b"]}).to_batches()[0]
@@ -196,7 +196,7 @@ def test_a_file_to_llama_cpp_is_that_row_s_error_and_a_failover_chain_refuses_wh
     assert plan.skips[0] is not None and plan.skips[0].is_error
     assert str(plan.skips[0]) == ("refused before sending: column 'f': a file part (application/pdf, f.pdf) "
                                   "(messages[0].parts[1]) is not supported by provider llama.cpp")
-    chain = Failover(openai_provider(), claude())
+    chain = Failover(claude(), claude("http://127.0.0.1:8"))
     plan = PromptTask(["{q}", FileColumn("f")], chain, None, None, "out", params, options).plan(batch)
     assert plan.keys[0] is not None and plan.keys[1] is None and "provider anthropic" in str(plan.skips[1])
 

@@ -24,13 +24,14 @@ from ai_assets.functions.templates import (
     prefix_texts,
     render_content,
 )
-from ai_assets.providers.messages import Message, UnsupportedPartError
+from ai_assets.providers.messages import Message, PartError
 from ai_assets.providers.protocols import (
     BatchedChat,
     CacheBreakpoints,
     PromptCaching,
     Prompter,
     SharedLimit,
+    chat_request,
     with_model,
 )
 from ai_assets.runtime.batch import BatchSupport
@@ -115,8 +116,8 @@ class PromptTask(OneRowJobs):
             messages = [Message.system(self.system_message)] if self.system_message else []
             messages.append(Message.user(content) if isinstance(content, str) else Message("user", content))
             try:
-                request = self.provider.chat_request(messages, self.return_format, self.request_params)
-            except UnsupportedPartError as exc:  # audio to Anthropic, a file to llama.cpp: this row's error
+                request = chat_request(self.provider, messages, self.return_format, self.request_params)
+            except PartError as exc:  # audio to Anthropic, a file to llama.cpp, a bad data: URL: this row's error
                 keys.append(None)
                 user = exc.message_index == len(messages) - 1
                 skips[row] = Skip(SkipKind.UNREADABLE, self._column_of(exc.part_index) if user else None, str(exc))

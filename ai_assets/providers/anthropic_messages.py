@@ -2,10 +2,11 @@
 
 Shapes from Anthropic's Messages API docs: ``system`` is a top-level list of text blocks; a user turn's content is
 a string or blocks: ``text``, ``image`` (``source`` ``base64`` with a ``media_type``, or ``url``) and ``document``
-(a PDF as ``base64`` ``application/pdf``, a text file as ``text`` ``text/plain``). Audio is not a content block
-Anthropic takes, nor is an OpenAI ``file_id``: such a part is an ``UnsupportedPartError`` (the row's error, before
-anything is sent), never dropped. Several system messages become several system blocks, in order; consecutive
-turns of one role are sent as they are (the API combines them into one turn).
+(a PDF as ``base64`` ``application/pdf``, a text file as ``text`` ``text/plain``; no other type). Audio is not a
+content block Anthropic takes, nor is an OpenAI ``file_id``, nor another document type: such a part is an
+``UnsupportedPartError`` (the row's error, before anything is sent), never dropped. Several system messages
+become several system blocks, in order; consecutive turns of one role are sent as they are (the API combines them
+into one turn).
 """
 
 from __future__ import annotations
@@ -22,16 +23,26 @@ from ai_assets.providers.messages import (
     FilePart,
     ImagePart,
     Message,
+    MessageError,
     Part,
+    PartError,
     TextPart,
     UnsupportedPartError,
     describe,
+    image_mime,
+    media_type,
+    parse_data_url,
 )
 from ai_assets.runtime.errors import ConfigError
 
 EPHEMERAL = {"type": "ephemeral"}
 """Anthropic's cache breakpoint (the 5-minute cache)."""
 PROVIDER = "anthropic"
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+"""The image media types Anthropic takes ("Input should be 'image/jpeg', 'image/png', 'image/gif' or
+'image/webp'"); it also checks the bytes against the declared type ("Image does not match the provided media
+type"), so the type sent is the one the bytes' magic number says (``image_mime`` knows all four), never the
+declared one: bytes of any other type, or of none, are not an image Anthropic reads."""
 
 
 def anthropic_messages(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -61,39 +72,53 @@ def _block(part: Part, message: int, index: int) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
-        if part.data is not None:
-            return {"type": "image", "source": {"type": "base64", "media_type": part.mime,
-                                                "data": base64.b64encode(part.data).decode()}}
-        url = part.url or ""
-        media, data = _data_url(url)
-        if data is None:
-            return {"type": "image", "source": {"type": "url", "url": url}}
-        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+        return _image(part, message, index)
     if isinstance(part, FilePart) and part.data is not None:
-        block: dict[str, Any]
-        try:
-            text = part.data.decode("utf-8") if part.mime == "text/plain" else None
-        except UnicodeDecodeError:  # not UTF-8 text: sent as base64, the API judges it
-            text = None
-        if text is not None:
-            block = {"type": "document", "source": {"type": "text", "media_type": part.mime, "data": text}}
-        else:
-            block = {"type": "document", "source": {"type": "base64", "media_type": part.mime,
-                                                    "data": base64.b64encode(part.data).decode()}}
-        if part.name:
-            block["title"] = part.name
-        return block
+        return _document(part, part.data, message, index)
     raise UnsupportedPartError(part, PROVIDER, message, index)
 
 
-def _data_url(url: str) -> tuple[str, str | None]:
-    """``(media type, base64 data)`` of a ``data:`` URL; ``("", None)`` for any other URL."""
-    if not url.startswith("data:"):
-        return "", None
-    head, _, data = url[5:].partition(",")
-    media, *flags = head.split(";")
-    return (media or "application/octet-stream"), (data if "base64" in flags else
-                                                     base64.b64encode(data.encode()).decode())
+def _document(part: FilePart, data: bytes, message: int, index: int) -> dict[str, Any]:
+    """A ``document`` block: a PDF as ``base64``, a UTF-8 text file (any ``text/*``: plain, CSV, HTML, Markdown)
+    as a ``text`` source of ``text/plain``. Anthropic reads no other document (a 400 "unsupported media_type"
+    after a request), so any other type, or text that is not UTF-8, is an ``UnsupportedPartError`` before
+    sending."""
+    media = media_type(part.mime)
+    block: dict[str, Any]
+    if media == "application/pdf":
+        block = {"type": "document", "source": {"type": "base64", "media_type": media,
+                                                "data": base64.b64encode(data).decode()}}
+    else:
+        try:
+            text = data.decode("utf-8") if media.startswith("text/") else None
+        except UnicodeDecodeError:
+            text = None
+        if text is None:
+            raise UnsupportedPartError(part, PROVIDER, message, index)
+        block = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
+    if part.name:
+        block["title"] = part.name
+    return block
+
+
+def _image(part: ImagePart, message: int, index: int) -> dict[str, Any]:
+    """An ``image`` block: ``url`` source for a URL, else ``base64`` (bytes, or a ``data:`` URL's data: RFC 2397,
+    percent-decoded when not base64) typed by the bytes' magic number (``IMAGE_TYPES``); bytes of a type Anthropic
+    does not take (BMP, SVG, HEIC, not an image) are an ``UnsupportedPartError``, the row's error before
+    sending."""
+    try:
+        parsed = parse_data_url(part.url, "its data: URL") if part.url is not None else None
+    except MessageError as exc:  # one row's bad data: URL (an ImageColumn(as_url=True) value): that row's error
+        raise PartError(part, message, index, f"cannot be read: {exc}") from exc
+    if part.url is not None and parsed is None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    data = parsed[1] if parsed is not None else part.data or b""
+    media = image_mime(data)
+    if media not in IMAGE_TYPES:
+        raise UnsupportedPartError(part, PROVIDER, message, index)
+    head, _, given = (part.url or "").partition(",")  # base64 kept as given: the body (the journal key) is as before
+    payload = given if head.lower().endswith(";base64") else base64.b64encode(data).decode()
+    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": payload}}
 
 
 @functools.lru_cache(maxsize=256)

@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from ai_assets.providers.messages import MessagesIn, neutral
-from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, SharedLimit
+from ai_assets.providers.messages import MessagesIn, UnsupportedPartError, neutral
+from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, SharedLimit, chat_request
 from ai_assets.runtime.engine import Connection, Reply, SelfTimed
 from ai_assets.runtime.errors import (
     ConfigError,
@@ -80,11 +80,23 @@ class Failover:
 
     def chat_request(self, messages: MessagesIn, response_model: type[BaseModel] | None,
                      params: Mapping[str, Any]) -> dict[str, Any]:
-        """Every member's request for the row (a part one member cannot send fails the row: any may answer it)."""
+        """Every member's request for the row; a member that cannot send one of its parts (audio to Anthropic) has
+        None there and is passed over for this row, so a row the primary can answer is answered. A row no member
+        can send is the first member's ``UnsupportedPartError`` (the row's error)."""
         parsed = neutral(messages)
-        requests = [m.chat_request(parsed, response_model, params) for m in self.chain]
-        # "messages" is the primary's (the same list, not a copy): what the token estimate reads.
-        return {"failover": requests, "messages": request_messages(requests[0])}
+        requests: list[dict[str, Any] | None] = []
+        refused: list[UnsupportedPartError] = []
+        for member in self.chain:
+            try:
+                requests.append(chat_request(member, parsed, response_model, params))
+            except UnsupportedPartError as exc:
+                requests.append(None)
+                refused.append(exc)
+        sent = [r for r in requests if r is not None]
+        if not sent:
+            raise refused[0]
+        # "messages" is the first sender's (the same list, not a copy): what the token estimate reads.
+        return {"failover": requests, "messages": request_messages(sent[0])}
 
     def account_limit(self) -> tuple[RateLimit, str] | None:
         primary = self.chain[0]
@@ -189,20 +201,24 @@ class FailoverConnection:
         self.secrets: Sequence[str] = tuple(s for m in self.members for s in m.connection.secrets)
 
     def timeout_for(self, request: dict[str, Any]) -> float:
-        return sum(self._bound(m, r) for m, r in zip(self.members, request["failover"], strict=True)) + 1.0
+        return sum(self._bound(m, r) for m, r in zip(self.members, request["failover"], strict=True)
+                   if r is not None) + 1.0
 
     def _bound(self, member: Member, request: dict[str, Any]) -> float:
         connection = member.connection
         return connection.timeout_for(request) if isinstance(connection, SelfTimed) else self.timeout_s
 
     async def send(self, request: dict[str, Any]) -> Reply:
-        requests: list[dict[str, Any]] = request["failover"]
+        requests: list[dict[str, Any] | None] = request["failover"]
         at = request.get("at")
         if at is not None:  # a re-ask goes to the provider whose answer did not validate
             return await self._one(int(at), requests, "closed")
         failures: list[str] = []
         last: TransientError | None = None
         for index, member in enumerate(self.members):
+            if requests[index] is None:  # it cannot send one of this row's parts
+                failures.append(f"{member.name}: cannot send this row's parts")
+                continue
             verdict: Verdict = "closed" if member.breaker is None else await member.breaker.ask()
             if verdict == "open":
                 failures.append(f"{member.name}: circuit open")
@@ -216,14 +232,15 @@ class FailoverConnection:
         raise TransientError(bounded("every provider failed: " + "; ".join(failures), self.secrets),
                              retry_after=last.retry_after if last is not None else None, status=status)
 
-    async def _one(self, index: int, requests: list[dict[str, Any]], verdict: Verdict) -> Reply:
-        member = self.members[index]
+    async def _one(self, index: int, requests: list[dict[str, Any] | None], verdict: Verdict) -> Reply:
+        member, request = self.members[index], requests[index]
+        assert request is not None  # a member without a request is passed over (send), never asked
         try:
-            async with asyncio.timeout(self._bound(member, requests[index])):
-                reply = await member.connection.send(requests[index])
+            async with asyncio.timeout(self._bound(member, request)):
+                reply = await member.connection.send(request)
         except TimeoutError as exc:
             await self._failed(member)
-            raise TransientError(f"no answer within {self._bound(member, requests[index]):g}s") from exc
+            raise TransientError(f"no answer within {self._bound(member, request):g}s") from exc
         except TransientError as exc:
             if exc.status == RATE_LIMITED:  # up, but busy: not an outage
                 await self._answered(member, verdict)
@@ -233,7 +250,7 @@ class FailoverConnection:
         except InvalidOutputError as exc:
             await self._answered(member, verdict)
             reask = {"failover": [*requests[:index], exc.reask_request, *requests[index + 1:]], "at": index,
-                     "messages": request_messages(requests[0])}
+                     "messages": request_messages(next(r for r in requests if r is not None))}
             raise InvalidOutputError(str(exc), reask_request=reask, usage=exc.usage, raw=exc.raw) from exc
         except Exception:
             await self._answered(member, verdict)  # it answered (a 4xx, a bad body): up

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -38,15 +39,22 @@ class MessageError(ConfigError):
     """A message (or one of its parts) that is not a valid chat message; the text names which one."""
 
 
-class UnsupportedPartError(ConfigError):
-    """A part the provider cannot send (audio to Anthropic, a file to llama.cpp): the row fails, naming both."""
+class PartError(ConfigError):
+    """A part that cannot be sent as it is (a ``data:`` URL that is not valid base64): the row fails, naming the
+    part and why, never its content."""
 
-    def __init__(self, part: Part, provider: str, message_index: int, part_index: int) -> None:
-        super().__init__(f"{describe(part)} (messages[{message_index}].parts[{part_index}]) is not supported by "
-                         f"provider {provider}")
+    def __init__(self, part: Part, message_index: int, part_index: int, why: str) -> None:
+        super().__init__(f"{describe(part)} (messages[{message_index}].parts[{part_index}]) {why}")
         self.part = part
         self.message_index = message_index
         self.part_index = part_index
+
+
+class UnsupportedPartError(PartError):
+    """A part the provider cannot send (audio to Anthropic, a file to llama.cpp): the row fails, naming both."""
+
+    def __init__(self, part: Part, provider: str, message_index: int, part_index: int) -> None:
+        super().__init__(part, message_index, part_index, f"is not supported by provider {provider}")
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,44 @@ def data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def parse_data_url(url: str, where: str = "data: URL") -> tuple[str, bytes] | None:
+    """``(media type as written, with its parameters; bytes)`` of a ``data:`` URL, None for any other URL.
+
+    RFC 2397: ``data:[<mediatype>][;base64],<data>``; the scheme is case-insensitive (RFC 3986), the media type
+    keeps its parameters (``text/plain;charset=utf-8``: written back as given, so a body round-trips byte for
+    byte), and data without ``;base64`` is percent-encoded text (``hello%20world`` is ``hello world``)."""
+    if url[:5].lower() != "data:":
+        return None
+    head, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise MessageError(f"{where}: a data: URL needs a comma before its data (RFC 2397)")
+    encoded = head.lower().endswith(";base64")
+    mediatype = head[:-len(";base64")] if encoded else head
+    return mediatype, _b64(payload, where) if encoded else urllib.parse.unquote_to_bytes(payload)
+
+
+def media_type(mime: str) -> str:
+    """The bare, lower-case ``type/subtype`` of a media type (parameters dropped); RFC 2397's default
+    ``text/plain`` where none is written."""
+    return mime.split(";", maxsplit=1)[0].strip().lower() or "text/plain"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error, cut at ``limit`` characters (saying so): a hostile or huge value is never
+    echoed whole into errors and logs."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters, cut)"
+
+
+def _only(obj: Mapping[str, Any], keys: set[str], where: str) -> None:
+    """A ``MessageError`` for a key the neutral message would not carry: never dropped silently (it would leave
+    the body, and so the journal key, and the model's input, changed without a word)."""
+    extra = sorted(str(k) for k in obj if k not in keys)
+    if extra:
+        raise MessageError(f"{where}: {shown(extra[0])} is not taken (only {', '.join(sorted(keys))}); it would be "
+                           "dropped from the request")
+
+
 def neutral(messages: MessagesIn) -> list[Message]:
     """``messages`` as neutral messages: ``Message`` values as they are, OpenAI-shaped dicts parsed
     (``from_openai``)."""
@@ -204,8 +250,9 @@ def from_openai(message: Mapping[str, Any], index: int = 0) -> Message:
         raise MessageError(f"{where}: a message must be a dict with role and content, got {type(message).__name__}")
     role = message.get("role")
     if role not in ROLES:
-        raise MessageError(f"{where}: role {role!r} is not taken (system, developer, user or assistant; tool "
+        raise MessageError(f"{where}: role {shown(role)} is not taken (system, developer, user or assistant; tool "
                            "results have no place in a row's prompt)")
+    _only(message, {"role", "content"}, where)
     content = message.get("content")
     if isinstance(content, str):
         return Message(ROLES[role], (TextPart(content),), plain=True)
@@ -222,6 +269,8 @@ def _part(part: Any, where: str) -> Part:
             return TextPart(part)
         raise MessageError(f"{where}: a content part must be a dict with a type, got {type(part).__name__}")
     kind = part.get("type")
+    if kind in ("text", "image_url", "file", "input_audio"):
+        _only(part, {"type", str(kind)}, where)
     if kind == "text":
         text = part.get("text")
         if not isinstance(text, str):
@@ -230,9 +279,10 @@ def _part(part: Any, where: str) -> Part:
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, Mapping) else None
-        if not isinstance(url, str) or not url:
+        if not isinstance(image, Mapping) or not isinstance(url, str) or not url:
             raise MessageError(f"{where}: an image_url part needs image_url.url (a URL or a data: URL)")
-        detail = image.get("detail") if isinstance(image, Mapping) else None
+        _only(image, {"url", "detail"}, f"{where}.image_url")
+        detail = image.get("detail")
         return ImagePart(url=url, detail=None if detail is None else str(detail))
     if kind == "file":
         return _file(part.get("file"), where)
@@ -240,27 +290,29 @@ def _part(part: Any, where: str) -> Part:
         audio = part.get("input_audio")
         data = audio.get("data") if isinstance(audio, Mapping) else None
         fmt = audio.get("format") if isinstance(audio, Mapping) else None
-        if not isinstance(data, str) or not isinstance(fmt, str):
+        if not isinstance(audio, Mapping) or not isinstance(data, str) or not isinstance(fmt, str):
             raise MessageError(f"{where}: an input_audio part needs input_audio.data (base64) and .format")
+        _only(audio, {"data", "format"}, f"{where}.input_audio")
         mime = next((m for m, f in AUDIO_FORMATS.items() if f == fmt), f"audio/{fmt}")
         return AudioPart(_b64(data, where), mime)
-    raise MessageError(f"{where}: unknown content part type {kind!r} (text, image_url, file or input_audio)")
+    raise MessageError(f"{where}: unknown content part type {shown(kind)} (text, image_url, file or input_audio)")
 
 
 def _file(file: Any, where: str) -> FilePart:
     if not isinstance(file, Mapping):
         raise MessageError(f"{where}: a file part needs a file object (file_data or file_id)")
+    _only(file, {"file_data", "file_id", "filename"}, f"{where}.file")
+    if "file_data" in file and "file_id" in file:
+        raise MessageError(f"{where}.file: give file_data or file_id, not both (one would be dropped)")
     name = file.get("filename")
     name = None if name is None else str(name)
-    if isinstance(file.get("file_id"), str) and "file_data" not in file:
+    if isinstance(file.get("file_id"), str):
         return FilePart(file_id=file["file_id"], name=name)
     url = file.get("file_data")
-    if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
+    parsed = parse_data_url(url, where) if isinstance(url, str) else None
+    if parsed is None:
         raise MessageError(f"{where}: a file part's file_data must be a data: URL (data:<mime>;base64,...)")
-    head, _, payload = url[5:].partition(",")
-    mime, *flags = head.split(";")
-    data = _b64(payload, where) if "base64" in flags else payload.encode()
-    return FilePart(data, mime or "application/octet-stream", name)
+    return FilePart(parsed[1], parsed[0], name)
 
 
 def _b64(payload: str, where: str) -> bytes:

@@ -37,9 +37,10 @@ def openai_messages(messages: Sequence[Message], provider: str = "openai-compati
     return [{"role": m.role, "content": m.text() if m.plain else openai_parts(m.parts)} for m in messages]
 
 
-def refuse(messages: Sequence[Message], unsupported: tuple[type, ...], provider: str) -> None:
-    """An ``UnsupportedPartError`` for the first part of ``messages`` of an ``unsupported`` kind."""
-    for i, message in enumerate(messages):
+def refuse(messages: Sequence[Message], unsupported: tuple[type, ...], provider: str, first: int = 0) -> None:
+    """An ``UnsupportedPartError`` for the first part of ``messages`` (numbered from ``first``) of an
+    ``unsupported`` kind."""
+    for i, message in enumerate(messages, first):
         for j, part in enumerate(message.parts):
             if isinstance(part, unsupported):
                 raise UnsupportedPartError(part, provider, i, j)
@@ -78,20 +79,25 @@ def _audio(part: AudioPart) -> dict[str, Any]:
 
 def responses_input(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
     """``(instructions, input)`` of a Responses API request: system texts joined by blank lines, the other turns
-    with ``input_*`` parts. Audio goes as Chat Completions' ``input_audio`` part (the Responses API judges it)."""
+    with ``input_*`` parts (an assistant turn's text as ``output_text``: OpenAI refuses ``input_text`` there); an
+    image, file or audio part in a system or assistant message is an ``UnsupportedPartError``, never dropped.
+    Audio goes as Chat Completions' ``input_audio`` part (the Responses API judges it)."""
+    for i, m in enumerate(messages):  # instructions are a string; an assistant turn's parts are output_text
+        if m.role != "user":
+            refuse([m], (ImagePart, FilePart, AudioPart), f"openai-compatible (Responses API, {m.role}: text only)", i)
     system = "\n\n".join(m.text() for m in messages if m.role == "system")
     turns = []
     for m in messages:
         if m.role == "system":
             continue
-        content: Any = m.text() if m.plain else [_responses_part(p) for p in m.parts]
+        content: Any = m.text() if m.plain else [_responses_part(p, m.role) for p in m.parts]
         turns.append({"role": m.role, "content": content})
     return system, turns
 
 
-def _responses_part(part: Part) -> dict[str, Any]:
+def _responses_part(part: Part, role: str) -> dict[str, Any]:
     if isinstance(part, TextPart):
-        return {"type": "input_text", "text": part.text}
+        return {"type": "output_text" if role == "assistant" else "input_text", "text": part.text}
     if isinstance(part, ImagePart):
         return {"type": "input_image", "image_url": image_url(part), "detail": part.detail or "auto"}
     if isinstance(part, FilePart):

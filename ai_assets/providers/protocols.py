@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel
 
-from ai_assets.providers.messages import Message
+from ai_assets.providers.messages import AudioPart, FilePart, ImagePart, Message, TextPart
 from ai_assets.runtime.engine import Connection
+from ai_assets.runtime.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -200,3 +201,39 @@ def with_batch_size(provider: Any, batch_size: int | None) -> Any:
     resized = copy.copy(provider)
     resized.batch_size = batch_size
     return resized
+
+
+_NEUTRAL = (Message, TextPart, ImagePart, FilePart, AudioPart)
+_MIGRATE = ("chat_request receives neutral Message values (ai_assets.providers.messages), no longer OpenAI-shaped "
+            "dicts: read message.role and message.parts, or call ai_assets.providers.openai_messages."
+            "openai_messages(messages) for the dicts (docs/providers.md, 'Writing a provider')")
+
+
+def chat_request(provider: Prompter, messages: Sequence[Message], response_model: type[BaseModel] | None,
+                 params: Mapping[str, Any]) -> dict[str, Any]:
+    """``provider.chat_request(...)``, where a provider written for the OpenAI-dict contract (another package's,
+    through the ``ai_assets.providers`` entry point) fails loudly, naming the provider and the fix: reading a
+    ``Message`` as a dict (a ``TypeError``), or a body that carries ``Message`` values on (its journal key would
+    be a hash of their repr, and the wire would get no JSON)."""
+    try:
+        request = provider.chat_request(messages, response_model, params)
+    except (TypeError, AttributeError) as exc:
+        if not any(f"'{kind.__name__}'" in str(exc) for kind in _NEUTRAL):
+            raise
+        raise ConfigError(f"provider {type(provider).__module__}.{type(provider).__qualname__} failed reading a "
+                          f"message ({type(exc).__name__}: {exc}): {_MIGRATE}") from exc
+    if _holds_neutral(request, 4):
+        raise ConfigError(f"provider {type(provider).__module__}.{type(provider).__qualname__} put Message values "
+                          f"in its request body, which must be plain JSON: {_MIGRATE}")
+    return request
+
+
+def _holds_neutral(value: Any, depth: int) -> bool:
+    """Whether ``value`` holds a neutral message or part within ``depth`` levels (a walk over containers, not
+    bytes: cheap for any body)."""
+    if isinstance(value, _NEUTRAL):
+        return True
+    if depth == 0 or isinstance(value, str | bytes):
+        return False
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list | tuple) else ()
+    return any(_holds_neutral(item, depth - 1) for item in items)
