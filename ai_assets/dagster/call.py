@@ -33,6 +33,8 @@ class Call:
     """Overrides the options' ``on_error`` for this call (a golden set's: a row that fails is a miss)."""
     prices: Prices | None = None
     """The asset's prices, for an estimate of what a gate would send (a golden set's rows)."""
+    partitions: tuple[str, ...] = ()
+    """The run's partition keys (several in a single-run backfill), also those without a row."""
     mode: Literal["live", "batch", "estimate"] | None = field(default=None, init=False)
     """The mode ``common`` gave the function (None until it has): an ``"estimate"`` has no value to store."""
 

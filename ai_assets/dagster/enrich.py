@@ -91,7 +91,7 @@ def _enrich_asset(
             else []
         context.log.info(f"{name}: {provider!r}" + (f", partitions {partitions}" if partitions else ""))
         call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id,
-                    PARTITION_COLUMN if partitions else None, prices=price_of(provider))
+                    PARTITION_COLUMN if partitions else None, prices=price_of(provider), partitions=tuple(partitions))
         watching = yield from start_gates(context, name, key, gates, lambda gate: gate.start(
             output_column, describe_input, ",".join(partitions)), run, call)
         scope = materialization_scope(context, key, partitions)  # OpenTelemetry, when OTEL_* turn it on

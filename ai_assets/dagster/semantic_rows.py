@@ -126,16 +126,19 @@ def per_partition(table: pa.Table, each: PerPartition, call: Call) -> EnrichedSt
     summed and kept per partition, the results one after another."""
     usage, failed = Usage(), FailedRows()
     keys: list[Any] = [None]
-    if PARTITION_COLUMN in table.schema.names and table.num_rows:
-        keys = sorted(set(table.column(PARTITION_COLUMN).to_pylist()), key=str)
+    present = PARTITION_COLUMN in table.schema.names
+    kind = table.schema.field(PARTITION_COLUMN).type if present else pa.string()
+    if (present and table.num_rows) or len(call.partitions) > 1:  # a partition of the run without rows is one too
+        found = table.column(PARTITION_COLUMN).to_pylist() if present else []
+        keys = sorted({*found, *(k for k in call.partitions if k not in {str(v) for v in found})}, key=str)
     outputs = []
     for key in keys:
-        rows = table if key is None else table.filter(pc.equal(table.column(PARTITION_COLUMN), key))
+        rows = table if key is None else table.filter(pc.equal(table.column(PARTITION_COLUMN), key)) if present \
+            else table.slice(0, 0)
         out = each(rows, call)
         result = out.table
         if key is not None and PARTITION_COLUMN not in result.schema.names:
-            result = result.add_column(0, PARTITION_COLUMN, pa.array([key] * result.num_rows,
-                                                                      table.schema.field(PARTITION_COLUMN).type))
+            result = result.add_column(0, PARTITION_COLUMN, pa.array([key] * result.num_rows, kind))
         add_usage(usage, out.usage)
         if key is not None:
             add_usage(usage.group(str(key)), out.usage)

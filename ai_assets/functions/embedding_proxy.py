@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ai_assets.functions.arrow_types import to_python
 from ai_assets.functions.embed import EmbedTextTask
-from ai_assets.functions.nearest_label import score, unit
+from ai_assets.functions.nearest_label import same_pairs, score, unit
 from ai_assets.functions.templates import column_texts
 from ai_assets.providers.protocols import RemoteTextEmbedder, TextEmbedder, with_model
 from ai_assets.runtime.cache import Cache, cache_key
@@ -256,12 +256,14 @@ class ProxyPass:
         matrix = unit(np.asarray([vectors[i] for i in usable], np.float64))
         self.labels, self.usable = matrix, usable
         self.digest = hashlib.sha256(matrix.astype("<f4").tobytes() + repr(usable).encode()).hexdigest()
-        same = matrix @ matrix.T
-        pairs = [f"{choices[usable[a]][0]!r} and {choices[usable[b]][0]!r}" for a in range(len(usable))
-                 for b in range(a + 1, len(usable)) if same[a, b] >= 1 - SAME]
-        if pairs:
-            warnings.warn(f"{name}: labels {', '.join(pairs)} embed identically, so the proxy cannot tell them apart "
-                          "(its confidence between them is at most 1/2; the threshold decides whether to keep it)",
+        count, shown = same_pairs(matrix, SAME)
+        pairs = [f"{bounded(repr(choices[usable[a]][0]), limit=80)} and "
+                 f"{bounded(repr(choices[usable[b]][0]), limit=80)}" for a, b in shown]
+        if count:
+            more = f" and {count - len(shown):,} more ({count:,} pairs in all)" if count > len(shown) else ""
+            warnings.warn(f"{name}: labels {', '.join(pairs)}{more} embed identically, so the proxy cannot tell them "
+                          "apart (its confidence between them is at most 1/2; the threshold decides whether to keep "
+                          "it)",
                           AIAssetsWarning, stacklevel=2)
 
     def _answer(self, table: pa.Table) -> pa.Table:

@@ -42,7 +42,11 @@ class LocalConnection:
             values = await asyncio.to_thread(self._run, request[INPUTS])
         except Exception as exc:  # a model raises many types: the input's fault, not worth the same batch again
             raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
-        return Reply(list(values), AttemptUsage())
+        values = list(values)
+        if len(values) != len(request[INPUTS]):  # one result per input, or no row can be told its own
+            raise PermanentError(f"the local model returned {len(values)} result(s) for {len(request[INPUTS])} "
+                                 "input(s)")
+        return Reply(values, AttemptUsage())
 
 
 @asynccontextmanager

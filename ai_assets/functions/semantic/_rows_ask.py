@@ -85,11 +85,22 @@ def run_of(run: RunArgs) -> RunArgs:
     return {**run, "options": replace(options, on_error="null"), "progress": None, "group_column": None}
 
 
-def check_live(run: RunArgs, operator: str) -> None:
-    """The operators decide what to ask from earlier answers, so an estimate (nothing answered) cannot run them."""
-    if (run.get("options") or RunOptions()).mode == "estimate":
-        raise ConfigError(f"{operator}: mode='estimate' is not supported (which questions it asks depends on "
-                          "earlier answers); run it live or in batch mode")
+def estimating(run: RunArgs) -> bool:
+    """Whether the call only estimates (``mode="estimate"``): nothing is answered, so an operator that decides
+    what to ask from earlier answers estimates from the questions it knows before any answer, scaled."""
+    return (run.get("options") or RunOptions()).mode == "estimate"
+
+
+SENT = ("sent_rows", "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+        "reasoning_tokens")
+
+
+def scale(usage: Usage, factor: float) -> None:
+    """``usage``'s requests, rows sent and tokens times ``factor`` (the known questions' estimate stretched to the
+    questions expected in all), marked an estimate."""
+    for name in SENT:
+        setattr(usage, name, round(getattr(usage, name) * factor))
+    usage.estimated = True
 
 
 def ask(questions: Sequence[str], *, system: str, answer: type[BaseModel] | None, provider: Prompter,
@@ -113,3 +124,4 @@ def add_usage(total: Usage, part: Usage) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.elapsed_s += part.elapsed_s
     total.batch = total.batch or part.batch
+    total.estimated = total.estimated or part.estimated

@@ -26,14 +26,15 @@ from ai_assets.functions.semantic._rows_ask import (
     CUT_MARK,
     MAX_CHARS,
     ask,
-    check_live,
+    estimating,
     row_texts,
     rows_named,
+    scale,
 )
 from ai_assets.providers.protocols import Prompter
 from ai_assets.runtime.columns import error_column
 from ai_assets.runtime.dead_letter import FailedRows
-from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.errors import ConfigError, bounded
 from ai_assets.runtime.results import Enriched
 from ai_assets.runtime.run import RunArgs
 from ai_assets.runtime.tokens import CHARS_PER_TOKEN, text_tokens
@@ -75,7 +76,6 @@ def semantic_aggregate(table: pa.Table, column: str, instruction: str, *, provid
         raise ConfigError(f"semantic_aggregate: max_input_tokens must be an int >= 64, got {max_input_tokens!r}")
     if isinstance(max_levels, bool) or not isinstance(max_levels, int) or max_levels < 1:
         raise ConfigError(f"semantic_aggregate: max_levels must be an int >= 1, got {max_levels!r}")
-    check_live(run, "semantic_aggregate")
     half = min(max_chars, half_budget(max_input_tokens))  # a row fits with at least one other
     texts = row_texts(table, column, half, "semantic_aggregate")
     parts = [_Part(t.text, (i,)) for i, t in enumerate(texts) if t.text is not None]
@@ -83,6 +83,9 @@ def semantic_aggregate(table: pa.Table, column: str, instruction: str, *, provid
     fold = _Fold(instruction, provider, params, run, max_input_tokens)
     problem: str | None = None if parts else "no rows with text to aggregate"
     level = 0
+    if estimating(run) and parts:  # later levels fold answers not given yet
+        fold.estimate(parts)
+        parts, problem = [], "an estimate: nothing was sent"
     while len(parts) > 1 or (level == 0 and parts):
         if level == max_levels:
             problem = f"stopped after max_levels={max_levels} levels with {len(parts)} partial answers left"
@@ -104,7 +107,8 @@ def semantic_aggregate(table: pa.Table, column: str, instruction: str, *, provid
         errors.append(f"{rows_named(no_text)} without text (null, NaN or empty), not in the answer")
     fold.usage.rows, fold.usage.answered = table.num_rows, len(covered)  # counted in rows, as every function's
     fold.usage.skipped = len(no_text)
-    fold.usage.errors = len(texts) - len(no_text) - len(covered)  # rows with text the answer does not cover
+    if not fold.usage.estimated:  # rows with text the answer does not cover (an estimate answers none)
+        fold.usage.errors = len(texts) - len(no_text) - len(covered)
     out = pa.table({
         output_column: pa.array([answer], pa.string()),
         error_column(output_column): pa.array(["; ".join(errors) or None], pa.string()),
@@ -123,8 +127,34 @@ class _Fold:
                                                                                budget)
         self.part_chars = half_budget(budget)
         self.usage = Usage()
-        self.errors: list[str] = []
+        self.cut: list[tuple[int, ...]] = []
+        self.failures: list[tuple[tuple[int, ...], str]] = []
         self.failed: dict[int, str] = {}
+
+    @property
+    def errors(self) -> list[str]:
+        """What the answer lacks, one message per kind (not per group: a cell that grows with the rows is no
+        message), each counting the groups and naming the rows (``rows_named`` bounds that)."""
+        out = []
+        if self.failures:
+            rows = sorted({r for group, _ in self.failures for r in group})
+            out.append(f"{rows_named(rows)} not in the answer: {len(self.failures)} group(s) failed, the first: "
+                       f"{self.failures[0][1]}")
+        if self.cut:
+            rows = sorted({r for group in self.cut for r in group})
+            out.append(f"{len(self.cut)} partial answer(s), for {rows_named(rows)}, cut to {self.part_chars} "
+                       "characters")
+        return out
+
+    def estimate(self, parts: Sequence[_Part]) -> None:
+        """What folding ``parts`` would send, into ``usage``: the first level's groups (known before any answer,
+        estimated by ``prompt``), and as many requests again, no larger, for the levels above (a fold of g groups
+        takes at most g - 1 more requests, each of partial answers cut to half a request)."""
+        groups = pack(parts, self.budget)
+        questions = ["\n\n".join(f"[{n + 1}]\n{p.text}" for n, p in enumerate(group)) for group in groups]
+        ask(questions, system=MAP.format(instruction=self.instruction), answer=None, provider=self.provider,
+            params=self.params, run=self.run, usage=self.usage)
+        scale(self.usage, (2 * len(groups) - 1) / len(groups))
 
     def level(self, parts: Sequence[_Part], *, first: bool) -> list[_Part]:
         """One answer per group of ``parts`` (a failed group's rows go to ``failed``, its part is dropped)."""
@@ -140,12 +170,11 @@ class _Fold:
                 text = str(value)
                 if len(text) > self.part_chars:  # two partial answers always fit a request: each level shrinks
                     text = text[:self.part_chars - len(CUT_MARK)] + CUT_MARK
-                    self.errors.append(f"the partial answer for {rows_named(rows)} was cut to {self.part_chars} "
-                                       "characters")
+                    self.cut.append(rows)
                 out.append(_Part(text, rows))
                 continue
-            why = error or "an empty answer"
-            self.errors.append(f"{rows_named(rows)} not in the answer: their group failed: {why}")
+            why = bounded(error or "an empty answer")
+            self.failures.append((rows, why))
             self.failed.update(dict.fromkeys(rows, why))
         return out
 

@@ -75,13 +75,15 @@ def semantic_filter(table: Source, column: str, condition: str, *, provider: Pro
     def shaped(rows: Any) -> Any:
         verdicts = rows.column(VERDICT).to_pylist()
         keep = pa.array([None if v is None else bool(v["keep"]) for v in verdicts], pa.bool_())
-        errors = rows.column(error_column(VERDICT))
-        names = [n for n in rows.schema.names if n not in (VERDICT, error_column(VERDICT), model_column(VERDICT))]
-        columns = [rows.column(n) for n in names] + [keep, errors]
-        names += [output_column, error_column(output_column)]
+        made = {output_column: keep, error_column(output_column): rows.column(error_column(VERDICT))}
         if model_column(VERDICT) in rows.schema.names:
-            columns.append(rows.column(model_column(VERDICT)))
-            names.append(model_column(output_column))
+            made[model_column(output_column)] = rows.column(model_column(VERDICT))
+        # a column of the input with an output's name (a filter chained on a filter) is replaced where it stands,
+        # as set_columns does for every function; a stale <output>_model of an earlier cascade is left out
+        ours = (VERDICT, error_column(VERDICT), model_column(VERDICT), model_column(output_column))
+        names = [n for n in rows.schema.names if n not in ours or n in made]
+        names += [n for n in made if n not in names]
+        columns = [made[n] if n in made else rows.column(n) for n in names]
         result = type(rows).from_arrays(columns, names=names)
         return result.filter(pc.invert(pc.fill_null(pc.equal(keep, False), False))) if drop else result
 
