@@ -5,9 +5,9 @@ The entities are company names; their variants are the kinds of noise entity-res
 abbreviated legal suffixes and words, case, dropped suffixes: the "Abt-Buy" / "DBLP-Scholar" style of dirty
 duplicates). The verifier is a real HTTP server on 127.0.0.1 speaking the OpenAI Chat Completions shape (a
 ``json_schema`` response format answered with a JSON object in ``choices[0].message.content``, usage in ``usage``,
-as OpenAI's API reference documents); it judges a pair "A: ...\\n\\nB: ..." by the truth, so recall and F1 measure
-the blocking and clustering, not a model. It counts requests and can go down (HTTP 503, OpenAI's "server
-overloaded") or answer malformed JSON for chosen texts.
+as OpenAI's API reference documents); it judges a pair 'A: "..."\\n\\nB: "..."' (JSON strings) by the truth, so
+recall and F1 measure the blocking and clustering, not a model. It counts requests and can go down (HTTP 503,
+OpenAI's "server overloaded") or answer malformed JSON for chosen texts.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ class Verifier:
         if isinstance(content, list):
             content = "".join(part.get("text", "") for part in content)
         a, _, b = content.removeprefix("A: ").partition("\n\nB: ")
+        a, b = json.loads(a), json.loads(b)  # each side a JSON string (join.PAIR_TEMPLATE)
         with self.lock:
             self.requests += 1
             if self.down_after is not None and self.requests > self.down_after:

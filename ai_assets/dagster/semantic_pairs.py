@@ -3,9 +3,11 @@
 A join asset is partitioned like its left upstream and reads all of its right upstream (``AllPartitionMapping``),
 so a daily left partition is joined against every right row; the verdicts are journalled by the pair's content,
 so adding a day on the left sends only that day's pairs, and a re-run sends none. A dedup asset clusters the rows of
-its upstream partition (or of the whole upstream when it is not partitioned). Both take ``EnrichArgs`` like the
-enrichment factories: the journal, options, model, prices, the error-rate check, cost metadata and dead letters
-(the pairs whose verdict used up its attempts); ``embedder_key`` names the resource that embeds for the blocking.
+its upstream partition (or of the whole upstream when it is not partitioned); a range of partitions in one run
+(``BackfillPolicy.single_run()``) gives each partition its own join or clusters, as a run of it alone would. Both
+take ``EnrichArgs`` like the enrichment factories: the journal, options, model, prices, the error-rate check, cost
+metadata and dead letters (the pairs whose verdict used up its attempts); ``embedder_key`` names the resource that
+embeds for the blocking.
 """
 
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ from typing import Any, Unpack
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ai_assets.dagster import checks as asset_checks
 from ai_assets.dagster.call import Call, Upstream
@@ -23,12 +26,16 @@ from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
 from ai_assets.dagster.versions import PROVIDER_KEY
 from ai_assets.functions.cascade import Cascade
-from ai_assets.functions.semantic.dedup import MAX_CLUSTER_SIZE, SAME_ENTITY, semantic_dedup
-from ai_assets.functions.semantic.join import MAX_TEXT_CHARS, Paired, semantic_join
+from ai_assets.functions.semantic._rows_ask import add_usage
+from ai_assets.functions.semantic.blocking import check_floor, check_k
+from ai_assets.functions.semantic.dedup import MAX_CLUSTER_SIZE, SAME_ENTITY, check_cluster_size, semantic_dedup
+from ai_assets.functions.semantic.join import MAX_TEXT_CHARS, Paired, check_limit, semantic_join
 from ai_assets.providers.protocols import with_model
+from ai_assets.runtime.dead_letter import COLUMNS as LETTER_COLUMNS
 from ai_assets.runtime.engine import RunOptions
 from ai_assets.runtime.errors import ConfigError
 from ai_assets.runtime.prices import prices_for
+from ai_assets.storage.base import PARTITION_COLUMN
 
 Compute = Callable[[dict[str, pa.Table], Call, Any], Paired]
 
@@ -63,6 +70,9 @@ def semantic_join_asset(
             "io_manager": DeltaIOManager(root="warehouse")})
     """
     args = with_defaults(args, "llm", 0.05)
+    check_k(k)  # a wrong setting fails when the definitions load (dg check defs), not in a run
+    check_floor(min_similarity, "min_similarity")
+    check_limit(max_text_chars)
     if cascade is not None and args.get("model") is not None:
         raise ConfigError(f"semantic_join_asset {name!r}: give model= or cascade=, not both")
     version = fingerprint(kind="semantic_join", left=left_column, right=right_column, condition=condition, k=k,
@@ -106,6 +116,10 @@ def semantic_dedup_asset(
         companies = semantic_dedup_asset("companies_resolved", "companies", column="name", k=5, threshold=0.5)
     """
     args = with_defaults(args, "llm", 0.05)
+    check_k(k)
+    check_floor(threshold, "threshold")
+    check_limit(max_text_chars)
+    check_cluster_size(max_cluster_size)
     if cascade is not None and args.get("model") is not None:
         raise ConfigError(f"semantic_dedup_asset {name!r}: give model= or cascade=, not both")
     version = fingerprint(kind="semantic_dedup", column=column, k=k, threshold=threshold, vector=vector_column,
@@ -130,10 +144,44 @@ def _common(call: Call, args: EnrichArgs) -> dict[str, Any]:
     return common
 
 
+def each_partition(tables: dict[str, pa.Table], name: str, run: Callable[[dict[str, pa.Table]], Paired]) -> Paired:
+    """``run`` over each partition of ``tables[name]`` on its own (a single-run backfill of a range gives each day
+    what a run of that day gives: its own pairs, its own clusters), the results tagged with their partition for the
+    IO manager, the figures and usage summed (and kept per partition)."""
+    table = tables[name]
+    if PARTITION_COLUMN not in table.column_names:
+        return run(tables)
+    column = table.column(PARTITION_COLUMN)
+    keys = sorted((key for key in pc.unique(column).to_pylist() if key is not None), key=str)
+    if len(keys) <= 1:
+        return run(tables)
+    total = Paired(pa.table({}))
+    parts = []
+    for key in keys:
+        out = run({**tables, name: table.filter(pc.equal(column, key))})
+        result = out.table
+        if PARTITION_COLUMN not in result.column_names:
+            result = result.add_column(0, PARTITION_COLUMN, pa.array([key] * result.num_rows, column.type))
+        parts.append(result)
+        for usage, part in ((total.usage, out.usage), (total.usage.group(str(key)), out.usage),
+                            (total.embedding_usage, out.embedding_usage)):
+            add_usage(usage, part)
+        for batch in out.failed.batches():  # each dead letter written to its own partition
+            inputs = batch.select([n for n in batch.schema.names if n not in LETTER_COLUMNS])
+            inputs = inputs.append_column(PARTITION_COLUMN, pa.array([key] * batch.num_rows, column.type))
+            total.failed.add(inputs, *(batch.column(n).to_pylist() for n in LETTER_COLUMNS))
+        total.candidates += out.candidates
+        total.brute_force += out.brute_force
+        total.k = out.k
+    total.table = pa.concat_tables(parts, promote_options="permissive")
+    return total
+
+
 def _specs(key: dg.AssetKey, letters: dg.AssetKey | None, deps: list[dg.AssetDep], version: str,
            metadata: dict[str, Any], description: str, kwargs: dict[str, Any]) -> list[dg.AssetSpec]:
     """The pairs' asset (its outputs optional: an estimate stores none) and, with ``letters``, its dead letters."""
-    shared = {k: kwargs[k] for k in ("group_name", "tags", "owners", "automation_condition") if k in kwargs}
+    shared = {k: kwargs[k] for k in ("group_name", "tags", "owners", "automation_condition", "freshness_policy")
+              if k in kwargs}
     io_manager = kwargs.get("io_manager_key", "io_manager")
     specs = [dg.AssetSpec(key, code_version=version, metadata={**metadata, **(kwargs.get("metadata") or {})},
                           kinds={"ai", *(kwargs.get("kinds") or ())}, deps=deps, skippable=True,
@@ -142,7 +190,7 @@ def _specs(key: dg.AssetKey, letters: dg.AssetKey | None, deps: list[dg.AssetDep
     if letters is not None:
         specs.append(dg.AssetSpec(letters, code_version=version, deps=[key], skippable=True, description=(
             f"Pairs of {key.to_user_string()} whose verdict used up its attempts; materialize it again to re-drive "
-            "them."), **{k: v for k, v in shared.items() if k != "automation_condition"}
+            "them."), **{k: v for k, v in shared.items() if k not in ("automation_condition", "freshness_policy")}
             ).with_io_manager_key(io_manager))
     return specs
 
@@ -160,14 +208,15 @@ def _pair_asset(name: str, ins: dict[str, dg.AssetDep], compute: Compute, args: 
     check_specs = [asset_checks.check_spec(c.name, key, c.description, partitions_def=partitions_def) for c in checks]
     specs = _specs(key, letters, list(ins.values()), version, {PROVIDER_KEY: provider_key}, description, kwargs)
     resources = {provider_key, embedder_key} | ({cache_key} if cache_key else set())
-    op_args = {k: kwargs[k] for k in ("op_tags", "retry_policy", "pool", "partitions_def") if k in kwargs}
+    op_args = {k: kwargs[k] for k in ("op_tags", "retry_policy", "pool", "backfill_policy", "partitions_def")
+               if k in kwargs}
 
     def body(context: dg.AssetExecutionContext, tables: dict[str, pa.Table]) -> Iterator[Any]:
         provider = with_model(provider_of(getattr(context.resources, provider_key)), model)
         embedder = provider_of(getattr(context.resources, embedder_key))
         cache = getattr(context.resources, cache_key).get_cache() if cache_key else None
         call = Call(provider, cache, progress_logger(context.log, name), context.run.run_id, None)
-        out = compute(tables, call, embedder)
+        out = each_partition(tables, "left" if "left" in ins else "upstream", lambda t: compute(t, call, embedder))
         prices = args.get("prices") or prices_for(provider)
         embedded = out.embedding_usage.summary()
         figures = {"candidate_pairs": out.candidates, "brute_force_pairs": out.brute_force, "k": out.k,
@@ -187,6 +236,9 @@ def _pair_asset(name: str, ins: dict[str, dg.AssetDep], compute: Compute, args: 
             **figures})
         if letters is not None:
             failed = out.failed.table()
+            if len(context.partition_keys if context.has_partition_key_range else []) > 1 and \
+                    PARTITION_COLUMN not in failed.column_names:  # none failed: an empty slice of each partition
+                failed = failed.append_column(PARTITION_COLUMN, pa.array([], pa.string()))
             yield dg.Output(failed, output_name=letters.to_python_identifier(),
                             metadata={"dagster/row_count": failed.num_rows})
         yield from asset_checks.measured(context, key, checks, out.usage, None)

@@ -16,6 +16,7 @@ from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ai_assets.functions.embed import embed_text
 from ai_assets.functions.templates import column_texts
@@ -69,8 +70,13 @@ def side_vectors(table: pa.Table, column: str, *, embedder: TextEmbedder | Remot
     if vector_column is not None:
         if vector_column not in table.column_names:
             raise ConfigError(f"vector column {vector_column!r} is not in the table (columns: {table.column_names})")
-        values = table.column(vector_column).to_pylist()
-        errors: list[str | None] = [None if v is not None else f"no vector in {vector_column!r}" for v in values]
+        column_values = table.column(vector_column)
+        errors: list[str | None] = [None if v else f"no vector in {vector_column!r}"
+                                    for v in column_values.is_valid().to_pylist()]
+        texts = table.column(column).to_pylist() if column in table.column_names else []
+        for row, text in enumerate(texts):  # a vector without its text: nothing to show the verifier
+            if errors[row] is None and not (isinstance(text, str) and text.strip()):
+                errors[row] = f"no text in {column!r}"
         usage = Usage()
     else:
         if embedder is None:
@@ -81,28 +87,46 @@ def side_vectors(table: pa.Table, column: str, *, embedder: TextEmbedder | Remot
         options = replace(run.get("options") or RunOptions(), on_error="null", mode="live")
         embed_run: RunArgs = {**run, "options": options, "group_column": None}
         out = embed_text(table.select([column]), column, provider=embedder, output_column=VECTORS, **embed_run)
-        values = out.table.column(VECTORS).to_pylist()
-        errors = out.table.column(error_column(VECTORS)).to_pylist()
-        errors = [None if v is not None else (e or f"no text in {column!r}") for v, e in zip(values, errors,
-                                                                                               strict=True)]
+        column_values = out.table.column(VECTORS)
+        embedded = out.table.column(error_column(VECTORS)).to_pylist()
+        errors = [None if v else (e or f"no text in {column!r}") for v, e in zip(
+            column_values.is_valid().to_pylist(), embedded, strict=True)]
         usage = out.usage
-    dim = next((len(v) for v in values if v is not None), 1)
-    vectors = np.zeros((len(values), dim), np.float32)
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        if len(value) != dim:
-            raise ConfigError(f"row {i}: a vector of size {len(value)} after vectors of size {dim}; one side holds "
-                              "one size")
-        vectors[i] = value
-    norms = np.linalg.norm(vectors, axis=1)
-    finite = np.isfinite(vectors).all(axis=1)
-    valid = finite & (norms > 0)
+        vector_column = VECTORS
+    vectors = _matrix(column_values, vector_column)
+    # Row norms without an n x d temporary (einsum), normalised in place: the peak stays near the vectors' size.
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    valid = np.isfinite(norms) & (norms > 0) & np.array([e is None for e in errors], bool)
     for row in np.flatnonzero(~valid & np.array([e is None for e in errors], bool)).tolist():
         errors[row] = "a vector that is zero or not finite (NaN / inf)"
     vectors[~valid] = 0.0
-    vectors[valid] /= norms[valid, None]
+    np.divide(vectors, norms[:, None], out=vectors, where=valid[:, None])
     return Side(vectors, valid, errors, usage)
+
+
+def _matrix(values: pa.ChunkedArray, name: str) -> np.ndarray:
+    """The rows of a list column as an ``n x d`` float32 matrix (a null row is zeros), read from Arrow's value
+    buffer: never a Python float per element (a 1M x 384 side would be ~12 GB as lists, 1.5 GB here)."""
+    kind = values.type
+    if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        raise ConfigError(f"vector column {name!r} holds {kind}, not a list of numbers (an embedding)")
+    array = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    present = array.is_valid()
+    rows = np.flatnonzero(present.to_numpy(zero_copy_only=False))
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+    dim = int(lengths[rows[0]]) if len(rows) else 1
+    wrong = rows[lengths[rows] != dim]
+    if len(wrong):
+        raise ConfigError(f"{name!r} row {int(wrong[0])}: a vector of size {int(lengths[wrong[0]])} after vectors "
+                          f"of size {dim}; one side holds one size")
+    matrix = np.zeros((len(array), dim), np.float32)
+    if len(rows):
+        flat = pc.list_flatten(array.filter(present)) if len(rows) < len(array) else pc.list_flatten(array)
+        if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
+            raise ConfigError(f"vector column {name!r} holds lists of {flat.type}, not numbers")
+        # A null inside a vector reads as NaN: that row is then "not finite", its own error.
+        matrix[rows] = flat.cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(len(rows), dim)
+    return matrix
 
 
 def check_dims(left: Side, right: Side) -> None:
@@ -123,7 +147,7 @@ def exact_pairs(left: Side, right: Side, k: int, min_similarity: float | None = 
     take = min(k, len(rights) - (1 if exclude_self else 0))
     if take <= 0 or len(lefts) == 0:
         return _empty(k, max(brute, 0))
-    matrix = right.vectors[rights]
+    matrix = right.vectors if len(rights) == len(right.valid) else right.vectors[rights]  # no copy of a whole side
     step = max(1, cells // max(1, len(rights)))
     out_l, out_r, out_s = [], [], []
     for start in range(0, len(lefts), step):
@@ -142,27 +166,45 @@ def exact_pairs(left: Side, right: Side, k: int, min_similarity: float | None = 
     return Blocked(np.concatenate(out_l), np.concatenate(out_r), np.concatenate(out_s).astype(np.float32), k, brute)
 
 
-def lance_pairs(left: Side, table: Any, right_keys: list[Any], key_column: str, k: int,
+def lance_pairs(left: Side, right: Side, table: Any, right_keys: list[Any], key_column: str, k: int,
                 min_similarity: float | None = None, *, vector_column: str | None = None) -> Blocked:
     """Candidates by LanceDB's vector search of ``table`` (a ``lancedb`` table holding the right side's vectors,
-    cosine distance): the ``k`` nearest rows per valid left row, mapped back to positions in ``right_keys`` (the
-    right side's ``key_column``, read from the same table). An ANN index, when the table has one, answers."""
+    cosine distance): the ``k`` nearest usable rows per valid left row (``right``: the same table's vectors, read
+    for their validity), mapped back to positions in ``right_keys`` (the right side's ``key_column``, read from the
+    same table; LanceDB has no primary key, so a repeated or null key is an error). An ANN index, when the table
+    has one, answers."""
     check_k(k)
-    position = {key: i for i, key in enumerate(right_keys)}
+    check_dims(left, right)
+    position: dict[Any, int] = {}
+    for i, key in enumerate(right_keys):
+        if key is None or key in position:
+            raise ConfigError(f"right_key={key_column!r}: row {i} holds {'a null key' if key is None else repr(key)}"
+                              f"{'' if key is None else f' as row {position[key]} does'}; LanceDB keeps no key "
+                              "unique, the join needs one to find a hit's row")
+        position[key] = i
+    usable = right.valid
+    if not usable.any():
+        return _empty(k, 0)
+    skipped = int((~usable).sum())  # rows the search may return but the join leaves out: ask for that many more
     lefts = np.flatnonzero(left.valid)
     out_l, out_r, out_s = [], [], []
     for row in lefts:
         query = table.search(left.vectors[row].tolist(), vector_column_name=vector_column).distance_type("cosine")
-        hits = query.select([key_column]).limit(k).to_arrow()
+        hits = query.select([key_column]).limit(min(k + skipped, len(right_keys))).to_arrow()
+        taken = 0
         for key, distance in zip(hits.column(key_column).to_pylist(), hits.column("_distance").to_pylist(),
                                  strict=True):
-            similarity = 1.0 - float(distance)
-            if key in position and (min_similarity is None or similarity >= min_similarity):
+            at = position.get(key)
+            similarity = 1.0 - float(distance) if distance is not None else float("nan")
+            if at is None or not usable[at] or not np.isfinite(similarity) or taken == k:
+                continue
+            taken += 1
+            if min_similarity is None or similarity >= min_similarity:
                 out_l.append(int(row))
-                out_r.append(position[key])
+                out_r.append(at)
                 out_s.append(similarity)
     return Blocked(np.array(out_l, np.int64), np.array(out_r, np.int64), np.array(out_s, np.float32), k,
-                   len(lefts) * len(right_keys))
+                   len(lefts) * int(usable.sum()))
 
 
 def embedding_run(run: RunArgs) -> RunArgs:

@@ -21,7 +21,15 @@ import pyarrow as pa
 
 from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.semantic.blocking import check_floor, check_k, embedding_run, exact_pairs, side_vectors
-from ai_assets.functions.semantic.join import MAX_TEXT_CHARS, VERDICT, Paired, cut_text, verify
+from ai_assets.functions.semantic.join import (
+    MAX_TEXT_CHARS,
+    VERDICT,
+    Paired,
+    check_limit,
+    count_unembedded,
+    cut_text,
+    verify,
+)
 from ai_assets.functions.templates import column_texts
 from ai_assets.providers.protocols import Prompter, RemoteTextEmbedder, TextEmbedder
 from ai_assets.runtime.columns import error_column
@@ -59,8 +67,8 @@ def semantic_dedup(
     """
     check_floor(threshold, "threshold")
     check_k(k)
-    if isinstance(max_cluster_size, bool) or not isinstance(max_cluster_size, int) or max_cluster_size < 2:
-        raise ConfigError(f"max_cluster_size={max_cluster_size!r}: give an int >= 2")
+    check_limit(max_text_chars)
+    check_cluster_size(max_cluster_size)
     column_texts(table.slice(0, 0), column)  # a column of text, or an error naming it before anything is sent
     if vector_column is not None:
         texts, distinct, side_input = _with_vectors(table, column, vector_column)
@@ -97,11 +105,17 @@ def semantic_dedup(
         if error is not None:
             for one, other in ((i, j), (j, i)):
                 failed.setdefault(one, []).append(f"verdict with {distinct[other][:60]!r} failed: {error}")
+    count_unembedded(verified.usage, side.usage)
     out = _assign(texts, distinct, side.errors, clusters, failed, column)
     for name, values in out.items():
         table = table.append_column(name, values)
     return Paired(table, verified.usage, verified.failed, len(pairs), len(distinct) * (len(distinct) - 1) // 2, k,
                   side.usage)
+
+
+def check_cluster_size(max_cluster_size: int) -> None:
+    if isinstance(max_cluster_size, bool) or not isinstance(max_cluster_size, int) or max_cluster_size < 2:
+        raise ConfigError(f"max_cluster_size={max_cluster_size!r}: give an int >= 2")
 
 
 def _with_vectors(table: pa.Table, column: str, vector_column: str) -> tuple[list[str | None], list[str], pa.Table]:

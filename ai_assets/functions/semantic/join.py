@@ -9,6 +9,7 @@ nothing, and a new partition of either side sends only the pairs that involve it
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Unpack
 
@@ -42,7 +43,9 @@ VERDICT = "verdict"
 JOIN_SYSTEM = ("You decide whether a condition holds for a pair of records, A from the left table and B from the "
                "right table. Condition: {condition}\nAnswer match=true only if it holds; confidence is your "
                "probability that your answer is right.")
-PAIR_TEMPLATE = "A: {a}\n\nB: {b}"
+PAIR_TEMPLATE = "A: {a_sent}\n\nB: {b_sent}"
+"""Each side is a JSON string (quotes, newlines escaped): a text holding "\n\nB: " cannot pose as the other side,
+and distinct pairs are distinct requests, so the journal never answers one pair with another's verdict."""
 
 
 class Verdict(BaseModel):
@@ -79,7 +82,8 @@ def verify(a: list[str | None], b: list[str | None], notes: list[str | None], co
     if not isinstance(condition, str) or not condition.strip():
         raise ConfigError(f"condition={condition!r}: say in words when a pair matches")
     options = run.get("options") or RunOptions(on_error="null")
-    pairs = pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.string()),
+    pairs = pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.string()),  # as read (dead letters)
+                      "a_sent": pa.array(_quoted(a), pa.string()), "b_sent": pa.array(_quoted(b), pa.string()),
                       "cut": pa.array(notes, pa.string())})
     verify_run: RunArgs = {**run, "options": options}
     out = prompt(pairs, PAIR_TEMPLATE, provider=provider, return_format=Verdict, output_column=VERDICT,
@@ -112,7 +116,8 @@ def semantic_join(
     Only candidate pairs are judged: for each left row, the ``k`` right rows whose ``left_column`` /
     ``right_column`` texts are most similar (cosine of ``embedder``'s vectors, or of the vectors already in
     ``left_vector`` / ``right_vector``), at or above ``min_similarity``. ``right`` may be a LanceDB table holding
-    its vectors in ``right_vector`` with a unique ``right_key``: LanceDB's vector search then finds the candidates.
+    its vectors in ``right_vector`` with a unique ``right_key`` (a repeated or null key is an error): LanceDB's
+    vector search then finds the candidates. A row with a vector but no text is its own error row.
 
     The output has the left row's columns (``left_<name>``), the right row's (``right_<name>``), ``similarity``,
     ``match``, ``confidence``, ``cut`` (a text cut to ``max_text_chars``) and ``match_error``: the matched pairs
@@ -123,19 +128,22 @@ def semantic_join(
     """
     check_floor(min_similarity, "min_similarity")
     check_k(k)
-    _check_limit(max_text_chars)
+    check_limit(max_text_chars)
     lance = not isinstance(right, pa.Table)
     if lance and (right_vector is None or right_key is None):
         raise ConfigError("semantic_join over a LanceDB table needs right_vector= (its vector column) and "
                           "right_key= (a unique key column)")
     right_table = right.to_arrow() if lance else right
+    if lance and right_key not in right_table.column_names:
+        raise ConfigError(f"right_key={right_key!r} is not a column of the LanceDB table (columns: "
+                          f"{right_table.column_names})")
     embed_run = embedding_run(run)
     left_side = side_vectors(left, left_column, embedder=embedder, vector_column=left_vector, **embed_run)
     right_side = side_vectors(right_table, right_column, embedder=embedder, vector_column=right_vector, **embed_run)
     if lance:
         assert right_key is not None
-        blocked = lance_pairs(left_side, right, right_table.column(right_key).to_pylist(), right_key, k,
-                              min_similarity, vector_column=right_vector)
+        blocked = lance_pairs(left_side, right_side, right, right_table.column(right_key).to_pylist(), right_key,
+                              k, min_similarity, vector_column=right_vector)
     else:
         blocked = exact_pairs(left_side, right_side, k, min_similarity)
     left_texts = _texts(left, left_column)
@@ -156,7 +164,21 @@ def semantic_join(
     embedding = Usage()
     for usage in (left_side.usage, right_side.usage):
         embedding.absorb(usage, "embedder", None)
+    count_unembedded(verified.usage, left_side.usage, right_side.usage)
     return Paired(table, verified.usage, verified.failed, blocked.candidates, blocked.brute_force, k, embedding)
+
+
+def _quoted(texts: list[str | None]) -> list[str | None]:
+    """Blank and null texts stay so (the row is skipped, not sent as ``""``)."""
+    return [t if t is None or not t.strip() else json.dumps(t, ensure_ascii=False) for t in texts]
+
+
+def count_unembedded(usage: Usage, *embedding: Usage) -> None:
+    """Rows whose embedding failed (the embedder down, not a row with no text) were never compared: they count as
+    failed rows of the call, so its error rate (and the Dagster asset's check) sees a join that compared nothing."""
+    lost = sum(part.errors for part in embedding)
+    usage.rows += lost
+    usage.errors += lost
 
 
 def _texts(table: pa.Table, column: str) -> list[Any]:
@@ -166,7 +188,7 @@ def _texts(table: pa.Table, column: str) -> list[Any]:
     return values
 
 
-def _check_limit(max_text_chars: int) -> None:
+def check_limit(max_text_chars: int) -> None:
     if isinstance(max_text_chars, bool) or not isinstance(max_text_chars, int) or max_text_chars < 1:
         raise ConfigError(f"max_text_chars={max_text_chars!r}: give the characters of a text to send, an int >= 1")
 
