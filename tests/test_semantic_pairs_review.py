@@ -313,10 +313,10 @@ def test_a_lancedb_right_key_that_is_no_column_is_a_config_error_naming_it(
     sides were embedded; like every other column setting it is a ConfigError naming the setting and the columns."""
     import lancedb
 
-    judge, url = verifier
+    _judge, url = verifier
     catalog = lancedb.connect(str(tmp_path / "lance")).create_table("catalog", pa.table({
         "sku": ["A1"], "title": ["Acme"], "v": _vectors([[1.0, 0.0]])}))
-    with pytest.raises(ConfigError, match="right_key='skuu'.*sku"):
+    with pytest.raises(ConfigError, match=r"right_key='skuu'.*sku"):
         semantic_join(pa.table({"item": ["Acme Inc"], "v": _vectors([[1.0, 0.1]])}), catalog, "item", "title",
                       CONDITION, provider=_llm(url), left_vector="v", right_vector="v", right_key="skuu", k=1,
                       options=FAST)
