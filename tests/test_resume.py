@@ -45,8 +45,14 @@ def write_rows(folder: Path, partition: str, n: int, start: int = 0, tag: str = 
             handle.write(json.dumps({"id": i, "text": f"{tag} {partition} {i}"}) + "\n")
 
 
+IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})
+
+
 def cli(tmp_path: Path, server: FakeOpenAIServer, partition: str, backend: str = "parquet",
-        home_name: str = "home", **env: str) -> subprocess.Popen[str]:
+        home_name: str = "home", steps: str = "in_process", **env: str) -> subprocess.Popen[str]:
+    """``dagster asset materialize`` of ``partition``. ``steps="multiprocess"`` (Dagster's default executor, a
+    process per step, as a user's definitions run) for a run the test kills; the others run their steps in the
+    run's process, which costs a third of the process starts."""
     home = tmp_path / home_name
     if not home.exists():
         home.mkdir()
@@ -59,8 +65,9 @@ def cli(tmp_path: Path, server: FakeOpenAIServer, partition: str, backend: str =
                    "OPENAI_BASE_URL": server.base_url, **env}
     return subprocess.Popen(
         [DAGSTER, "asset", "materialize", "-f", str(ROOT / "tests" / "resume_defs.py"), "--select", "*",
-         "--partition", partition], cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
+         "--partition", partition, *(["--config-json", IN_PROCESS] if steps == "in_process" else [])],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
 
 
 def finish(process: subprocess.Popen[str]) -> None:
@@ -87,7 +94,7 @@ def test_sigkill_mid_partition_then_cli_rerun_pays_only_for_what_was_lost(
     previous = store.read(["p1"])
     write_rows(tmp_path / "src", "p1", n - first, start=first)
     server.set_latency(0.05)
-    run = cli(tmp_path, server, "p1", **env)
+    run = cli(tmp_path, server, "p1", steps="multiprocess", **env)
     deadline = time.monotonic() + 180
     while server.stats().chat_requests < n // 2:
         assert run.poll() is None, "the run ended before it could be killed"
@@ -299,7 +306,7 @@ def test_a_run_waiting_on_a_killed_run_takes_its_rows_over(tmp_path: Path, serve
     n = 1000
     write_rows(tmp_path / "src", "p1", n)
     server.set_latency(0.05)
-    first = cli(tmp_path, server, "p1", home_name="home-a")
+    first = cli(tmp_path, server, "p1", home_name="home-a", steps="multiprocess")
     deadline = time.monotonic() + 180
     while server.stats().chat_requests < 50:
         assert first.poll() is None and time.monotonic() < deadline
