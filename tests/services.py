@@ -89,33 +89,74 @@ def install_packages(packages: Sequence[str]) -> None:
 
 _GUARD = """
 import os, signal, sys, time
-owner, target, sig, group = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "group"
-send = os.killpg if group else os.kill
-def alive(pid):
+owner, owner_start, target, target_start, sig = sys.argv[1:6]
+owner, target, sig, group = int(owner), int(target), int(sig), sys.argv[6] == "group"
+def stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+def alive(pid, start):
+    # The same process, not one that got its pid after it died: its start time (proc(5), /proc/PID/stat field
+    # 22) must match. A zombie is dead. Without /proc (start ""), only whether the pid exists.
+    if start:
+        fields = stat(pid)
+        return fields is not None and fields[19] == start and fields[0] != "Z"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
-while alive(target):
-    if not alive(owner):
+def members():
+    # Live members of the process group: the leader may exit on SIGTERM while a child that ignores it lives on.
+    if not os.path.isdir("/proc/self"):
         try:
-            send(target, sig)
+            os.killpg(target, 0)
         except ProcessLookupError:
-            break
+            return False
+        return True
+    for entry in os.listdir("/proc"):
+        fields = stat(int(entry)) if entry.isdigit() else None
+        if fields is not None and fields[2] == str(target) and fields[0] != "Z":
+            return True
+    return False
+def running():
+    if not group:
+        return alive(target, target_start)
+    if alive(target, target_start):
+        return True
+    fields = stat(target)
+    if target_start and fields is not None and fields[19] != target_start:
+        return False  # the pid is a stranger's, so the group it led is empty (a pid that is a group id is not reused)
+    return members()
+def send(s):
+    try:
+        (os.killpg if group else os.kill)(target, s)
+    except ProcessLookupError:
+        pass
+while running():
+    if not alive(owner, owner_start):
+        send(sig)
         deadline = time.monotonic() + 15
-        while alive(target) and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             time.sleep(0.2)
-        if alive(target):
-            try:
-                send(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if running():
+            send(signal.SIGKILL)
         break
     time.sleep(0.5)
 """
+
+
+def _start_time(pid: int) -> str:
+    """``pid``'s start time (proc(5): /proc/PID/stat field 22), which tells it from a later process given the same
+    pid; "" without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return ""
 
 
 SELF = -1  # owner: the process that starts the service
@@ -131,7 +172,8 @@ def guard(pid: int, sig: int = signal.SIGTERM, owner: int | None = SELF, *, grou
     if owner is None:
         return
     owner = os.getpid() if owner == SELF else owner
-    subprocess.Popen([sys.executable, "-c", _GUARD, str(owner), str(pid), str(int(sig)), "group" if group else "one"],
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(owner), _start_time(owner), str(pid), _start_time(pid),
+                      str(int(sig)), "group" if group else "one"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
 
@@ -151,10 +193,28 @@ def stop_pid(pid: int, *, group: bool = False, timeout_s: float = 10.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
+        if not (_group_alive(pid) if group else _alive(pid)):
             return
         time.sleep(0.1)
     send(signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a live member: its leader may die of SIGTERM while a child that ignores
+    it lives on. Without /proc: whether killpg finds any member."""
+    proc = Path("/proc")
+    if not (proc / "self").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+            if fields and fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+    return False
 
 
 def _alive(pid: int) -> bool:
