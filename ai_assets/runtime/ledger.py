@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.sqlite_wal import wal_mode
 
 Period = Literal["day", "month"]
 RECENT = 20
@@ -136,7 +137,7 @@ class _SqliteRunner:
                               f"({exc.strerror or exc})") from exc
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(self._db, 30)  # runs and the automation sensor open a new ledger at once
         for statement in _SCHEMA:
             self._db.execute(statement)
 

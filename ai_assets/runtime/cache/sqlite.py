@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ai_assets.runtime.cache import CachedResult, Entry
 from ai_assets.runtime.cache.lease import owner_gone
 from ai_assets.runtime.errors import ConfigError
+from ai_assets.runtime.sqlite_wal import wal_mode
 
 T = TypeVar("T")
 
@@ -38,22 +39,6 @@ WHERE excluded.error IS NULL OR results.error IS NOT NULL
 """
 
 
-def _wal(db: sqlite3.Connection, timeout_s: float) -> None:
-    """WAL mode, waiting (at most ``timeout_s``) for processes that open the same new journal at once: SQLite
-    answers the journal-mode change with SQLITE_BUSY at once, without its busy handler, while another connection
-    holds a lock (sqlite3_busy_handler: the handler is not always invoked), so two runs starting together failed
-    with "database is locked"."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
 class ResultCache:
     """Results by key in a SQLite file; several processes on one machine may share it (writers take turns)."""
 
@@ -63,7 +48,7 @@ class ResultCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-            _wal(self._db, 60)
+            wal_mode(self._db, 60)
             self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process (not a power cut)
             self._create_or_upgrade()
         except (sqlite3.Error, OSError) as exc:
