@@ -12,7 +12,7 @@ writes no dead letters; its checks run only with the enrichment, whose output th
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -69,13 +69,18 @@ def _selected_only(body: Body, key: dg.AssetKey) -> Body:
         if key not in context.selected_asset_keys:
             raise ConfigError(f"{key.to_user_string()}: its dead letters and checks come from materializing it; "
                               "select it too")
-        outputs = context.op_execution_context.selected_output_names
-        checks = {check.name for check in context.selected_asset_check_keys}
-        for event in body(context, upstream):
-            if isinstance(event, dg.Output) and event.output_name not in outputs:
-                continue
-            if isinstance(event, dg.AssetCheckResult) and event.check_name not in checks:
-                continue
-            yield event
+        yield from only_selected(context, body(context, upstream))
 
     return run
+
+
+def only_selected(context: dg.AssetExecutionContext, events: Iterable[Any]) -> Iterator[Any]:
+    """``events`` less the outputs and check results the run did not select (a multi-asset's optional ones)."""
+    outputs = context.op_execution_context.selected_output_names
+    checks = {check.name for check in context.selected_asset_check_keys}
+    for event in events:
+        if isinstance(event, dg.Output) and event.output_name not in outputs:
+            continue
+        if isinstance(event, dg.AssetCheckResult) and event.check_name not in checks:
+            continue
+        yield event

@@ -21,6 +21,7 @@ from ai_assets.dagster import checks as asset_checks
 from ai_assets.dagster.call import Call, Upstream
 from ai_assets.dagster.checks import error_rate_check
 from ai_assets.dagster.common import EnrichArgs, asset_kwargs, fingerprint, upstream_key
+from ai_assets.dagster.dead_letter import only_selected
 from ai_assets.dagster.enrich import with_defaults
 from ai_assets.dagster.metadata import progress_logger, usage_metadata
 from ai_assets.dagster.resources import provider_of
@@ -245,14 +246,7 @@ def _pair_asset(name: str, ins: dict[str, dg.AssetDep], compute: Compute, args: 
 
     def selected(context: dg.AssetExecutionContext, tables: dict[str, pa.Table]) -> Iterator[Any]:
         """``body``'s events that the run selected (the outputs and checks are optional: an estimate has none)."""
-        outputs = context.op_execution_context.selected_output_names
-        checked = {check.name for check in context.selected_asset_check_keys}
-        for event in body(context, tables):
-            if isinstance(event, dg.Output) and event.output_name not in outputs:
-                continue
-            if isinstance(event, dg.AssetCheckResult) and event.check_name not in checked:
-                continue
-            yield event
+        yield from only_selected(context, body(context, tables))
 
     decorate = dg.multi_asset(name=key.to_python_identifier(), specs=specs, check_specs=check_specs, can_subset=True,
                               ins={name: dg.AssetIn(dep.asset_key) for name, dep in ins.items()},
