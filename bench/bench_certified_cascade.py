@@ -17,7 +17,9 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
@@ -31,6 +33,7 @@ from ai_assets import Cascade, OpenAICompatibleProvider, prompt
 from ai_assets.runtime.cache.sqlite import ResultCache
 from ai_assets.runtime.guarantees import Accuracy, Precision, Recall, Target
 from ai_assets.runtime.prices import lookup
+from ai_assets.runtime.usage import Usage
 from ai_assets.testing import FakeOpenAIServer, Noise
 from tests.certified_replay import replay
 
@@ -63,14 +66,24 @@ def one(server: FakeOpenAIServer, target: Target, rows: int, budget: int, runs: 
     answers = proxy.table.column("response").to_pylist()
     truth = [a["match"] for a in oracle.table.column("response").to_pylist()]
     labels, confidence = [a["match"] for a in answers], [a["confidence"] for a in answers]
-    replays = [replay(target, DELTA, budget, seed, labels, confidence, truth) for seed in range(runs)]
-    certificate = out.usage.certificate
+    proxy_cost = out.usage.models["cheap"].cost(cheap)
+    return replayed(target, DELTA, out.usage, proxy_cost, labels, confidence, truth, budget, runs, rerun_requests)
+
+
+def replayed(target: Target, delta: float, usage: Usage, proxy_cost: float, labels: list[Any],
+             confidence: list[float | None], truth: list[Any], budget: int, runs: int,
+             rerun_requests: int) -> dict[str, float | str]:
+    """The figures of ``runs`` seeded runs replayed from one real run's answers (its ``usage`` and certificate):
+    how often the target held, the oracle's share and the cost against all-oracle (the proxy's ``proxy_cost``
+    included)."""
+    replays = [replay(target, delta, budget, seed, labels, confidence, truth) for seed in range(runs)]
+    certificate = usage.certificate
     assert certificate is not None
     all_oracle = certificate.all_oracle_cost_usd or 0.0
-    proxy_cost = out.usage.models["cheap"].cost(cheap)
     ratios = [(proxy_cost + r.oracle_share * all_oracle) / all_oracle for r in replays] if all_oracle else [0.0]
+    rows = len(truth)
     return {
-        "target": str(target), "delta": DELTA, "rows": rows, "label_budget": budget, "runs": runs,
+        "target": str(target), "delta": delta, "rows": rows, "label_budget": budget, "runs": runs,
         "proxy_error_rate": round(sum(p != t for p, t in zip(labels, truth, strict=True)) / rows, 4),
         "held_share": sum(r.measure >= target.value for r in replays) / runs,
         "worst_measure": round(min(r.measure for r in replays), 4),
@@ -83,20 +96,27 @@ def one(server: FakeOpenAIServer, target: Target, rows: int, budget: int, runs: 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_targets(name: str, one: Callable[[FakeOpenAIServer, Target, int, int, int], dict[str, float | str]],
+                noise: Noise | None = None) -> None:
+    """The command line of a certified-cascade bench: ``one`` per target on a fake server, printed and saved."""
+    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--budget", type=int, default=500)
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     figures = {}
     with FakeOpenAIServer() as server:
-        server.set_noise(Noise(model="cheap", label="match", rate=NOISE, seed=3))
+        if noise is not None:
+            server.set_noise(noise)
         for target in (Recall(0.95), Precision(0.9), Accuracy(0.95)):
             result = one(server, target, args.rows, args.budget, args.runs)
             figures[target.kind] = result
             print(" | ".join(f"{k} {v}" for k, v in result.items()), flush=True)
-    save("certified_cascade", figures)
+    save(name, figures)
+
+
+def main() -> None:
+    run_targets("certified_cascade", one, Noise(model="cheap", label="match", rate=NOISE, seed=3))
 
 
 if __name__ == "__main__":

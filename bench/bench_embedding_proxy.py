@@ -14,8 +14,6 @@ one, counted on the server.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -27,16 +25,15 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the task is in tests/
 
-from results import save
+from bench_certified_cascade import replayed, run_targets
 
 from ai_assets import Cascade, OpenAICompatibleProvider, embed_text, prompt
 from ai_assets.functions.embedding_proxy import TEMPERATURE, EmbeddingProxy
 from ai_assets.functions.nearest_label import score
 from ai_assets.runtime.cache.sqlite import ResultCache
-from ai_assets.runtime.guarantees import Accuracy, Precision, Recall, Target
+from ai_assets.runtime.guarantees import Target
 from ai_assets.runtime.prices import lookup
 from ai_assets.testing import FakeOpenAIServer
-from tests.certified_replay import replay
 from tests.embedding_proxy_task import LABELS, phrases
 
 DELTA = 0.05
@@ -74,40 +71,14 @@ def one(server: FakeOpenAIServer, target: Target, rows: int, budget: int, runs: 
     nearest, confidence, _ = score(vectors, [None] * rows,
                                    np.asarray(anchors.table.column("embedding").to_pylist()), TEMPERATURE)
     labels = [list(LABELS)[i] for i in nearest]
-    replays = [replay(target, DELTA, budget, seed, labels, confidence, truth) for seed in range(runs)]
-    certificate = out.usage.certificate
-    assert certificate is not None
-    all_oracle = certificate.all_oracle_cost_usd or 0.0
     proxy_cost = out.usage.models[EMBEDDING].cost(embedding)
-    ratios = [(proxy_cost + r.oracle_share * all_oracle) / all_oracle for r in replays] if all_oracle else [0.0]
-    return {
-        "target": str(target), "delta": DELTA, "rows": rows, "label_budget": budget, "runs": runs,
-        "proxy_error_rate": round(sum(p != t for p, t in zip(labels, truth, strict=True)) / rows, 4),
-        "held_share": sum(r.measure >= target.value for r in replays) / runs,
-        "worst_measure": round(min(r.measure for r in replays), 4),
-        "mean_measure": round(statistics.fmean(r.measure for r in replays), 4),
-        "mean_oracle_share": round(statistics.fmean(r.oracle_share for r in replays), 4),
-        "mean_cost_vs_all_oracle": round(statistics.fmean(ratios), 4),
-        "real_run_oracle_share": round(certificate.oracle_share, 4),
-        "real_run_cost_vs_all_oracle": certificate.summary()["cost_vs_all_oracle"],
-        "proxy_cost_usd": round(proxy_cost, 6),
-        "rerun_requests": rerun_requests,
-    }
+    figures = replayed(target, DELTA, out.usage, proxy_cost, labels, list(confidence), truth, budget, runs,
+                       rerun_requests)
+    return {**figures, "proxy_cost_usd": round(proxy_cost, 6)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--budget", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
-    figures = {}
-    with FakeOpenAIServer() as server:
-        for target in (Recall(0.95), Precision(0.9), Accuracy(0.95)):
-            result = one(server, target, args.rows, args.budget, args.runs)
-            figures[target.kind] = result
-            print(" | ".join(f"{k} {v}" for k, v in result.items()), flush=True)
-    save("embedding_proxy", figures)
+    run_targets("embedding_proxy", one)
 
 
 if __name__ == "__main__":
