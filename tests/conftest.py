@@ -9,6 +9,7 @@ import pytest
 from ai_assets import OpenAICompatibleProvider
 from ai_assets.testing import BatchBehaviour, FakeOpenAIServer
 from ai_assets.testing.prefix_cache import DEFAULT_CAPACITY
+from tests.semantic_rows_judge import Judge
 from tests.services import Service, create_database, postgres_server, redis_server
 
 # The download guard's own tests run only inside their network namespace (tests/test_download_guard.py starts it).
@@ -66,3 +67,12 @@ def pg_url(postgres: Service) -> str:
 def redis() -> Iterator[Service]:
     with redis_server() as service:
         yield service
+
+
+@pytest.fixture
+def judge() -> Iterator[Judge]:
+    """The semantic operators' judge (tests/semantic_rows_judge.py): comparisons, verdicts and folds answered from
+    what the texts plant."""
+    server = Judge().start()
+    yield server
+    server.stop()

@@ -63,11 +63,11 @@ def wait_for_port(port: int, timeout_s: float = 60.0, *, what: str = "service", 
             socket.create_connection(("127.0.0.1", port), 0.5).close()
             return
         except OSError:
-            if pid is not None and not _alive(pid):
+            if pid is not None and not alive(pid):
                 break
             time.sleep(0.1)
     tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-    why = "exited" if pid is not None and not _alive(pid) else f"did not listen within {timeout_s:g}s"
+    why = "exited" if pid is not None and not alive(pid) else f"did not listen within {timeout_s:g}s"
     raise ServiceError(f"{what} {why} (127.0.0.1:{port})\n{tail}")
 
 
@@ -193,7 +193,7 @@ def stop_pid(pid: int, *, group: bool = False, timeout_s: float = 10.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not (_group_alive(pid) if group else _alive(pid)):
+        if not (_group_alive(pid) if group else alive(pid)):
             return
         time.sleep(0.1)
     send(signal.SIGKILL)
@@ -217,7 +217,8 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

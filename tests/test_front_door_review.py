@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import alive
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A stand-in for pytest / mypy / mkdocs: records its pid and arguments, sleeps FD_SLEEP_<name> seconds, exits
@@ -75,19 +77,11 @@ def _wait_started(log: Path) -> dict[str, int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _assert_all_stopped(pids: dict[str, int], tmp: Path) -> None:
     deadline = time.monotonic() + 5
-    while any(map(_alive, pids.values())) and time.monotonic() < deadline:
+    while any(map(alive, pids.values())) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = {name: pid for name, pid in pids.items() if _alive(pid)}
+    left = {name: pid for name, pid in pids.items() if alive(pid)}
     for pid in left.values():
         os.kill(pid, signal.SIGKILL)
     assert not left, f"left running after scripts/test exited: {left}"
@@ -174,9 +168,9 @@ def test_a_guarded_group_is_stopped_when_its_leader_exits_but_a_child_ignores_si
     try:
         leader.wait(10)  # reaped here, as its parent (a test process) would
         deadline = time.monotonic() + 25  # SIGTERM, 15 s, SIGKILL
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(child), "the child that ignores SIGTERM outlived the guard"
+        assert not alive(child), "the child that ignores SIGTERM outlived the guard"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
@@ -257,9 +251,9 @@ def test_stop_pid_of_a_group_waits_for_the_child_that_ignores_sigterm() -> None:
     try:
         stop_pid(leader.pid, group=True, timeout_s=2)
         deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(child), "stop_pid left the group's child that ignores SIGTERM running"
+        assert not alive(child), "stop_pid left the group's child that ignores SIGTERM running"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ from tests.test_embedding_proxy import Match
 from tests.test_embedding_proxy_hostile import Vectors
 
 FAST = RunOptions(concurrency=8, retry=RetryPolicy(max_attempts=2, base_wait=0.0, max_wait=0.0))
-
-
-@pytest.fixture
-def judge() -> Iterator[Judge]:
-    server = Judge().start()
-    yield server
-    server.stop()
 
 
 def llm(judge: Judge) -> OpenAICompatibleProvider:
@@ -320,38 +312,6 @@ def test_a_wrong_yaml_value_names_the_field(line: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as caught:
         SemanticTopKComponent.resolve_from_yaml(yaml)
     assert line.split(":", maxsplit=1)[0] in str(caught.value)
-
-
-def _open_journal(path: str, barrier: Any, errors: Any) -> None:
-    barrier.wait()
-    try:
-        ResultCache(path)
-    except Exception as error:  # reported to the test, which names it
-        errors.put(str(error))
-
-
-def test_two_runs_opening_a_new_journal_at_once_both_open_it(tmp_path: Path) -> None:
-    """Two runs of one partition started at once (a retry while the first still runs; two Dagster run workers)
-    each open the journal. SQLite answers ``PRAGMA journal_mode=WAL`` with SQLITE_BUSY at once, without calling
-    the busy handler, while another connection holds a lock during the change (sqlite.org/wal.html, "Activating
-    And Configuring WAL Mode"; the busy handler is documented as not always invoked, sqlite3_busy_handler): one
-    run failed with "database is locked" (this review saw tests/test_semantic_rows.py's two-runs test fail on it). Eight
-    processes open a fresh journal at the same moment, 40 times: every open succeeds."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    failures: list[str] = []
-    for trial in range(40):
-        barrier, errors = context.Barrier(8), context.Queue()
-        path = str(tmp_path / f"journal-{trial}.sqlite")
-        workers = [context.Process(target=_open_journal, args=(path, barrier, errors)) for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        while not errors.empty():
-            failures.append(errors.get())
-    assert not failures, failures[:3]
 
 
 class DropsOne(Vectors):

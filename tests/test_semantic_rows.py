@@ -5,7 +5,6 @@ answers are checked against brute force, and requests are counted on the server.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,13 +19,6 @@ from ai_assets.runtime.retry import RetryPolicy
 from tests.semantic_rows_judge import Judge
 
 FAST = RunOptions(concurrency=8, retry=RetryPolicy(max_attempts=2, base_wait=0.0, max_wait=0.0))
-
-
-@pytest.fixture
-def judge() -> Iterator[Judge]:
-    server = Judge().start()
-    yield server
-    server.stop()
 
 
 def llm(judge: Judge) -> OpenAICompatibleProvider:

@@ -1,7 +1,6 @@
 """The semantic row operators as real Dagster materializations: top-k and aggregate per partition, filter as a task
 factory, a component loaded from YAML; requests counted on the judge (tests/semantic_rows_judge.py)."""
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ pytestmark = [pytest.mark.integration]
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
 FAST = RunOptions(concurrency=8, on_error="null", retry=RetryPolicy(max_attempts=2, base_wait=0.0, max_wait=0.0))
-
-
-@pytest.fixture
-def judge() -> Iterator[Judge]:
-    server = Judge().start()
-    yield server
-    server.stop()
 
 
 def scores(partition: str) -> list[float]:

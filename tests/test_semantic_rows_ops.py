@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from ai_assets.functions.cascade import Cascade
 from ai_assets.functions.semantic.aggregate import semantic_aggregate
@@ -22,13 +20,6 @@ from tests.semantic_rows_judge import Judge
 from tests.test_semantic_rows import FAST, llm
 
 ROWS = replace(FAST, on_error="null")  # a failed row is that row's error (the default, "raise", fails the call)
-
-
-@pytest.fixture
-def judge() -> Iterator[Judge]:
-    server = Judge().start()
-    yield server
-    server.stop()
 
 
 def entries(n: int, start: int = 0) -> pa.Table:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import alive
+
 ROOT = Path(__file__).resolve().parents[1]
 STARTER = """
 import sys, tempfile
@@ -26,26 +28,18 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
 def test_a_service_stops_when_its_starter_is_killed(kind: str) -> None:
     starter = subprocess.Popen([sys.executable, "-c", STARTER, kind], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert starter.stdout is not None
     pid = int(starter.stdout.readline())
-    assert _alive(pid)
+    assert alive(pid)
     starter.send_signal(signal.SIGKILL)  # no teardown runs
     starter.wait(30)
     deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(pid), f"{kind} (pid {pid}) outlived the process that started it"
+    assert not alive(pid), f"{kind} (pid {pid}) outlived the process that started it"
 
 
 def test_a_service_started_for_nobody_outlives_its_starter() -> None:
@@ -57,11 +51,11 @@ def test_a_service_started_for_nobody_outlives_its_starter() -> None:
     pid = int(started.stdout.split()[-1])
     try:
         time.sleep(2)  # the guard polls every 0.5 s
-        assert _alive(pid), "PostgreSQL started with owner=None stopped when its starter exited"
+        assert alive(pid), "PostgreSQL started with owner=None stopped when its starter exited"
     finally:
         os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 
@@ -75,9 +69,9 @@ def test_a_process_group_that_ignores_sigterm_is_killed_with_its_children() -> N
     starter.send_signal(signal.SIGKILL)
     starter.wait(30)
     deadline = time.monotonic() + 60
-    while (_alive(leader) or _alive(child)) and time.monotonic() < deadline:
+    while (alive(leader) or alive(child)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(leader) and not _alive(child)
+    assert not alive(leader) and not alive(child)
 
 
 GROUP_STARTER = """
